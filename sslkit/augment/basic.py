@@ -1,0 +1,48 @@
+"""Views for the embedded data sets: additive noise (vectors) and pixel shifts (images)."""
+
+import torch
+from torch import Tensor
+
+
+def as_float(x: Tensor) -> Tensor:
+    """uint8 images → float32 in [0, 1]; float data unchanged."""
+    return x.float() / 255 if x.dtype == torch.uint8 else x.float()
+
+
+class GaussianNoise:
+    """x' = x + std·ε, ε ~ N(0, I) drawn per sample and per coordinate.
+
+    With two such views of x ~ N(0, Σ) the expected cross-covariance between the views is
+    Σ itself, so the data spectrum is the γ_k of the stepwise theory (DESIGN §3)."""
+
+    def __init__(self, std: float = 0.1) -> None:
+        self.std = std
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        x = as_float(x)
+        return x + self.std * torch.randn(x.shape, generator=generator, device=x.device)
+
+
+class ShiftNoise:
+    """Image views: subtract `mean`, shift each image by its own random integer offset
+    (dy, dx) ∈ [−max_shift, max_shift]² with zero fill, then add N(0, std²) noise."""
+
+    def __init__(self, max_shift: int = 1, std: float = 0.1, mean: float = 0.0) -> None:
+        self.max_shift, self.std, self.mean = max_shift, std, mean
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(
+                f"augment=digits shifts images and expects batches of shape (B, C, H, W), "
+                f"got {tuple(x.shape)}. For vector data (e.g. data=synthetic) use "
+                f"augment=gaussian_noise."
+            )
+        b, c, h, w = x.shape
+        s = self.max_shift
+        padded = torch.nn.functional.pad(as_float(x) - self.mean, (s, s, s, s))
+        dy, dx = torch.randint(0, 2 * s + 1, (2, b, 1), generator=generator, device=x.device)
+        rows = (dy + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
+        cols = (dx + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
+        batch = torch.arange(b, device=x.device)[:, None, None]
+        shifted = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
+        return shifted + self.std * torch.randn(shifted.shape, generator=generator, device=x.device)

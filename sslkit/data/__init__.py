@@ -1,0 +1,10 @@
+"""Data sources: whole data sets as tensors, batched on the training device.
+
+A source returns an `InMemoryData`: images as uint8 (N, C, H, W), or feature vectors as
+float32 (N, dim), with integer labels. Views are made later, by `sslkit.augment`.
+"""
+
+from sslkit.data.memory import InMemoryData
+from sslkit.data.sources import digits, synthetic
+
+__all__ = ["InMemoryData", "digits", "synthetic"]

@@ -1,0 +1,43 @@
+"""The embedded sources: scikit-learn's digits and a Gaussian with a chosen spectrum."""
+
+import torch
+from sklearn.datasets import load_digits
+
+from sslkit.data.memory import InMemoryData
+
+
+def digits(batch_size: int) -> InMemoryData:
+    """scikit-learn's 1797 handwritten digits, 8×8 grey levels 0–16, as uint8 (N, 1, 8, 8)
+    scaled to 0–255 (level·255/16, rounded). Ships with scikit-learn: nothing is downloaded."""
+    d = load_digits()
+    x = torch.from_numpy(d.images * (255 / 16)).round().to(torch.uint8).unsqueeze(1)
+    return InMemoryData(x, torch.from_numpy(d.target).long(), batch_size, name="data=digits")
+
+
+def synthetic(
+    batch_size: int,
+    n: int,
+    dim: int,
+    spectrum: list[float] | None = None,
+    decay: float = 0.5,
+    seed: int = 0,
+) -> InMemoryData:
+    """x ~ N(0, diag(σ²)), float32 (n, dim), for theory checks.
+
+    σ² is `spectrum` when given (length `dim`, all > 0), else the power law
+    σ²_k = 2^(−decay·k), k = 0 … dim−1 (decay = 0.5 gives γ_k = 2^(−k/2) of DESIGN §3).
+    Labels are all zero: the source has no classes.
+    """
+    if spectrum is None:
+        variances = 2.0 ** (-decay * torch.arange(dim, dtype=torch.float64))
+    else:
+        variances = torch.tensor(list(spectrum), dtype=torch.float64)
+        if variances.shape != (dim,) or not bool((variances > 0).all()):
+            raise ValueError(
+                f"data.spectrum must list data.dim={dim} positive variances, got "
+                f"{list(spectrum)} ({len(variances)} values). Set data.dim={len(variances)}, "
+                f"or fix data.spectrum, or drop it to use the power law data.decay."
+            )
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=g, dtype=torch.float64) * variances.sqrt()
+    return InMemoryData(x.float(), torch.zeros(n, dtype=torch.long), batch_size, name="data=synthetic")

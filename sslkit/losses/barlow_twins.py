@@ -1,0 +1,74 @@
+"""Barlow Twins loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sslkit.losses.output import LossOutput, check_views, off_diagonal
+
+_NORMALIZE = ("batchnorm", "none")
+
+
+class BarlowTwinsLoss(nn.Module):
+    r"""Barlow Twins redundancy-reduction loss (Zbontar et al., 2021, eq. 1).
+
+    With ``normalize="batchnorm"`` each view is standardised per dimension over the
+    batch, as ``BatchNorm1d(affine=False)`` does in training mode:
+    ẑ = (z − mean) / sqrt(biased var + 1e-5); with ``"none"`` it is used as is. Then,
+    as in the official ``main.py``::
+
+        C_ij = (1/N) Σ_n ẑ1_ni ẑ2_nj
+        L    = scale · ( Σ_i (1 − C_ii)²  +  λ Σ_i Σ_{j≠i} C_ij² )
+
+    With ``symmetric=True``, C is replaced by (C + Cᵀ)/2 first. The setting
+    ``normalize="none", lambd=1, symmetric=True`` gives ‖C − I‖²_F with
+    C = (z1ᵀz2 + z2ᵀz1) / (2N), the simplified loss of the stepwise analysis of
+    Simon et al. (2023), "On the stepwise nature of self-supervised learning".
+
+    Args:
+        lambd: Weight λ of the redundancy (off-diagonal) term.
+        scale: Factor multiplying the whole loss.
+        normalize: ``"batchnorm"`` or ``"none"``.
+        symmetric: Symmetrise C before computing the loss.
+
+    Terms: ``"invariance"`` = scale · Σ_i (1 − C_ii)²,
+    ``"redundancy"`` = scale · λ · Σ_{i≠j} C_ij².
+    """
+
+    def __init__(
+        self,
+        lambd: float = 0.0051,
+        scale: float = 1.0,
+        normalize: str = "batchnorm",
+        symmetric: bool = False,
+    ) -> None:
+        super().__init__()
+        if normalize not in _NORMALIZE:
+            raise ValueError(f"normalize must be one of {_NORMALIZE}, got {normalize!r}.")
+        self.lambd = lambd
+        self.scale = scale
+        self.normalize = normalize
+        self.symmetric = symmetric
+
+    def extra_repr(self) -> str:
+        return (
+            f"lambd={self.lambd}, scale={self.scale}, "
+            f"normalize={self.normalize!r}, symmetric={self.symmetric}"
+        )
+
+    def _normalize(self, z: torch.Tensor) -> torch.Tensor:
+        if self.normalize == "none":
+            return z
+        return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + 1e-5)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> LossOutput:
+        check_views(z1, z2)
+        c = self._normalize(z1).T @ self._normalize(z2) / z1.shape[0]
+        if self.symmetric:
+            c = (c + c.T) / 2
+        invariance = self.scale * (1 - torch.diagonal(c)).pow(2).sum()
+        redundancy = self.scale * self.lambd * off_diagonal(c).pow(2).sum()
+        return LossOutput(
+            invariance + redundancy, {"invariance": invariance, "redundancy": redundancy}
+        )

@@ -1,0 +1,65 @@
+"""Fully connected backbones and the standard SSL projector head."""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def _features(in_shape: tuple[int, ...]) -> int:
+    return math.prod(in_shape)
+
+
+class Linear(nn.Module):
+    """f(x) = W·flatten(x), no bias, W_ij ~ N(0, init_scale² / in_features).
+
+    The linear model of the stepwise analysis (Simon et al. 2023, §4): `init_scale` is α,
+    so small initialisation is one override (`backbone.init_scale=1e-3`)."""
+
+    def __init__(self, in_shape: tuple[int, ...], out_dim: int, init_scale: float = 1.0) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.layer = nn.Linear(_features(in_shape), out_dim, bias=False)
+        nn.init.normal_(self.layer.weight, std=init_scale / math.sqrt(self.layer.in_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer(x.flatten(1))
+
+
+class MLP(nn.Module):
+    """`depth` hidden ReLU layers of `width` units, then a linear read-out to `out_dim`.
+
+    Hidden layers use He initialisation (N(0, 2/fan_in), zero bias); the read-out is
+    N(0, init_scale²/width), so `init_scale` sets the output scale at initialisation."""
+
+    def __init__(
+        self, in_shape: tuple[int, ...], width: int, depth: int, out_dim: int, init_scale: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        dims = [_features(in_shape)] + [width] * depth
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+            linear = nn.Linear(fan_in, fan_out)
+            nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
+            nn.init.zeros_(linear.bias)
+            layers += [linear, nn.ReLU()]
+        readout = nn.Linear(dims[-1], out_dim, bias=False)
+        nn.init.normal_(readout.weight, std=init_scale / math.sqrt(dims[-1]))
+        self.net = nn.Sequential(*layers, readout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1))
+
+
+class Projector(nn.Sequential):
+    """The SSL head of SimCLR / Barlow Twins / VICReg: (Linear–BatchNorm–ReLU) for each
+    hidden size, then a final Linear to `out_dim`."""
+
+    def __init__(self, in_dim: int, hidden_dims: list[int], out_dim: int) -> None:
+        dims = [in_dim, *hidden_dims]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(fan_in, fan_out, bias=False), nn.BatchNorm1d(fan_out), nn.ReLU()]
+        super().__init__(*layers, nn.Linear(dims[-1], out_dim, bias=False))
+        self.out_dim = out_dim
