@@ -1,6 +1,7 @@
 """Command-line entry points: `sslkit-train` (Hydra) and `sslkit-report`."""
 
 import argparse
+import sys
 from pathlib import Path
 
 import hydra
@@ -8,8 +9,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sslkit.config import register_configs
+from sslkit.errors import ConfigError
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+def _config_error(exc: BaseException | None) -> ConfigError | None:
+    """The ConfigError behind `exc`, also when Hydra's instantiate wrapped it."""
+    while exc is not None and not isinstance(exc, ConfigError):
+        exc = exc.__cause__
+    return exc
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
@@ -18,11 +27,17 @@ def _train(cfg: DictConfig) -> float:
     from sslkit.train import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    last = train(cfg, run_dir)
+    try:
+        last = train(cfg, run_dir)
+    except Exception as exc:
+        if (error := _config_error(exc)) is None:
+            raise
+        print(f"sslkit-train: error: {error}", file=sys.stderr)
+        sys.exit(2)
     if cfg.trainer.report and cfg.spectrum.enabled:
         print(f"figure: {stepwise_figure(run_dir)}")
     print(f"run directory: {run_dir}")
-    return last.get("loss", float("nan"))
+    return last["loss"]
 
 
 def train_main() -> None:
@@ -33,7 +48,7 @@ def train_main() -> None:
 def report_main(argv: list[str] | None = None) -> None:
     from sslkit.report import stepwise_figure
 
-    parser = argparse.ArgumentParser(prog="sslkit-report", description=__doc__)
+    parser = argparse.ArgumentParser(prog="sslkit-report", description="Write RUN_DIR/stepwise.png.")
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by sslkit-train")
     for run_dir in parser.parse_args(argv).run_dirs:
         print(stepwise_figure(run_dir))

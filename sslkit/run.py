@@ -10,17 +10,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import sslkit
+from sslkit.errors import ConfigError, NonFiniteLossError
 from sslkit.losses import LossOutput
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message says where and what to change."""
 
 
 def resolve_device(name: str) -> torch.device:
     """`auto` → cuda when available, else cpu."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was requested but no CUDA device is available; "
+        raise ConfigError("device=cuda was requested but no CUDA device is available; "
                            "use device=auto or device=cpu.")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -32,7 +29,7 @@ def total_steps(trainer: DictConfig, steps_per_epoch: int) -> int:
     budgets = [trainer.max_steps, None if trainer.max_epochs is None else trainer.max_epochs * steps_per_epoch]
     budgets = [b for b in budgets if b is not None]
     if not budgets or min(budgets) < 1:
-        raise ValueError(
+        raise ConfigError(
             f"The run has no steps: trainer.max_steps={trainer.max_steps}, "
             f"trainer.max_epochs={trainer.max_epochs}. Set at least one of them to a positive "
             f"number, e.g. trainer.max_steps=1000."
@@ -42,7 +39,7 @@ def total_steps(trainer: DictConfig, steps_per_epoch: int) -> int:
 
 def check_new_run_dir(run_dir: Path) -> None:
     if (run_dir / "metrics.jsonl").exists():
-        raise FileExistsError(
+        raise ConfigError(
             f"{run_dir} already holds a run (metrics.jsonl exists). Pick a new directory "
             f"with hydra.run.dir=..., or delete the old run."
         )

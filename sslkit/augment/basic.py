@@ -3,6 +3,8 @@
 import torch
 from torch import Tensor
 
+from sslkit.errors import ConfigError
+
 
 def as_float(x: Tensor) -> Tensor:
     """uint8 images → float32 in [0, 1]; float data unchanged."""
@@ -32,7 +34,7 @@ class ShiftNoise:
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         if x.ndim != 4:
-            raise ValueError(
+            raise ConfigError(
                 f"augment=digits shifts images and expects batches of shape (B, C, H, W), "
                 f"got {tuple(x.shape)}. For vector data (e.g. data=synthetic) use "
                 f"augment=gaussian_noise."

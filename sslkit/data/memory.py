@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from sslkit.errors import ConfigError
+
 
 @dataclass
 class InMemoryData:
@@ -17,9 +19,9 @@ class InMemoryData:
     def __post_init__(self) -> None:
         n = len(self.x)
         if len(self.y) != n:
-            raise ValueError(f"{self.name}: {n} samples but {len(self.y)} labels.")
+            raise ConfigError(f"{self.name}: {n} samples but {len(self.y)} labels.")
         if not 1 <= self.batch_size <= n:
-            raise ValueError(
+            raise ConfigError(
                 f"data.batch_size={self.batch_size} is not possible for {self.name} with {n} "
                 f"samples: choose 1 <= data.batch_size <= {n}."
             )

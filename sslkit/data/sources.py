@@ -4,6 +4,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from sslkit.data.memory import InMemoryData
+from sslkit.errors import ConfigError
 
 
 def digits(batch_size: int) -> InMemoryData:
@@ -33,7 +34,7 @@ def synthetic(
     else:
         variances = torch.tensor(list(spectrum), dtype=torch.float64)
         if variances.shape != (dim,) or not bool((variances > 0).all()):
-            raise ValueError(
+            raise ConfigError(
                 f"data.spectrum must list data.dim={dim} positive variances, got "
                 f"{list(spectrum)} ({len(variances)} values). Set data.dim={len(variances)}, "
                 f"or fix data.spectrum, or drop it to use the power law data.decay."

@@ -1,0 +1,34 @@
+# sslkit: `make train` runs the default experiment, `make test` the fast test suite.
+# Both create .venv first when it is missing (Python >= 3.11 as `python3`, or PYTHON=...).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup train test test-all bench figures clean
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; a second `make setup` is a no-op.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The default experiment (experiment=stepwise_digits); extra Hydra overrides via ARGS="...".
+train: setup
+	$(BIN)/sslkit-train experiment=stepwise_digits $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-all: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+# Regenerates the figures committed under docs/ and shown in the README.
+figures: setup
+	$(BIN)/python scripts/make_figures.py
+
+clean:
+	rm -rf runs outputs .pytest_cache

@@ -1,0 +1,119 @@
+"""The shell interface: `sslkit-train` with Hydra overrides, `sslkit-report`, and the
+messages a researcher sees for bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sslkit.errors import ConfigError, NonFiniteLossError
+from sslkit.spectrum import load
+from sslkit.train import train
+
+BIN = Path(sys.executable).parent
+
+
+def sslkit_train(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([BIN / "sslkit-train", *overrides, "trainer.progress=false"],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_train_and_report_from_the_shell(tmp_path):
+    run_dir = tmp_path / "run"
+    done = sslkit_train("experiment=stepwise_digits", "trainer.max_steps=20", "optim.lr=0.05",
+                        f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "optim:" in (run_dir / "config.yaml").read_text()
+    assert "lr: 0.05" in (run_dir / "config.yaml").read_text()
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 20
+    assert load(run_dir)["xcorr"].shape == (20, 64)
+    figure = run_dir / "stepwise.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure.unlink()
+    report = subprocess.run([BIN / "sslkit-report", str(run_dir)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert figure.exists()
+
+
+def test_default_run_directory_is_under_runs(tmp_path):
+    done = sslkit_train("trainer.max_steps=2", "trainer.report=false", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(list(tmp_path.glob("runs/*/*/metrics.jsonl"))) == 1
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("loss=foo", ["Could not find 'loss/foo'", "Available options in 'loss'", "barlow_twins",
+                      "simclr", "vicreg"]),
+        ("optim.lr=abc", ["Value 'abc'", "could not be converted to Float", "full_key: optim.lr"]),
+        ("device=gpu", ["Invalid value 'gpu', expected one of [auto, cpu, cuda]", "full_key: device"]),
+        ("optim.schedule=linear",
+         ["Invalid value 'linear', expected one of [constant, cosine, warmup_cosine]", "optim.schedule"]),
+        ("optim.lrr=0.1", ["Key 'lrr' not in 'SGDConfig'", "full_key: optim.lrr"]),
+        ("trainer.max_steps=many", ["Value 'many'", "full_key: trainer.max_steps"]),
+    ],
+)
+def test_bad_overrides_name_the_key_and_the_allowed_values(tmp_path, override, expected):
+    done = sslkit_train(override, cwd=tmp_path)
+    assert done.returncode != 0
+    for text in expected:
+        assert text in done.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("metrics.jsonl"))
+
+
+def test_config_errors_print_one_paragraph_without_traceback(tmp_path):
+    done = sslkit_train("data=synthetic", "augment=digits", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("sslkit-train: error: augment=digits shifts images")
+    assert "Traceback" not in done.stderr and "augment=gaussian_noise" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        (["data=synthetic", "augment=digits"], r"augment=digits .* \(B, C, H, W\), got \(1024, 16\).*augment=gaussian_noise"),
+        (["data=synthetic", "data.spectrum=[1.0,0.5]"], r"data.spectrum must list data.dim=16 .* Set data.dim=2"),
+        (["data=synthetic", "data.spectrum=[1.0,-0.5]", "data.dim=2"], r"data.spectrum must list data.dim=2 positive"),
+        (["data.batch_size=5000"], r"data.batch_size=5000 .* 1797 samples: choose 1 <= data.batch_size <= 1797"),
+        (["trainer.max_steps=null"], r"trainer.max_steps=None, trainer.max_epochs=None\. Set at least one"),
+        (["trainer.max_steps=0"], r"The run has no steps"),
+    ],
+)
+def test_bad_shapes_and_sizes(config, tmp_path, overrides, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        try:
+            train(config(*overrides), tmp_path)
+        except Exception as exc:  # Hydra's instantiate wraps errors raised by a _target_
+            raise exc.__cause__ if isinstance(exc.__cause__, ConfigError) else exc
+
+
+def test_non_finite_loss_names_the_step_and_what_to_change(config, tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite at step \d+: loss=(nan|inf) \(invariance=.*lower optim.lr"):
+        train(config("experiment=stepwise_digits", "optim.lr=1e9", "trainer.max_steps=50"), tmp_path)
+
+
+def test_an_existing_run_is_never_overwritten(config, tmp_path):
+    train(config("trainer.max_steps=2"), tmp_path)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match="already holds a run .* hydra.run.dir"):
+        train(config("trainer.max_steps=2"), tmp_path)
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_cuda_request_without_cuda_is_explained(config, tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device=cuda was requested but no CUDA device"):
+        train(config("device=cuda"), tmp_path)
+
+
+def test_every_experiment_preset_composes_and_builds(config):
+    from hydra.utils import instantiate
+
+    for preset in sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "experiment").glob("*.yaml")):
+        cfg = config(f"experiment={preset}")
+        data = instantiate(cfg.data)
+        backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
+        instantiate(cfg.projector, in_dim=backbone.out_dim)
+        instantiate(cfg.loss), instantiate(cfg.augment)

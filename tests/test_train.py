@@ -1,0 +1,110 @@
+"""The trainer end to end: stepwise learning against theory, reproducibility, observers."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from sslkit.spectrum import crossing_steps, load
+from sslkit.train import train
+
+
+def metrics(run_dir, drop=("images_per_s",)) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in lines]
+
+
+def test_stepwise_synthetic_half_times_match_theory(config, tmp_path):
+    """DESIGN §3. Convention: L = ‖C − I‖²_F (loss=barlow_twins_simplified: scale 1, λ 1),
+    C = sym(z1ᵀz2)/N, z = W x, plain SGD (momentum 0) with step η. Then mode k obeys
+    dc/dt = 8ηγ_k c(1 − c), so c_k crosses ½ at t_k = ln((1 − c0)/c0) / (8ηγ_k), with
+    c0 = γ_k·D·α²/m for W0 entries N(0, α²/m). The views x + ε, x + ε' have expected
+    cross-covariance Γ = xᵀx/n, whose eigenvalues are the γ_k."""
+    cfg = config("experiment=stepwise_synthetic")
+    train(cfg, tmp_path)
+
+    x = instantiate(cfg.data).x.double()
+    gamma = torch.linalg.eigvalsh(x.T @ x / len(x)).flip(0).numpy()
+    alpha, m, d, lr = cfg.backbone.init_scale, cfg.data.dim, cfg.backbone.out_dim, cfg.optim.lr
+    c0 = gamma * d * alpha**2 / m
+    predicted = np.log((1 - c0) / c0) / (8 * lr * gamma)
+
+    spectra = load(tmp_path)
+    measured = crossing_steps(spectra["step"], spectra["xcorr"])[:4]
+    assert (measured > 0).all(), f"not all of the first 4 modes were learned: {measured}"
+    assert (np.diff(measured) > 0).all(), f"modes not learned in descending order of γ: {measured}"
+    np.testing.assert_allclose(measured, predicted[:4], rtol=0.10)
+
+
+def test_default_experiment_learns_five_separated_steps(config, tmp_path):
+    """`make train`: ≥ 5 eigenvalues of C rise from ≈ 0 to ≈ 1 one after another; each has
+    finished its rise (crossed 0.8) before the next one starts it (crosses 0.2)."""
+    train(config("experiment=stepwise_digits"), tmp_path)
+    spectra = load(tmp_path)
+    steps, xcorr = spectra["step"], spectra["xcorr"][:, :5]
+    assert xcorr[0].max() < 1e-3, "small initialisation should start every mode near 0"
+    start, half, end = (crossing_steps(steps, xcorr, level) for level in (0.2, 0.5, 0.8))
+    assert (end > 0).all(), f"first 5 modes did not all reach 0.8: {end}"
+    assert (start <= half).all() and (half <= end).all()
+    assert (end[:-1] < start[1:]).all(), f"steps overlap: starts {start}, ends {end}"
+
+
+def test_same_seed_same_run_and_other_seed_differs(config, tmp_path):
+    overrides = ("data.batch_size=128", "trainer.max_steps=30")
+    train(config(*overrides), tmp_path / "a")
+    train(config(*overrides), tmp_path / "b")
+    train(config(*overrides, "seed=1"), tmp_path / "c")
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    assert metrics(tmp_path / "a") != metrics(tmp_path / "c")
+
+
+@pytest.mark.parametrize("loss", ["barlow_twins", "simclr", "vicreg"])
+def test_observers_do_not_change_the_trajectory(config, tmp_path, loss):
+    """Spectrum on/off and the logging cadence leave every logged loss bit-identical."""
+    base = (f"loss={loss}", "backbone=mlp", "backbone.width=32", "projector=mlp",
+            "data.batch_size=128", "trainer.max_steps=24")
+    train(config(*base), tmp_path / "on")
+    train(config(*base, "spectrum=off"), tmp_path / "off")
+    train(config(*base, "spectrum=off", "trainer.log_every=5"), tmp_path / "sparse")
+    on, off, sparse = (metrics(tmp_path / k) for k in ("on", "off", "sparse"))
+    assert on == off
+    assert not (tmp_path / "off" / "spectrum").exists()
+    by_step = {m["step"]: m for m in on}
+    assert [by_step[m["step"]] for m in sparse] == sparse
+    assert [m["step"] for m in sparse] == [4, 9, 14, 19, 23]
+
+
+def test_run_directory_records(config, tmp_path):
+    cfg = config("trainer.max_steps=12", "data.batch_size=64", "trainer.log_every=4")
+    last = train(cfg, tmp_path)
+    saved = (tmp_path / "config.yaml").read_text()
+    assert "max_steps: 12" in saved and "batch_size: 64" in saved
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["seed"] == 0
+    rows = metrics(tmp_path, drop=())
+    assert [r["step"] for r in rows] == [3, 7, 11] and rows[-1] == last
+    assert {"loss", "invariance", "redundancy", "lr", "images_per_s", "epoch"} <= set(rows[0])
+    assert math.isclose(rows[0]["loss"], rows[0]["invariance"] + rows[0]["redundancy"], rel_tol=1e-6)
+    # 1797 // 64 = 28 batches per epoch: steps 0..11 are all in epoch 0
+    assert rows[-1]["epoch"] == 0
+    spectra = load(tmp_path)
+    assert list(spectra["step"]) == list(range(12)) and spectra["cov"].shape == (12, 64)
+    assert (np.diff(spectra["xcorr"], axis=1) <= 1e-6).all(), "eigenvalues must be descending"
+
+
+def test_max_epochs_bounds_the_run(config, tmp_path):
+    # 1797 // 599 = 3 batches per epoch
+    train(config("trainer.max_steps=null", "trainer.max_epochs=2", "data.batch_size=599",
+                 "trainer.log_every=1"), tmp_path)
+    rows = metrics(tmp_path)
+    assert [r["step"] for r in rows] == list(range(6)) and [r["epoch"] for r in rows] == [0, 0, 0, 1, 1, 1]
+
+
+def test_schedule_reaches_the_logged_learning_rate(config, tmp_path):
+    train(config("trainer.max_steps=10", "optim.schedule=cosine", "optim.lr=0.05"), tmp_path)
+    lrs = [r["lr"] for r in metrics(tmp_path)]
+    expected = [0.05 * 0.5 * (1 + math.cos(math.pi * t / 10)) for t in range(10)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
