@@ -26,7 +26,7 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest $(ARGS)
 
-# Regenerates the figures committed under docs/ and shown in the README.
+# Regenerates the figures committed under scripts/figures/ and shown in the README.
 figures: setup
 	$(BIN)/python scripts/make_figures.py
 

@@ -28,7 +28,7 @@ def stepwise_figure(run_dir: str | Path, modes: int = 12) -> Path:
     fig, (ax_eig, ax_loss) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     colors = plt.cm.viridis(np.linspace(0, 0.9, xcorr.shape[1]))
     for k in range(xcorr.shape[1]):
-        ax_eig.plot(steps, xcorr[:, k], color=colors[k], lw=1.5, label=f"λ{k + 1}" if k < 8 else None)
+        ax_eig.plot(steps, xcorr[:, k], color=colors[k], lw=0.8, alpha=0.9, label=f"λ{k + 1}" if k < 8 else None)
         if crossed[k] >= 0:
             ax_eig.plot(crossed[k], 0.5, "o", color=colors[k], ms=4)
     ax_eig.axhline(0.5, color="grey", lw=0.5, ls=":")
