@@ -36,7 +36,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     augment = instantiate(cfg.augment)
     backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
     projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
-    model = nn.Sequential(backbone, projector).to(device)
+    model = nn.ModuleDict({"backbone": backbone, "projector": projector}).to(device)
     loss_fn = instantiate(cfg.loss)
     steps = total_steps(cfg.trainer, data.steps_per_epoch)
     optimizer, scheduler = build_optimizer(cfg.optim, model, steps)
@@ -52,7 +52,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         try:
             while step < steps:
                 for x, _ in data.epoch(data_rng):
-                    z1, z2 = model(augment(x, view_rng)), model(augment(x, view_rng))
+                    v1, v2 = augment(x, view_rng)
+                    z1, z2 = projector(backbone(v1)), projector(backbone(v2))
                     out: LossOutput = loss_fn(z1, z2)
                     check_finite(out, step)
                     optimizer.zero_grad(set_to_none=True)

@@ -20,7 +20,7 @@ def test_gaussian_noise_difference_has_zero_mean_and_given_std():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(20_000, 8, generator=g) * 3 + 1
     std = 0.3
-    view = GaussianNoise(std=std)(x, torch.Generator().manual_seed(1))
+    view = GaussianNoise(std=std).view(x, torch.Generator().manual_seed(1))
     assert view.shape == x.shape and view.dtype == torch.float32
     diff = (view - x).double()
     # 160k draws: sd of the mean ≈ 0.3/400 = 7.5e-4; sd of the std estimate ≈ 0.18 %
@@ -37,11 +37,11 @@ def test_gaussian_noise_scales_uint8_to_unit_interval():
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (4000, 1, 8, 8), generator=g, dtype=torch.uint8)
     expected = x.double() / 255
-    clean = GaussianNoise(std=0.0)(x, torch.Generator().manual_seed(0))
+    clean = GaussianNoise(std=0.0).view(x, torch.Generator().manual_seed(0))
     assert clean.dtype == torch.float32
     torch.testing.assert_close(clean.double(), expected, rtol=0, atol=1e-7)
     assert 0.0 <= clean.min().item() and clean.max().item() <= 1.0
-    noisy = GaussianNoise(std=0.05)(x, torch.Generator().manual_seed(0))
+    noisy = GaussianNoise(std=0.05).view(x, torch.Generator().manual_seed(0))
     diff = noisy.double() - expected
     assert abs(diff.mean().item()) < 2e-3
     assert diff.std().item() == pytest.approx(0.05, rel=0.01)
@@ -50,15 +50,18 @@ def test_gaussian_noise_scales_uint8_to_unit_interval():
 def test_gaussian_noise_two_views_are_independent_and_reproducible():
     x = torch.randn(10_000, 4, generator=torch.Generator().manual_seed(0))
     aug = GaussianNoise(std=0.2)
-    g = torch.Generator().manual_seed(7)
-    v1, v2 = aug(x, g), aug(x, g)
+    v1, v2 = aug(x, torch.Generator().manual_seed(7))  # one call: the pair of views
+    assert v1.shape == v2.shape == x.shape
     assert not torch.equal(v1, v2)
     n1, n2 = (v1 - x).flatten().double(), (v2 - x).flatten().double()
     assert abs(torch.corrcoef(torch.stack([n1, n2]))[0, 1].item()) < 0.02
-    g = torch.Generator().manual_seed(7)
-    w1, w2 = aug(x, g), aug(x, g)
+    assert n2.std().item() == pytest.approx(0.2, rel=0.02)
+    w1, w2 = aug(x, torch.Generator().manual_seed(7))
     assert torch.equal(v1, w1) and torch.equal(v2, w2)
-    w3 = aug(x, torch.Generator().manual_seed(8))
+    # the pair is two successive single views drawn from the generator
+    g = torch.Generator().manual_seed(7)
+    assert torch.equal(aug.view(x, g), v1) and torch.equal(aug.view(x, g), v2)
+    w3, _ = aug(x, torch.Generator().manual_seed(8))
     assert not torch.equal(v1, w3)
 
 
@@ -125,7 +128,7 @@ def positive_images(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("s, shape", [(1, (500, 1, 8, 8)), (2, (500, 3, 5, 7)), (3, (300, 2, 8, 8))])
 def test_shift_is_one_integer_offset_with_zero_fill(s, shape):
     x = positive_images(shape, seed=s)
-    out = ShiftNoise(max_shift=s, std=0.0, mean=0.0)(x, torch.Generator().manual_seed(0))
+    out = ShiftNoise(max_shift=s, std=0.0, mean=0.0).view(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.dtype == torch.float32
     hits, _ = match_offsets(out, x.float() / 255, s)
     assert bool((hits.sum(1) == 1).all()), "every sample must equal exactly one shifted input"
@@ -133,14 +136,14 @@ def test_shift_is_one_integer_offset_with_zero_fill(s, shape):
 
 def test_zero_max_shift_is_identity():
     x = positive_images((50, 1, 8, 8), seed=0)
-    out = ShiftNoise(max_shift=0, std=0.0, mean=0.0)(x, torch.Generator().manual_seed(0))
+    out = ShiftNoise(max_shift=0, std=0.0, mean=0.0).view(x, torch.Generator().manual_seed(0))
     assert torch.equal(out, x.float() / 255)
 
 
 @pytest.mark.parametrize("s, n", [(1, 9000), (2, 10_000)])
 def test_all_offsets_occur_uniformly(s, n):
     x = positive_images((n, 1, 8, 8), seed=10 + s)
-    out = ShiftNoise(max_shift=s, std=0.0, mean=0.0)(x, torch.Generator().manual_seed(s))
+    out = ShiftNoise(max_shift=s, std=0.0, mean=0.0).view(x, torch.Generator().manual_seed(s))
     hits, offsets = match_offsets(out, x.float() / 255, s)
     assert bool((hits.sum(1) == 1).all())
     counts = hits.sum(0).double()
@@ -156,7 +159,7 @@ def test_all_offsets_occur_uniformly(s, n):
 def test_mean_is_subtracted_before_zero_fill():
     s, mean = 2, 0.3
     x = positive_images((400, 1, 8, 8), seed=3)
-    out = ShiftNoise(max_shift=s, std=0.0, mean=mean)(x, torch.Generator().manual_seed(0))
+    out = ShiftNoise(max_shift=s, std=0.0, mean=mean).view(x, torch.Generator().manual_seed(0))
     centred = x.float() / 255 - mean
     hits, offsets = match_offsets(out, centred, s)
     assert bool((hits.sum(1) == 1).all())
@@ -171,13 +174,14 @@ def test_mean_is_subtracted_before_zero_fill():
 def test_shift_noise_std_and_mean():
     std, mean = 0.2, 0.25
     x = positive_images((4000, 1, 8, 8), seed=4)
-    out = ShiftNoise(max_shift=0, std=std, mean=mean)(x, torch.Generator().manual_seed(0))
+    out = ShiftNoise(max_shift=0, std=std, mean=mean).view(x, torch.Generator().manual_seed(0))
     noise = (out - (x.float() / 255 - mean)).double()
     assert abs(noise.mean().item()) < 3e-3  # 256k draws: sd of the mean ≈ 4e-4
     assert noise.std().item() == pytest.approx(std, rel=0.01)
     # with shifts, on black images the output is pure noise (zero fill, zero content)
     zeros = torch.zeros(4000, 1, 8, 8, dtype=torch.uint8)
-    pure = ShiftNoise(max_shift=2, std=std, mean=0.0)(zeros, torch.Generator().manual_seed(1)).double()
+    pure = ShiftNoise(max_shift=2, std=std, mean=0.0).view(zeros, torch.Generator().manual_seed(1))
+    pure = pure.double()
     assert abs(pure.mean().item()) < 3e-3
     assert pure.std().item() == pytest.approx(std, rel=0.01)
 
@@ -185,14 +189,29 @@ def test_shift_noise_std_and_mean():
 def test_shift_noise_views_differ_and_reproduce():
     x = positive_images((64, 1, 8, 8), seed=5)
     aug = ShiftNoise(max_shift=1, std=0.1, mean=0.3)
-    g = torch.Generator().manual_seed(9)
-    v1, v2 = aug(x, g), aug(x, g)
+    v1, v2 = aug(x, torch.Generator().manual_seed(9))
+    assert v1.shape == v2.shape == x.shape
     assert not torch.equal(v1, v2)
+    w1, w2 = aug(x, torch.Generator().manual_seed(9))
+    assert torch.equal(w1, v1) and torch.equal(w2, v2)
     g = torch.Generator().manual_seed(9)
-    assert torch.equal(aug(x, g), v1) and torch.equal(aug(x, g), v2)
+    assert torch.equal(aug.view(x, g), v1) and torch.equal(aug.view(x, g), v2)
+
+
+def test_shift_noise_two_views_shift_independently():
+    s, n = 1, 2000
+    x = positive_images((n, 1, 8, 8), seed=6)
+    v1, v2 = ShiftNoise(max_shift=s, std=0.0, mean=0.0)(x, torch.Generator().manual_seed(2))
+    hits1, _ = match_offsets(v1, x.float() / 255, s)
+    hits2, _ = match_offsets(v2, x.float() / 255, s)
+    assert bool((hits1.sum(1) == 1).all()) and bool((hits2.sum(1) == 1).all())
+    same = (hits1.int().argmax(1) == hits2.int().argmax(1)).double().mean().item()
+    assert same == pytest.approx(1 / 9, abs=0.04)  # independent offsets agree 1/9 of the time
 
 
 @pytest.mark.parametrize("shape", [(16, 64), (16, 8, 8)])
 def test_shift_noise_rejects_non_image_batches(shape):
     with pytest.raises(ValueError, match="augment=gaussian_noise"):
         ShiftNoise()(torch.zeros(shape), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="augment=gaussian_noise"):
+        ShiftNoise().view(torch.zeros(shape), torch.Generator().manual_seed(0))

@@ -27,11 +27,14 @@ class ReferenceLARS:
     """The LARS of facebookresearch/barlowtwins main.py, written out on plain tensors.
 
     for p: dp = grad; unless weight_decay_filter(p): dp += wd·p;
-           unless lars_adaptation_filter(p): q = η‖p‖/‖dp‖ if ‖p‖ > 0 and ‖dp‖ > 0 else 1; dp *= q
+           unless lars_adaptation_filter(p):
+               q = η‖p‖/‖dp‖ if ‖p‖ > 0 and ‖dp‖ > 0 else 1;  dp *= q
            mu = momentum·mu + dp;  p -= lr·mu
     """
 
-    def __init__(self, params, lr, weight_decay, momentum, eta, weight_decay_filter=None, lars_adaptation_filter=None):
+    def __init__(
+        self, params, lr, weight_decay, momentum, eta, weight_decay_filter=None, lars_adaptation_filter=None
+    ):
         self.params = params
         self.lr, self.wd, self.momentum, self.eta = lr, weight_decay, momentum, eta
         self.wd_filter, self.lars_filter = weight_decay_filter, lars_adaptation_filter
@@ -61,12 +64,17 @@ def make_params(seed: int) -> list[torch.Tensor]:
     ]
 
 
-@pytest.mark.parametrize("lr, wd, momentum, eta", [(0.3, 1e-4, 0.9, 0.02), (0.05, 0.1, 0.5, 0.001), (1.0, 0.0, 0.0, 0.02)])
+@pytest.mark.parametrize(
+    "lr, wd, momentum, eta", [(0.3, 1e-4, 0.9, 0.02), (0.05, 0.1, 0.5, 0.001), (1.0, 0.0, 0.0, 0.02)]
+)
 def test_lars_matches_official_barlow_twins_rule(lr, wd, momentum, eta):
     init = make_params(0)
     ours = [nn.Parameter(p.clone()) for p in init]
     opt = LARS(
-        [{"params": [p for p in ours if p.ndim > 1]}, {"params": [p for p in ours if p.ndim <= 1], "exclude": True}],
+        [
+            {"params": [p for p in ours if p.ndim > 1]},
+            {"params": [p for p in ours if p.ndim <= 1], "exclude": True},
+        ],
         lr=lr, weight_decay=wd, momentum=momentum, eta=eta,
     )
     ref = ReferenceLARS(
@@ -91,7 +99,9 @@ def test_lars_excluded_group_is_plain_momentum_sgd():
     weight_decay in the group: mu ← m·mu + g; p ← p − lr·mu."""
     lr, momentum = 0.1, 0.9
     bias = nn.Parameter(torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64))
-    opt = LARS([{"params": [bias], "exclude": True}], lr=lr, weight_decay=0.5, momentum=momentum, eta=0.02)
+    opt = LARS(
+        [{"params": [bias], "exclude": True}], lr=lr, weight_decay=0.5, momentum=momentum, eta=0.02
+    )
     assert opt.param_groups[0]["weight_decay"] == 0.5
     grads = [torch.tensor([0.5, 0.0, -1.0]), torch.tensor([1.0, 1.0, 1.0]), torch.tensor([0.0, -2.0, 0.5])]
     expected, mu = [1.0, -2.0, 3.0], [0.0, 0.0, 0.0]
@@ -100,7 +110,9 @@ def test_lars_excluded_group_is_plain_momentum_sgd():
         opt.step()
         mu = [momentum * m + float(gi) for m, gi in zip(mu, gr)]
         expected = [e - lr * m for e, m in zip(expected, mu)]
-        torch.testing.assert_close(bias.detach(), torch.tensor(expected, dtype=torch.float64), rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(
+            bias.detach(), torch.tensor(expected, dtype=torch.float64), rtol=1e-13, atol=1e-13
+        )
 
 
 def test_lars_trust_ratio_normalises_the_step():
@@ -180,7 +192,11 @@ def projector() -> Projector:
 OPTIM_CASES = {
     "sgd": (["optim=sgd", "optim.weight_decay=0.05", "optim.schedule=cosine"], torch.optim.SGD),
     "lars": (["optim=lars"], LARS),
-    "adamw": (["optim=adamw", "optim.lr=0.01", "optim.weight_decay=0.5", "optim.schedule=warmup_cosine", "optim.warmup_steps=20"], torch.optim.AdamW),
+    "adamw": (
+        ["optim=adamw", "optim.lr=0.01", "optim.weight_decay=0.5", "optim.schedule=warmup_cosine",
+         "optim.warmup_steps=20"],
+        torch.optim.AdamW,
+    ),
 }
 
 
@@ -224,7 +240,8 @@ def test_build_optimizer_decays_only_matrices(optim_case):
         p.grad = torch.zeros_like(p)
     opt.step()
     lr = cfg.lr * closed_form(cfg.schedule.value, 0, cfg.warmup_steps, 200)
-    # SGD: p − lr·wd·p; AdamW (decoupled): p·(1 − lr·wd); LARS: d = wd·p rescaled to η‖p‖, p − lr·η·p
+    # SGD: p − lr·wd·p; AdamW (decoupled): p·(1 − lr·wd);
+    # LARS: d = wd·p, rescaled to norm η‖p‖, so p − lr·η·p
     shrink = 1 - lr * (cfg.eta if name == "lars" else cfg.weight_decay)
     assert shrink < 1 - 1e-5
     for n, p in model.named_parameters():

@@ -1,10 +1,10 @@
 """Batched view generation: every sample of a batch draws its own random parameters,
 from a dedicated generator, on the device where the batch lives.
 
-An augmentation is called as `aug(x, generator) -> view` on a whole batch; the trainer
-calls it twice per step for the two views.
+An augmentation is called on a whole batch, `aug(x, generator) -> (view1, view2)`; the
+views are float tensors ready for the backbone.
 """
 
-from sslkit.augment.basic import GaussianNoise, ShiftNoise
+from sslkit.augment.basic import GaussianNoise, ShiftNoise, TwoViews
 
-__all__ = ["GaussianNoise", "ShiftNoise"]
+__all__ = ["GaussianNoise", "ShiftNoise", "TwoViews"]

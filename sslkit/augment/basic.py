@@ -11,7 +11,17 @@ def as_float(x: Tensor) -> Tensor:
     return x.float() / 255 if x.dtype == torch.uint8 else x.float()
 
 
-class GaussianNoise:
+class TwoViews:
+    """Two views drawn independently from the same random transformation `view`."""
+
+    def view(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return self.view(x, generator), self.view(x, generator)
+
+
+class GaussianNoise(TwoViews):
     """x' = x + std·ε, ε ~ N(0, I) drawn per sample and per coordinate.
 
     With two such views of x ~ N(0, Σ) the expected cross-covariance between the views is
@@ -20,19 +30,19 @@ class GaussianNoise:
     def __init__(self, std: float = 0.1) -> None:
         self.std = std
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+    def view(self, x: Tensor, generator: torch.Generator) -> Tensor:
         x = as_float(x)
         return x + self.std * torch.randn(x.shape, generator=generator, device=x.device)
 
 
-class ShiftNoise:
+class ShiftNoise(TwoViews):
     """Image views: subtract `mean`, shift each image by its own random integer offset
     (dy, dx) ∈ [−max_shift, max_shift]² with zero fill, then add N(0, std²) noise."""
 
     def __init__(self, max_shift: int = 1, std: float = 0.1, mean: float = 0.0) -> None:
         self.max_shift, self.std, self.mean = max_shift, std, mean
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+    def view(self, x: Tensor, generator: torch.Generator) -> Tensor:
         if x.ndim != 4:
             raise ConfigError(
                 f"augment=digits shifts images and expects batches of shape (B, C, H, W), "
