@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from sslkit.config import register_configs
-from sslkit.errors import ConfigError
+from sslkit.errors import ConfigError, Preempted
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -22,13 +22,16 @@ def _config_error(exc: BaseException | None) -> ConfigError | None:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
-def _train(cfg: DictConfig) -> float:
+def _train(cfg: DictConfig) -> None:
     from sslkit.report import stepwise_figure
     from sslkit.train import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        last = train(cfg, run_dir)
+        train(cfg, run_dir)
+    except Preempted as exc:
+        print(f"sslkit-train: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except Exception as exc:
         if (error := _config_error(exc)) is None:
             raise
@@ -37,7 +40,6 @@ def _train(cfg: DictConfig) -> float:
     if cfg.trainer.report and cfg.spectrum.enabled:
         print(f"figure: {stepwise_figure(run_dir)}")
     print(f"run directory: {run_dir}")
-    return last["loss"]
 
 
 def train_main() -> None:

@@ -26,6 +26,11 @@ class Schedule(str, Enum):
     warmup_cosine = "warmup_cosine"
 
 
+class OnNaN(str, Enum):
+    stop = "stop"
+    skip = "skip"
+
+
 class Normalize(str, Enum):
     batchnorm = "batchnorm"
     none = "none"
@@ -38,6 +43,10 @@ class TrainerConfig:
     log_every: int = 1  # metrics.jsonl line and progress-bar update every k steps
     progress: bool = True
     report: bool = True  # write stepwise.png into the run directory when training ends
+    checkpoint_every: int = 1000  # steps; a checkpoint is also written at the end
+    keep_checkpoints: int = 2
+    resume: str = "auto"  # auto (from run_dir/checkpoints if there), never, or a checkpoint path
+    on_nan: OnNaN = OnNaN.stop  # skip: drop the update of a step whose loss is not finite
 
 
 # --- data -------------------------------------------------------------------------------

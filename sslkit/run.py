@@ -1,26 +1,35 @@
 """What a run needs around the loop: device, step budget, run-directory records, guards."""
 
 import json
+import logging
 import platform
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 import sslkit
-from sslkit.errors import ConfigError, NonFiniteLossError
+from sslkit.errors import ConfigError
 from sslkit.losses import LossOutput
 
+log = logging.getLogger(__name__)
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` → cuda when available, else cpu."""
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` → cuda when available, else cpu; with CUDA, this process's local GPU."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda was requested but no CUDA device is available; "
-                           "use device=auto or device=cpu.")
+                          "use device=auto or device=cpu.")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -37,25 +46,60 @@ def total_steps(trainer: DictConfig, steps_per_epoch: int) -> int:
     return min(budgets)
 
 
-def check_new_run_dir(run_dir: Path) -> None:
-    if (run_dir / "metrics.jsonl").exists():
+def check_run_dir(run_dir: Path, resume: str, checkpoint_bytes: int) -> None:
+    """Before training: the directory is writable, has room for two checkpoints, and with
+    trainer.resume=never holds no earlier run."""
+    if resume == "never" and (run_dir / "metrics.jsonl").exists():
         raise ConfigError(
-            f"{run_dir} already holds a run (metrics.jsonl exists). Pick a new directory "
-            f"with hydra.run.dir=..., or delete the old run."
+            f"{run_dir} already holds a run (metrics.jsonl exists) and trainer.resume=never. "
+            f"Pick a new directory with hydra.run.dir=..., or resume it with trainer.resume=auto."
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ".write-test").touch()
+        (run_dir / ".write-test").unlink()
+    except OSError as exc:
+        raise ConfigError(f"The run directory {run_dir} is not writable ({exc}); "
+                          f"choose another with hydra.run.dir=...") from exc
+    free = shutil.disk_usage(run_dir).free
+    if free < 2 * checkpoint_bytes:
+        raise ConfigError(
+            f"Only {free / 2**20:.0f} MiB are free under {run_dir}, but two checkpoints need "
+            f"about {2 * checkpoint_bytes / 2**20:.0f} MiB. Free space or choose another hydra.run.dir."
+        )
 
 
-def check_finite(out: LossOutput, step: int) -> None:
-    """Stop at the first non-finite loss, naming the step and the value of every term."""
-    if torch.isfinite(out.loss):
-        return
+class StopSignal:
+    """SIGTERM and SIGUSR1 (SLURM preemption, `--signal=USR1@90`) set `received`; the loop
+    finishes its step, checkpoints and exits. Handlers are restored on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum).name
+        log.warning("received %s: stopping after this step with a checkpoint", self.received)
+
+    def __enter__(self) -> "StopSignal":
+        self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def non_finite_message(out: LossOutput, step: int, last_checkpoint: Path | None) -> str:
+    """What happened at a non-finite loss, and what to change."""
     terms = ", ".join(f"{k}={v.item():.4g}" for k, v in out.terms.items())
-    raise NonFiniteLossError(
-        f"The loss became non-finite at step {step}: loss={out.loss.item()} ({terms}). "
+    where = f"The last good checkpoint is {last_checkpoint}. " if last_checkpoint else "No checkpoint was written yet. "
+    return (
+        f"The loss became non-finite at step {step}: loss={out.loss.item()} ({terms}). {where}"
         f"The usual causes are a learning rate too high for the loss scale or a missing "
         f"warm-up: lower optim.lr, use optim.schedule=warmup_cosine with optim.warmup_steps>0, "
-        f"or for VICReg use optim=lars."
+        f"or for VICReg use optim=lars; trainer.on_nan=skip drops such steps instead."
     )
 
 

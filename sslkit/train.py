@@ -2,87 +2,157 @@
 
 The spectrum and the metrics log only read what the step already computed (the loss
 terms and the detached embeddings); switching them off leaves the trajectory unchanged.
+A checkpoint every `trainer.checkpoint_every` steps (and on SIGTERM / SIGUSR1) lets a
+relaunch in the same run directory continue exactly where the run stopped.
 """
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch import nn
 from tqdm import tqdm
 
+from sslkit import checkpoint, distributed
+from sslkit.errors import ConfigError, NonFiniteLossError, Preempted
 from sslkit.losses import LossOutput
+from sslkit.models.siamese import Siamese
 from sslkit.optim import build_optimizer
-from sslkit.run import check_finite, check_new_run_dir, resolve_device, save_run_info, total_steps
+from sslkit.rng import VIEWS, generator
+from sslkit.run import StopSignal, check_run_dir, non_finite_message, resolve_device, save_run_info, total_steps
 from sslkit.spectrum import SpectrumWriter, eigenvalues
+
+log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
-    """Train the model `cfg` describes; write config.yaml, env.json, metrics.jsonl and
-    spectrum/ into `run_dir`. Returns the last logged metrics."""
-    run_dir = Path(run_dir)
-    check_new_run_dir(run_dir)
-    device = resolve_device(cfg.device.value)
+    """Train the model `cfg` describes in `run_dir` (config.yaml, env.json, metrics.jsonl,
+    spectrum/, checkpoints/), resuming from its last checkpoint if there is one.
+    Returns the last logged metrics."""
+    run_dir, ckpt_dir = Path(run_dir), Path(run_dir) / "checkpoints"
+    rank = distributed.init(cfg.device.value)
+    device = resolve_device(cfg.device.value, rank.local_rank)
 
-    # Seeds: one for the model's initialisation, one stream each for batch order and views.
-    torch.manual_seed(cfg.seed)
-    data_rng = torch.Generator(device).manual_seed(cfg.seed)
-    view_rng = torch.Generator(device).manual_seed(cfg.seed + 1)
-
+    torch.manual_seed(cfg.seed)  # initial weights; batch order and views use sslkit.rng
     data = instantiate(cfg.data).to(device)
+    if data.batch_size % rank.world_size:
+        raise ConfigError(f"data.batch_size={data.batch_size} is the global batch and must divide "
+                          f"by the number of processes, {rank.world_size}.")
     augment = instantiate(cfg.augment)
     backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
     projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
-    model = nn.ModuleDict({"backbone": backbone, "projector": projector}).to(device)
+    net = Siamese(backbone, projector).to(device)
     loss_fn = instantiate(cfg.loss)
     steps = total_steps(cfg.trainer, data.steps_per_epoch)
-    optimizer, scheduler = build_optimizer(cfg.optim, model, steps)
+    optimizer, scheduler = build_optimizer(cfg.optim, net, steps)
+    model = distributed.wrap(net, rank, device)
 
-    save_run_info(cfg, run_dir, device)
-    spectra = SpectrumWriter(run_dir, cfg.spectrum.flush_every) if cfg.spectrum.enabled else None
-    log_every = cfg.trainer.log_every
+    check_run_dir(run_dir, cfg.trainer.resume, checkpoint_bytes=3 * sum(p.nbytes for p in net.parameters()))
+    start, logs, last_ckpt = 0, {"metrics_bytes": 0, "spectrum_rows": 0}, None
+    if (found := find_checkpoint(cfg, ckpt_dir, device)) is not None:
+        state, last_ckpt = found
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        checkpoint.set_rng_state(state["rng"], {})
+        start, logs = state["step"], state["logs"]
+        log.info("resuming from %s at step %d", last_ckpt, start)
+
+    observe = rank.is_main  # logs, spectra and checkpoints come from rank 0 only
+    if observe:
+        save_run_info(cfg, run_dir, device)
+        metrics = open(run_dir / "metrics.jsonl", "ab")  # cut back to the checkpoint's end
+        metrics.truncate(logs["metrics_bytes"])
+        metrics.seek(logs["metrics_bytes"])
+    spectra = SpectrumWriter(run_dir, cfg.spectrum.flush_every, logs["spectrum_rows"]) \
+        if observe and cfg.spectrum.enabled else None
+
+    def save_checkpoint(step: int) -> None:
+        nonlocal last_ckpt
+        metrics.flush()
+        if spectra is not None:
+            spectra.flush()
+        last_ckpt = checkpoint.save({
+            "step": step,
+            "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": checkpoint.rng_state({}),
+            "config": checkpoint.config_yaml(cfg),
+            "logs": {"metrics_bytes": metrics.tell(), "spectrum_rows": spectra.rows if spectra else 0},
+        }, ckpt_dir, step, cfg.trainer.keep_checkpoints)
+
     record: dict[str, float] = {}
-    with open(run_dir / "metrics.jsonl", "a") as metrics, tqdm(
-        total=steps, disable=not cfg.trainer.progress, desc="train", unit="step"
-    ) as progress:
-        step, epoch, logged, tick = 0, 0, 0, time.perf_counter()
+    log_every, ckpt_every = cfg.trainer.log_every, cfg.trainer.checkpoint_every
+    progress = tqdm(total=steps, initial=start, disable=not (observe and cfg.trainer.progress),
+                    desc="train", unit="step")
+    logged, tick = start, time.perf_counter()
+    with StopSignal() as stop, progress:
         try:
-            while step < steps:
-                for x, _ in data.epoch(data_rng):
-                    v1, v2 = augment(x, view_rng)
-                    z1, z2 = projector(backbone(v1)), projector(backbone(v2))
-                    out: LossOutput = loss_fn(z1, z2)
-                    check_finite(out, step)
+            batches = data.batches(cfg.seed, start)
+            for step, (epoch, x, _) in zip(range(start, steps), batches):
+                x = distributed.shard(x, rank)
+                v1, v2 = augment(x, generator(device, cfg.seed, VIEWS, rank.rank, step))
+                h1, h2, z1, z2 = model(v1, v2)
+                z1, z2 = distributed.gather(z1, rank), distributed.gather(z2, rank)
+                out: LossOutput = loss_fn(z1, z2)
+                lr = scheduler.get_last_lr()[0]
+                if torch.isfinite(out.loss):
                     optimizer.zero_grad(set_to_none=True)
                     out.loss.backward()
                     optimizer.step()
-                    lr = scheduler.get_last_lr()[0]
-                    scheduler.step()
+                elif cfg.trainer.on_nan == "stop":
+                    raise NonFiniteLossError(non_finite_message(out, step, last_ckpt))
+                else:
+                    log.warning(non_finite_message(out, step, last_ckpt) + " Skipped (trainer.on_nan=skip).")
+                scheduler.step()
 
-                    if spectra is not None:
-                        spectra.append(step, eigenvalues(z1, z2))
-                    step += 1
-                    if step % log_every == 0 or step == steps:
-                        now = time.perf_counter()
-                        record = {
-                            "step": step - 1,
-                            "epoch": epoch,
-                            "loss": out.loss.item(),
-                            **{k: v.item() for k, v in out.terms.items()},
-                            "lr": lr,
-                            "images_per_s": data.batch_size * (step - logged) / (now - tick),
-                        }
-                        metrics.write(json.dumps(record) + "\n")
-                        progress.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
-                        progress.update(step - progress.n)
-                        logged, tick = step, now
-                    if step == steps:
-                        break
-                epoch += 1
+                if spectra is not None:
+                    spectra.append(step, eigenvalues(z1, z2))
+                done = step + 1
+                if observe and (done % log_every == 0 or done == steps):
+                    now = time.perf_counter()
+                    record = {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": out.loss.item(),
+                        **{k: v.item() for k, v in out.terms.items()},
+                        "lr": lr,
+                        "images_per_s": data.batch_size * (done - logged) / (now - tick),
+                    }
+                    metrics.write((json.dumps(record) + "\n").encode())
+                    progress.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+                    progress.update(done - progress.n)
+                    logged, tick = done, now
+                if observe and (done % ckpt_every == 0 or done == steps or stop.received):
+                    save_checkpoint(done)
+                if stop.received:
+                    raise Preempted(f"stopped by {stop.received} after step {step}; checkpoint "
+                                    f"{last_ckpt}. Relaunch the same command to resume.")
         finally:
-            if spectra is not None:
-                spectra.close()
+            if observe:
+                if spectra is not None:
+                    spectra.close()
+                metrics.close()
     return record
+
+
+def find_checkpoint(cfg: DictConfig, ckpt_dir: Path, device: torch.device):
+    """The checkpoint to resume from, per trainer.resume (auto | never | a path), checked
+    against the current config; None to start from step 0."""
+    resume = cfg.trainer.resume
+    if resume == "never":
+        return None
+    if resume == "auto":
+        found = checkpoint.load_latest(ckpt_dir, device)
+    elif Path(resume).is_file():
+        found = checkpoint.load(Path(resume), device), Path(resume)
+    else:
+        raise ConfigError(f"trainer.resume={resume!r} is neither auto, never, nor an existing "
+                          f"checkpoint file.")
+    if found is not None:
+        checkpoint.check_same_config(found[0]["config"], cfg, found[1])
+    return found

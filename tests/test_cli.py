@@ -94,11 +94,11 @@ def test_non_finite_loss_names_the_step_and_what_to_change(config, tmp_path):
         train(config("experiment=stepwise_digits", "optim.lr=1e9", "trainer.max_steps=50"), tmp_path)
 
 
-def test_an_existing_run_is_never_overwritten(config, tmp_path):
+def test_resume_never_refuses_an_existing_run(config, tmp_path):
     train(config("trainer.max_steps=2"), tmp_path)
     before = (tmp_path / "metrics.jsonl").read_text()
-    with pytest.raises(ConfigError, match="already holds a run .* hydra.run.dir"):
-        train(config("trainer.max_steps=2"), tmp_path)
+    with pytest.raises(ConfigError, match="already holds a run .* trainer.resume=never. .*hydra.run.dir"):
+        train(config("trainer.max_steps=2", "trainer.resume=never"), tmp_path)
     assert (tmp_path / "metrics.jsonl").read_text() == before
 
 

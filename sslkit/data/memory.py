@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from sslkit.errors import ConfigError
+from sslkit.rng import DATA_ORDER, generator
 
 
 @dataclass
@@ -34,9 +35,18 @@ class InMemoryData:
     def to(self, device: torch.device) -> "InMemoryData":
         return InMemoryData(self.x.to(device), self.y.to(device), self.batch_size, self.name)
 
-    def epoch(self, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-        """One pass in a random order drawn from `generator` (on the data's device)."""
-        order = torch.randperm(len(self.x), generator=generator, device=self.x.device)
-        for i in range(self.steps_per_epoch):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield self.x[idx], self.y[idx]
+    def batches(self, seed: int, start: int = 0) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """(epoch, x, y) for the global steps start, start + 1, … without end.
+
+        Epoch e visits the samples in the order of a permutation drawn from the generator
+        of (seed, e) (sslkit.rng): the order does not depend on the steps before, so a
+        resumed run reaches step `start` without replaying them, and every rank draws the
+        same one."""
+        epoch, first = divmod(start, self.steps_per_epoch)
+        while True:
+            g = generator(self.x.device, seed, DATA_ORDER, epoch)
+            order = torch.randperm(len(self.x), generator=g, device=self.x.device)
+            for i in range(first, self.steps_per_epoch):
+                idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+                yield epoch, self.x[idx], self.y[idx]
+            epoch, first = epoch + 1, 0

@@ -20,31 +20,43 @@ SERIES = ("cov", "xcorr")
 
 
 class SpectrumWriter:
-    def __init__(self, run_dir: str | Path, flush_every: int = 100) -> None:
+    """Appends rows; `rows` counts every row appended so far (on disk or buffered).
+
+    A resumed run passes `start_rows`, the `rows` its checkpoint recorded: the files are
+    cut back to that many rows, dropping what was written after the checkpoint."""
+
+    def __init__(self, run_dir: str | Path, flush_every: int = 100, start_rows: int = 0) -> None:
         self.dir = Path(run_dir) / "spectrum"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.flush_every = flush_every
         self.dim: int | None = None
-        self.rows: list[tuple[int, dict[str, np.ndarray]]] = []
+        self.buffer: list[tuple[int, dict[str, np.ndarray]]] = []
+        self.rows = start_rows
+        if (self.dir / "meta.json").exists():
+            self.dim = json.loads((self.dir / "meta.json").read_text())["dim"]
+            _truncate(self.dir / "step.i8", start_rows * 8)
+            for name in SERIES:
+                _truncate(self.dir / f"{name}.f4", start_rows * self.dim * 4)
 
     def append(self, step: int, spectra: dict[str, Tensor]) -> None:
         row = {k: spectra[k].float().cpu().numpy() for k in SERIES}
         if self.dim is None:
             self.dim = len(row["cov"])
             (self.dir / "meta.json").write_text(json.dumps({"dim": self.dim, "series": list(SERIES)}))
-        self.rows.append((step, row))
-        if len(self.rows) >= self.flush_every:
+        self.buffer.append((step, row))
+        self.rows += 1
+        if len(self.buffer) >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
-        if not self.rows:
+        if not self.buffer:
             return
         with open(self.dir / "step.i8", "ab") as f:
-            np.array([s for s, _ in self.rows], dtype="<i8").tofile(f)
+            np.array([s for s, _ in self.buffer], dtype="<i8").tofile(f)
         for name in SERIES:
             with open(self.dir / f"{name}.f4", "ab") as f:
-                np.stack([r[name] for _, r in self.rows]).astype("<f4").tofile(f)
-        self.rows.clear()
+                np.stack([r[name] for _, r in self.buffer]).astype("<f4").tofile(f)
+        self.buffer.clear()
 
     def close(self) -> None:
         self.flush()
@@ -67,3 +79,9 @@ def load(run_dir: str | Path) -> dict[str, np.ndarray]:
 
 def _read(path: Path, dtype: str) -> np.ndarray:
     return np.fromfile(path, dtype=dtype) if path.exists() else np.empty(0, dtype=dtype)
+
+
+def _truncate(path: Path, size: int) -> None:
+    if path.exists() and path.stat().st_size > size:
+        with open(path, "r+b") as f:
+            f.truncate(size)

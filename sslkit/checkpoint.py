@@ -1,0 +1,145 @@
+"""Checkpoints: written atomically, the last k kept, read back for an exact resume.
+
+`run_dir/checkpoints/step_<N>.pt` holds everything the run needs to continue: model,
+optimizer, scheduler, step, every RNG state, the resolved config, and how far the
+run-directory logs had got (so that they are cut back to that point on resume).
+`last.pt` is a hard link to the newest. A file is written to `<name>.tmp`, fsynced and
+renamed, so a crash or a full disk never leaves a truncated checkpoint under a real name;
+an unreadable `last.pt` makes `load_latest` fall back to the previous file.
+"""
+
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from sslkit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Keys that may change between a run and its resume without changing the trajectory
+# (more steps, a different progress display or checkpoint cadence).
+RESUMABLE_CHANGES = ("trainer.max_steps", "trainer.max_epochs", "trainer.progress", "trainer.report",
+                     "trainer.resume", "trainer.checkpoint_every", "trainer.keep_checkpoints")
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    """Python, NumPy, torch CPU (and CUDA) RNG states, plus the named torch generators."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                  "has_gauss": has_gauss, "gauss": gauss},
+        "torch": torch.get_rng_state(),
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, g in generators.items():
+        g.set_state(state["generators"][name])
+
+
+def save(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
+    """Write `step_<step>.pt` atomically, point `last.pt` at it, keep the newest `keep`."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = ckpt_dir / f"step_{step:08d}.pt"
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        link = ckpt_dir / "last.pt.tmp"
+        link.unlink(missing_ok=True)
+        os.link(path, link)
+        os.replace(link, ckpt_dir / "last.pt")
+        _fsync_dir(ckpt_dir)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        previous = _checkpoints(ckpt_dir)
+        raise ConfigError(
+            f"Could not write the checkpoint {path}: {exc}. "
+            + (f"The previous checkpoint {previous[0]} is intact; " if previous else "")
+            + "free space in (or fix permissions of) the run directory and relaunch the same "
+            "command to resume."
+        ) from exc
+    for old in _checkpoints(ckpt_dir)[keep:]:
+        old.unlink()
+    return path
+
+
+def load_latest(ckpt_dir: Path, map_location: torch.device) -> tuple[dict[str, Any], Path] | None:
+    """The newest readable checkpoint in `ckpt_dir` (last.pt, then step files newest first)."""
+    candidates = [ckpt_dir / "last.pt", *_checkpoints(ckpt_dir)]
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            return load(path, map_location), path
+        except Exception as exc:  # a torn or corrupt file: torch raises several types
+            log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, exc)
+    return None
+
+
+def load(path: Path, map_location: torch.device) -> dict[str, Any]:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def config_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def check_same_config(saved_yaml: str, cfg: DictConfig, path: Path) -> None:
+    """Refuse to resume a checkpoint made with a different config; list every difference."""
+    saved = _flatten(yaml.safe_load(saved_yaml))
+    current = _flatten(yaml.safe_load(config_yaml(cfg)))
+    diff = [
+        f"  {key}: checkpoint {saved.get(key, '<absent>')!r}, now {current.get(key, '<absent>')!r}"
+        for key in sorted(saved.keys() | current.keys())
+        if saved.get(key) != current.get(key) and key not in RESUMABLE_CHANGES
+    ]
+    if diff:
+        raise ConfigError(
+            f"The checkpoint {path} was written with a different config; resuming it would not "
+            f"continue the same run. Mismatching keys:\n" + "\n".join(diff)
+            + "\nUse the original overrides, a new hydra.run.dir, or trainer.resume=never."
+        )
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+    return out
+
+
+def _checkpoints(ckpt_dir: Path) -> list[Path]:
+    """step_*.pt files, newest first."""
+    return sorted(ckpt_dir.glob("step_*.pt"), reverse=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

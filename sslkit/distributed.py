@@ -1,0 +1,76 @@
+"""Data-parallel training with torch.distributed: one process per device, started by
+`torchrun` or by SLURM (`srun`, or submitit through Hydra's launcher).
+
+Every rank sees a slice of the same global batch. The loop gathers the embeddings of all
+ranks with an autograd-aware all-gather and evaluates the loss on the global batch, so
+Barlow Twins' cross-correlation and batch statistics, NT-Xent's negatives and VICReg's
+variance and covariance are global, exactly as in one process. Gradient check: every rank
+computes the same loss L(Z); the all-gather's backward sums ∂L/∂z_r over the W ranks, so
+rank r holds W·∂L/∂θ|_r, and DistributedDataParallel's gradient average (÷W) leaves
+Σ_r ∂L/∂θ|_r = ∂L/∂θ, the single-process gradient.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.distributed.nn.functional import all_gather
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def _slurm_to_torchrun_env() -> None:
+    """Under SLURM without torchrun (srun, submitit), export RANK / WORLD_SIZE /
+    LOCAL_RANK / MASTER_ADDR / MASTER_PORT as torchrun would."""
+    if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export()
+
+
+def init(device_type: str) -> Dist:
+    """Join the process group when launched with several processes; else a 1-rank Dist."""
+    _slurm_to_torchrun_env()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
+    """BatchNorm → SyncBatchNorm and DistributedDataParallel when several ranks train."""
+    if not d.enabled:
+        return model
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def gather(z: Tensor, d: Dist) -> Tensor:
+    """Concatenate the ranks' (n, D) tensors in rank order into the (W·n, D) global batch;
+    gradients flow back to each rank's own slice."""
+    return torch.cat(all_gather(z), dim=0) if d.enabled else z
+
+
+def shard(batch: Tensor, d: Dist) -> Tensor:
+    """Rank r's contiguous slice of a global batch (its size must divide by the world size)."""
+    n = len(batch) // d.world_size
+    return batch[d.rank * n : (d.rank + 1) * n]
