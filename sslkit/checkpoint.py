@@ -94,7 +94,8 @@ def load_latest(ckpt_dir: Path, map_location: torch.device) -> tuple[dict[str, A
         try:
             return load(path, map_location), path
         except Exception as exc:  # a torn or corrupt file: torch raises several types
-            log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, exc)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, reason)
     return None
 
 

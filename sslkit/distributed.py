@@ -10,6 +10,7 @@ rank r holds W·∂L/∂θ|_r, and DistributedDataParallel's gradient average (�
 Σ_r ∂L/∂θ|_r = ∂L/∂θ, the single-process gradient.
 """
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.nn.functional import all_gather
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,18 @@ def init(device_type: str) -> Dist:
 
 
 def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
-    """BatchNorm → SyncBatchNorm and DistributedDataParallel when several ranks train."""
+    """BatchNorm → SyncBatchNorm and DistributedDataParallel when several ranks train.
+
+    SyncBatchNorm runs on CUDA only: on CPU (gloo) BatchNorm layers keep per-process
+    statistics, which a warning says."""
     if not d.enabled:
         return model
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        log.warning("SyncBatchNorm needs CUDA: on %s, BatchNorm statistics stay per process", device)
+    return nn.parallel.DistributedDataParallel(model)
 
 
 def gather(z: Tensor, d: Dist) -> Tensor:

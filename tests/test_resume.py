@@ -1,0 +1,168 @@
+"""Checkpoints and exact resume: SIGKILL at random steps, SIGTERM / SIGUSR1, a corrupt
+last checkpoint, a checkpoint from another config."""
+
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sslkit.errors import ConfigError
+from sslkit.spectrum import load
+from sslkit.train import train
+
+BIN = Path(sys.executable).parent
+# An MLP large enough (≈ 4 MB of weights) that a checkpoint write takes a noticeable time.
+RUN = ("backbone=mlp", "backbone.width=1024", "backbone.depth=1", "data.batch_size=256",
+       "optim.momentum=0.9", "trainer.max_steps=40", "trainer.checkpoint_every=2",
+       "trainer.keep_checkpoints=2", "trainer.progress=false", "trainer.report=false")
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock throughput, the one field that differs between runs."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]
+
+
+def final_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    sa, sb = final_state(a), final_state(b)
+    assert sa["step"] == sb["step"]
+    for key in sa["model"]:
+        assert torch.equal(sa["model"][key], sb["model"][key]), key
+    for p, q in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
+        assert all(torch.equal(p[k], q[k]) for k in p)
+    assert metrics(a) == metrics(b)
+    spec_a, spec_b = load(a), load(b)
+    assert list(spec_b["step"]) == list(range(sa["step"])), "spectrum has gaps or duplicates"
+    np.testing.assert_array_equal(spec_a["xcorr"], spec_b["xcorr"])
+
+
+def launch(run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([BIN / "sslkit-train", *RUN, *extra, f"hydra.run.dir={run_dir}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def lines(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert launch(reference).wait(timeout=300) == 0
+    rng = random.Random(0)
+    targets = sorted(rng.sample(range(3, 36), 4))
+    mid_write = 0
+    for target in [*targets[:2], None, *targets[2:]]:
+        proc = launch(killed)
+        while proc.poll() is None:
+            if target is None:  # the 3rd kill: the moment a checkpoint is being written
+                if any((killed / "checkpoints").glob("*.tmp")):
+                    break
+            elif lines(killed) >= target:
+                break
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        mid_write += any((killed / "checkpoints").glob("*.tmp"))
+    assert mid_write >= 1, "no kill landed inside a checkpoint write"
+    assert launch(killed).wait(timeout=300) == 0
+    assert_same_run(reference, killed)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signal_checkpoints_within_one_step_and_resumes(tmp_path, sig):
+    run = tmp_path / "run"
+    proc = launch(run, "trainer.max_steps=100000", "trainer.checkpoint_every=100000")
+    while lines(run) < 5:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    sent = time.perf_counter()
+    assert proc.wait(timeout=60) == 255
+    stopped_after = lines(run)
+    state = final_state(run)
+    assert state["step"] == stopped_after, "the checkpoint must hold exactly the logged steps"
+    assert f"stopped by {signal.Signals(sig).name}" in proc.stderr.read()
+    # one step of this model takes milliseconds; allow for process teardown on a busy machine
+    assert time.perf_counter() - sent < 30
+
+
+def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(config, tmp_path, caplog):
+    overrides = ("data.batch_size=256", "trainer.checkpoint_every=3", "trainer.keep_checkpoints=3")
+    train(config(*overrides, "trainer.max_steps=12"), tmp_path / "reference")
+    run = tmp_path / "run"
+    train(config(*overrides, "trainer.max_steps=10"), run)
+    (run / "checkpoints" / "last.pt").write_bytes(b"\x00garbage")  # also step_10: a hard link
+    with caplog.at_level(logging.INFO):
+        train(config(*overrides, "trainer.max_steps=12"), run)
+    assert "unreadable" in caplog.text and "step_00000010.pt" in caplog.text
+    assert "resuming from" in caplog.text and "step_00000009.pt" in caplog.text
+    assert metrics(run) == metrics(tmp_path / "reference")
+    assert list(load(run)["step"]) == list(range(12))
+
+
+def test_checkpoint_from_another_config_lists_the_differences(config, tmp_path):
+    train(config("trainer.max_steps=4", "data.batch_size=256"), tmp_path)
+    with pytest.raises(ConfigError, match=r"different config(.|\n)*optim.lr: checkpoint 0.1, now 0.2"
+                                          r"(.|\n)*seed: checkpoint 0, now 3"):
+        train(config("trainer.max_steps=8", "data.batch_size=256", "optim.lr=0.2", "seed=3"), tmp_path)
+
+
+def test_finished_run_relaunched_does_nothing(config, tmp_path):
+    train(config("trainer.max_steps=4", "data.batch_size=256"), tmp_path)
+    before = (tmp_path / "metrics.jsonl").read_bytes()
+    train(config("trainer.max_steps=4", "data.batch_size=256"), tmp_path)
+    assert (tmp_path / "metrics.jsonl").read_bytes() == before
+
+
+def test_unwritable_run_directory_fails_before_training(config, tmp_path):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"  # root ignores permissions: use a path under a regular file
+        blocker.write_text("")
+        run_dir = blocker / "run"
+    else:
+        tmp_path.chmod(0o500)
+        run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match="run directory .* is not writable .* hydra.run.dir"):
+        train(config("trainer.max_steps=2"), run_dir)
+
+
+def test_full_disk_leaves_no_torn_checkpoint(config, tmp_path, monkeypatch):
+    """A write that fails (ENOSPC) raises a clear error and leaves earlier checkpoints intact."""
+    cfg = config("trainer.max_steps=6", "trainer.checkpoint_every=2", "data.batch_size=256")
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if obj["step"] == 4:
+            f.write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(ConfigError, match=r"No space left on device.*step_00000002.pt is intact"):
+        train(cfg, tmp_path)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last.pt", "step_00000002.pt"]
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+
+
+def test_on_nan_skip_drops_the_update_and_continues(config, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        train(config("experiment=stepwise_digits", "optim.lr=1e9", "trainer.max_steps=6",
+                     "trainer.on_nan=skip"), tmp_path)
+    assert "non-finite" in caplog.text and "Skipped (trainer.on_nan=skip)" in caplog.text
+    assert len(metrics(tmp_path)) == 6
