@@ -58,7 +58,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"], {})
-        start, logs = state["step"], state["logs"]
+        start = state["step"]
+        if last_ckpt.parent.resolve() == ckpt_dir.resolve():  # this run's own logs continue
+            logs = state["logs"]
         log.info("resuming from %s at step %d", last_ckpt, start)
 
     observe = rank.is_main  # logs, spectra and checkpoints come from rank 0 only

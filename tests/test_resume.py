@@ -166,3 +166,15 @@ def test_on_nan_skip_drops_the_update_and_continues(config, tmp_path, caplog):
                      "trainer.on_nan=skip"), tmp_path)
     assert "non-finite" in caplog.text and "Skipped (trainer.on_nan=skip)" in caplog.text
     assert len(metrics(tmp_path)) == 6
+
+
+def test_resume_from_a_path_starts_new_logs_at_that_step(config, tmp_path):
+    overrides = ("data.batch_size=256", "trainer.checkpoint_every=4")
+    train(config(*overrides, "trainer.max_steps=8"), tmp_path / "reference")
+    train(config(*overrides, "trainer.max_steps=4"), tmp_path / "first")
+    ckpt = tmp_path / "first" / "checkpoints" / "step_00000004.pt"
+    train(config(*overrides, "trainer.max_steps=8", f"trainer.resume={ckpt}"), tmp_path / "second")
+    assert metrics(tmp_path / "second") == metrics(tmp_path / "reference")[4:]
+    assert list(load(tmp_path / "second")["step"]) == [4, 5, 6, 7]
+    with pytest.raises(ConfigError, match="trainer.resume='nope.pt' is neither auto, never, nor an existing"):
+        train(config(*overrides, "trainer.resume=nope.pt"), tmp_path / "third")
