@@ -30,5 +30,9 @@ test-all: setup
 figures: setup
 	$(BIN)/python scripts/make_figures.py
 
+# Every speed benchmark in scripts/ (scripts/bench_*.py); results are kept in scripts/RESULTS.md.
+bench: setup
+	for script in scripts/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
 clean:
 	rm -rf runs outputs .pytest_cache

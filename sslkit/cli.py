@@ -1,6 +1,7 @@
 """Command-line entry points: `sslkit-train` (Hydra) and `sslkit-report`."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -48,9 +49,22 @@ def train_main() -> None:
 
 
 def report_main(argv: list[str] | None = None) -> None:
-    from sslkit.report import stepwise_figure
+    from sslkit.report import compare_figure, stepwise_figure
 
-    parser = argparse.ArgumentParser(prog="sslkit-report", description="Write RUN_DIR/stepwise.png.")
+    parser = argparse.ArgumentParser(
+        prog="sslkit-report",
+        description="Write RUN_DIR/stepwise.png and .pdf for each run; with several runs, also "
+                    "a figure that overlays them (--out).")
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by sslkit-train")
-    for run_dir in parser.parse_args(argv).run_dirs:
-        print(stepwise_figure(run_dir))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="comparison figure OUT.png / OUT.pdf (default: compare in the runs' "
+                             "common parent directory)")
+    args = parser.parse_args(argv)
+    try:
+        for run_dir in args.run_dirs:
+            print(stepwise_figure(run_dir))
+        if len(args.run_dirs) > 1:
+            out = args.out or Path(os.path.commonpath([d.resolve() for d in args.run_dirs])) / "compare"
+            print(compare_figure(args.run_dirs, out))
+    except FileNotFoundError as exc:
+        parser.exit(2, f"sslkit-report: error: {exc}\n")

@@ -8,7 +8,7 @@ type then fails at composition with OmegaConf's message, which names the full ke
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -34,6 +34,18 @@ class OnNaN(str, Enum):
 class Normalize(str, Enum):
     batchnorm = "batchnorm"
     none = "none"
+
+
+class Parameterization(str, Enum):
+    standard = "standard"
+    ntk = "ntk"
+
+
+class ResNetArch(str, Enum):
+    resnet18 = "resnet18"
+    resnet34 = "resnet34"
+    resnet50 = "resnet50"
+    wide_resnet50_2 = "wide_resnet50_2"
 
 
 @dataclass
@@ -67,21 +79,96 @@ class SyntheticConfig:
     seed: int = "${seed}"  # type: ignore[assignment]
 
 
+class CifarSplit(str, Enum):
+    train = "train"
+    test = "test"
+
+
+STL10Split = Enum("STL10Split", {s: s for s in ("train+unlabeled", "train", "test", "unlabeled")}, type=str)
+
+
+@dataclass
+class FileDataConfig:
+    """Keys shared by the sources that read files: `root` is the data directory (required),
+    `on_device` true | false | auto (sslkit.data.InMemoryData)."""
+
+    _target_: str = MISSING
+    root: Optional[str] = None
+    batch_size: int = 256
+    on_device: Union[bool, str] = "auto"
+
+
+@dataclass
+class Cifar10Config(FileDataConfig):
+    _target_: str = "sslkit.data.cifar10"
+    split: CifarSplit = CifarSplit.train
+
+
+@dataclass
+class Cifar100Config(Cifar10Config):
+    _target_: str = "sslkit.data.cifar100"
+
+
+@dataclass
+class STL10Config(FileDataConfig):
+    _target_: str = "sslkit.data.stl10"
+    split: STL10Split = STL10Split["train+unlabeled"]  # type: ignore[valid-type]
+
+
+@dataclass
+class ImageFolderConfig(FileDataConfig):
+    _target_: str = "sslkit.data.imagefolder"
+    image_size: int = 96  # shorter side resized to this, then centre-cropped square
+    cache_dir: Optional[str] = None  # null: $XDG_CACHE_HOME/sslkit or ~/.cache/sslkit
+
+
 # --- models -----------------------------------------------------------------------------
 @dataclass
-class LinearConfig:
-    _target_: str = "sslkit.models.Linear"
+class BackboneConfig:
+    """Keys shared by every backbone. `network` (a class or function taking `in_shape`) is
+    built with the option's other keys; `linearized`, `center` and `offset_scale` wrap it in
+    sslkit.models.Linearized (sslkit.models.build_backbone)."""
+
+    _target_: str = "sslkit.models.build_backbone"
+    network: str = MISSING
+    linearized: bool = False  # first-order Taylor expansion around the initial parameters θ₀
+    center: bool = False  # drop f(x; θ₀): the output is J(θ − θ₀) alone
+    offset_scale: float = 0.0  # θ − θ₀ starts at offset_scale·N(0, I)
+
+
+@dataclass
+class LinearConfig(BackboneConfig):
+    network: str = "sslkit.models.Linear"
     out_dim: int = 64
     init_scale: float = 1.0
 
 
 @dataclass
-class MLPConfig:
-    _target_: str = "sslkit.models.MLP"
+class MLPConfig(BackboneConfig):
+    network: str = "sslkit.models.MLP"
     width: int = 512
     depth: int = 2
     out_dim: int = 64
-    init_scale: float = 1.0
+    init_scale: float = 1.0  # multiplies the read-out weights, hence the output, at initialisation
+    parameterization: Parameterization = Parameterization.standard
+    bias_scale: float = 0.1  # β of the ntk parameterization
+
+
+@dataclass
+class CNNConfig(MLPConfig):
+    network: str = "sslkit.models.CNN"
+    width: int = 128
+    depth: int = 1
+    in_channels: Optional[int] = None  # null: the data's channels
+
+
+@dataclass
+class ResNetConfig(BackboneConfig):
+    network: str = "sslkit.models.resnet"
+    arch: ResNetArch = ResNetArch.resnet18
+    cifar_stem: bool = True  # 3x3 stride-1 first convolution, no max-pool
+    zero_init_residual: bool = False
+    in_channels: Optional[int] = None  # null: the data's channels
 
 
 @dataclass
@@ -93,6 +180,12 @@ class IdentityProjectorConfig:
 class MLPProjectorConfig:
     _target_: str = "sslkit.models.Projector"
     hidden_dims: list[int] = field(default_factory=lambda: [256])
+    out_dim: int = 256
+
+
+@dataclass
+class LinearProjectorConfig:
+    _target_: str = "sslkit.models.linear_projector"
     out_dim: int = 256
 
 
@@ -109,6 +202,38 @@ class ShiftNoiseConfig:
     max_shift: int = 1
     std: float = 0.1
     mean: float = 0.0
+
+
+@dataclass
+class ViewConfig:
+    """One view's random ops (sslkit.augment.ViewSpec); a probability of 0 skips the op."""
+
+    _target_: str = "sslkit.augment.ViewSpec"
+    crop_scale: Optional[list[float]] = field(default_factory=lambda: [0.08, 1.0])  # null: no crop
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 4 / 3])
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    blur_kernel: float = 0.1  # kernel size as a fraction of the view size
+    solarize_p: float = 0.0
+    solarize_threshold: float = 0.5
+
+
+@dataclass
+class ImageViewsConfig:
+    _target_: str = "sslkit.augment.ImageViews"
+    view1: ViewConfig = field(default_factory=ViewConfig)
+    view2: Optional[ViewConfig] = None  # null: the same settings as view1
+    size: Optional[int] = None  # views are size x size; null: the input's size
+    mean: list[float] = field(default_factory=lambda: [0.0])
+    std: list[float] = field(default_factory=lambda: [1.0])
+    compile: bool = False  # torch.compile the view stages (first step compiles, then faster)
 
 
 # --- losses -----------------------------------------------------------------------------
@@ -170,15 +295,62 @@ class AdamWConfig(OptimConfig):
 
 
 # --- observers --------------------------------------------------------------------------
+class SpectrumMatrix(str, Enum):
+    """Embedding matrices (z) and backbone-feature matrices (feat_, h) of two views."""
+
+    cov = "cov"  # covariance of view 1
+    cov2 = "cov2"  # covariance of view 2
+    xcorr = "xcorr"  # symmetrised cross-correlation (z1ᵀz2 + z2ᵀz1)/2N
+    feat_cov = "feat_cov"
+    feat_cov2 = "feat_cov2"
+    feat_xcorr = "feat_xcorr"
+
+
 @dataclass
 class SpectrumConfig:
+    """sslkit.spectrum.SpectrumMonitor: per-step eigenvalues, summaries and ½-crossings."""
+
+    _target_: str = "sslkit.spectrum.SpectrumMonitor"
     enabled: bool = True
+    matrices: list[SpectrumMatrix] = field(default_factory=lambda: [
+        SpectrumMatrix.cov, SpectrumMatrix.xcorr, SpectrumMatrix.feat_cov])
+    every: int = 1  # observe every k-th step
+    top_k: int = 64  # eigenvalues stored per step and matrix
+    full_every: int = 100  # complete spectra stored (and tracking checked) every k-th step
+    exact_max: int = 256  # exact decomposition every step when min(rank bound, D) <= this
+    oversample: int = 16  # extra tracked directions beyond top_k
+    tol: float = 1e-3  # tracked eigenvalues within tol·|λ₁| of an eigenvalue
+    max_iters: int = 10  # subspace iterations per step at most
+    rankme_eps: float = 1e-7
+    logdet_eps: float = 1e-4
+    level: float = 0.5  # a mode of a cross-correlation is learned when its eigenvalue reaches this
     flush_every: int = 100  # rows buffered in memory before they are appended to disk
 
 
+class WandbMode(str, Enum):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
 @dataclass
-class LoggerConfig:
-    """Run-directory files (config.yaml, metrics.jsonl, spectra) are always written."""
+class WandbConfig:
+    _target_: str = "sslkit.logging.wandb.WandbSink"
+    mode: WandbMode = WandbMode.online  # online falls back to offline without an API key
+    project: str = "sslkit"
+    entity: Optional[str] = None
+    name: Optional[str] = None  # default: the run directory's name
+    tags: list[str] = field(default_factory=list)
+    spectrum_every: int = 100  # spectrum heat-map every k-th step
+    modes: int = 32  # top eigenvalues per matrix shown in heat-maps and line series
+
+
+@dataclass
+class TensorBoardConfig:
+    _target_: str = "sslkit.logging.tensorboard.TensorBoardSink"
+    log_dir: Optional[str] = None  # default: RUN_DIR/tensorboard
+    spectrum_every: int = 100  # eigenvalue histograms and heat-maps every k-th step
+    modes: int = 32
 
 
 @dataclass
@@ -193,18 +365,19 @@ class TrainConfig:
     loss: Any = MISSING
     optim: Any = MISSING
     spectrum: Any = MISSING
-    logger: Any = MISSING
+    logger: dict[str, Any] = field(default_factory=dict)  # dashboards; the run directory is always written
 
 
 SCHEMAS = {
-    "data": {"digits": DigitsConfig, "synthetic": SyntheticConfig},
-    "backbone": {"linear": LinearConfig, "mlp": MLPConfig},
-    "projector": {"identity": IdentityProjectorConfig, "mlp": MLPProjectorConfig},
-    "augment": {"gaussian_noise": GaussianNoiseConfig, "digits": ShiftNoiseConfig},
+    "data": {"digits": DigitsConfig, "synthetic": SyntheticConfig, "cifar10": Cifar10Config,
+             "cifar100": Cifar100Config, "stl10": STL10Config, "imagefolder": ImageFolderConfig},
+    "backbone": {"linear": LinearConfig, "mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig},
+    "projector": {"identity": IdentityProjectorConfig, "mlp": MLPProjectorConfig, "linear": LinearProjectorConfig},
+    "augment": {"gaussian_noise": GaussianNoiseConfig, "digits": ShiftNoiseConfig, "views": ImageViewsConfig},
     "loss": {"barlow_twins": BarlowTwinsConfig, "ntxent": NTXentConfig, "vicreg": VICRegConfig},
     "optim": {"sgd": SGDConfig, "lars": LARSConfig, "adamw": AdamWConfig},
     "spectrum": {"spectrum": SpectrumConfig},
-    "logger": {"logger": LoggerConfig},
+    "logger": {"wandb": WandbConfig, "tensorboard": TensorBoardConfig},
 }
 
 

@@ -1,4 +1,11 @@
-"""Figures from a run directory: the stepwise picture of Simon et al. (2023), Fig. 1."""
+"""Figures from run directories: the stepwise picture of Simon et al. (2023, Fig. 1) with the
+rank and entropy summaries and the loss, for one run or several overlaid.
+
+Four panels: (a) the top eigenvalues of the cross-correlation C vs step on a log scale,
+a dot where each first reaches ½; (b) effective rank and RankMe of the embedding
+covariance and the number of learned modes of C; (c) the Gaussian log-det entropy
+½ log det(Σ + εI) of each covariance; (d) the loss and its terms.
+"""
 
 import json
 from pathlib import Path
@@ -8,8 +15,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from sslkit.spectrum import crossing_steps, load  # noqa: E402
+
+NOT_LOSS = ("step", "epoch", "lr", "images_per_s")
+RANKS = ("cov/effective_rank", "cov/rankme", "xcorr/effective_rank", "xcorr/learned")  # panel (b)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -18,32 +30,131 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def stepwise_figure(run_dir: str | Path, modes: int = 12) -> Path:
-    """Write `run_dir/stepwise.png`: the top eigenvalues of the symmetrised cross-correlation
-    C vs step, with the step where each crosses ½ marked, and the loss and its terms."""
+    """Write `run_dir/stepwise.png` and `stepwise.pdf`; returns the PNG's path."""
+    return _save(draw_stepwise(run_dir, modes), Path(run_dir) / "stepwise")
+
+
+def compare_figure(run_dirs: list[Path], out: Path, modes: int = 8) -> Path:
+    """Write the overlay of several runs to `out`.png and `out`.pdf; returns the PNG's path."""
+    return _save(draw_compare(run_dirs, modes), Path(out))
+
+
+def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
+    """The four panels for one run: the top `modes` eigenvalues of C, one colour each."""
     run_dir = Path(run_dir)
+    fig, axes = _axes()
     spectra, metrics = load(run_dir), read_metrics(run_dir)
-    steps, xcorr = spectra["step"], spectra["xcorr"][:, :modes]
-    crossed = crossing_steps(steps, xcorr)
-
-    fig, (ax_eig, ax_loss) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    colors = plt.cm.viridis(np.linspace(0, 0.9, xcorr.shape[1]))
-    for k in range(xcorr.shape[1]):
-        ax_eig.plot(steps, xcorr[:, k], color=colors[k], lw=0.8, alpha=0.9, label=f"λ{k + 1}" if k < 8 else None)
-        if crossed[k] >= 0:
-            ax_eig.plot(crossed[k], 0.5, "o", color=colors[k], ms=4)
-    ax_eig.axhline(0.5, color="grey", lw=0.5, ls=":")
-    ax_eig.set(xlabel="step", ylabel="eigenvalue of C", title="Eigenvalues of the cross-correlation C")
-    ax_eig.legend(fontsize=7, ncol=2, loc="lower right")
-
+    name = _cross_correlation(spectra)
+    eig = spectra[name][:, :modes]
+    colors = plt.cm.viridis(np.linspace(0, 0.9, eig.shape[1]))
+    for k in range(eig.shape[1]):
+        _eigenvalue_line(axes[0], spectra["step"], eig[:, k], colors[k], f"λ{k + 1}" if k < 8 else None)
+    axes[0].set_title(f"Eigenvalues of {name}" + (" (C)" if name == "xcorr" else ""))
+    for key in [k for k in RANKS if k in spectra]:
+        _summary_line(axes[1], spectra["step"], spectra[key], key, ls="--" if key.endswith("learned") else "-")
+    for key in [k for k in spectra if k.endswith("/logdet")]:
+        _summary_line(axes[2], spectra["step"], spectra[key], key)
     mstep = [m["step"] for m in metrics]
-    ax_loss.plot(mstep, [m["loss"] for m in metrics], color="black", lw=1.5, label="loss")
-    for key in metrics[0]:
-        if key not in ("step", "epoch", "loss", "lr", "images_per_s"):
-            ax_loss.plot(mstep, [m[key] for m in metrics], lw=1, label=key)
-    ax_loss.set(xlabel="step", ylabel="loss", title="Loss and its terms")
-    ax_loss.legend(fontsize=7)
-    fig.suptitle(run_dir.name, fontsize=9)
-    path = run_dir / "stepwise.png"
-    fig.savefig(path, dpi=130)
+    axes[3].plot(mstep, [m["loss"] for m in metrics], color="black", lw=1.5, label="loss")
+    for key in _loss_terms(metrics):
+        axes[3].plot(mstep, [m.get(key, np.nan) for m in metrics], lw=1, label=key)
+    _finish(fig, axes, run_dir.name)
+    return fig
+
+
+def draw_compare(run_dirs: list[Path], modes: int = 8) -> Figure:
+    """The four panels for several runs, one colour each, labelled by the config keys in
+    which they differ."""
+    fig, axes = _axes()
+    colors = plt.cm.tab10(np.arange(len(run_dirs)) % 10)
+    for run_dir, label, color in zip(run_dirs, run_labels(run_dirs), colors):
+        spectra, metrics = load(run_dir), read_metrics(run_dir)
+        eig = spectra[_cross_correlation(spectra)][:, :modes]
+        for k in range(eig.shape[1]):
+            _eigenvalue_line(axes[0], spectra["step"], eig[:, k], color, label if k == 0 else None)
+        for key, ls in zip(RANKS, ("-", ":", "-.", "--")):
+            if key in spectra:
+                _summary_line(axes[1], spectra["step"], spectra[key], f"{label}: {key}", color=color, ls=ls)
+        if "cov/logdet" in spectra:
+            _summary_line(axes[2], spectra["step"], spectra["cov/logdet"], label, color=color)
+        axes[3].plot([m["step"] for m in metrics], [m["loss"] for m in metrics], color=color, lw=1.2, label=label)
+    axes[0].set_title("Eigenvalues of C, top %d modes" % modes)
+    _finish(fig, axes, f"{len(run_dirs)} runs")
+    return fig
+
+
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """`key=value` for the config keys in which the runs differ (from each config.yaml);
+    the directory names when the configs are the same or missing."""
+    configs = []
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "config.yaml"
+        configs.append(_flatten(yaml.safe_load(path.read_text())) if path.exists() else {})
+    keys = sorted({k for c in configs for k in c if len({repr(d.get(k)) for d in configs}) > 1})
+    if not keys or len(run_dirs) == 1:
+        return [Path(d).name for d in run_dirs]
+    return [", ".join(f"{k}={c.get(k)}" for k in keys) for c in configs]
+
+
+def _flatten(tree: object, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+    return out
+
+
+def _cross_correlation(spectra: dict[str, np.ndarray]) -> str:
+    """The series to draw in panel (a): C of the embeddings if recorded, else the first."""
+    series = [k for k in spectra if k != "step" and "/" not in k]
+    return "xcorr" if "xcorr" in series else ("feat_xcorr" if "feat_xcorr" in series else series[0])
+
+
+def _loss_terms(metrics: list[dict]) -> list[str]:
+    keys = dict.fromkeys(k for m in metrics for k in m)
+    return [k for k in keys if k not in NOT_LOSS and k != "loss" and "/" not in k]
+
+
+def _eigenvalue_line(ax, steps: np.ndarray, values: np.ndarray, color, label: str | None) -> None:
+    positive = np.where(values > 0, values, np.nan)  # log scale: zero and negative values are gaps
+    ax.plot(steps, positive, color=color, lw=0.8, alpha=0.9, label=label)
+    crossed = crossing_steps(steps, values[:, None])[0]
+    if crossed >= 0:
+        ax.plot(crossed, 0.5, "o", color=color, ms=4)
+
+
+def _summary_line(ax, steps: np.ndarray, values: np.ndarray, label: str, color=None, ls: str = "-") -> None:
+    ok = np.isfinite(values)  # tracked matrices have entropy summaries at the exact steps only
+    ax.plot(steps[ok], values[ok], ls=ls, lw=1, color=color, label=label, marker="." if ok.sum() < 50 else None)
+
+
+def _axes():
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    return fig, axes.ravel()
+
+
+def _finish(fig, axes, title: str) -> None:
+    axes[0].set_yscale("log")
+    axes[0].axhline(0.5, color="grey", lw=0.5, ls=":")
+    axes[0].set(xlabel="step", ylabel="eigenvalue (log scale); ● first reaches ½")
+    axes[1].set(xlabel="step", ylabel="dimensions", title="Effective rank, RankMe, learned modes")
+    axes[2].set(xlabel="step", ylabel="½ log det(Σ + εI)", title="Gaussian log-det entropy")
+    axes[3].set(xlabel="step", ylabel="loss", title="Loss and its terms")
+    lines = axes[3].get_lines()  # the total loss: the line labelled so, or every run's line
+    lines = [line for line in lines if line.get_label() == "loss"] or lines
+    loss = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in lines] or [[]])
+    if np.isfinite(loss).any() and np.nanmin(loss) > 0 and np.nanmax(loss) > 100 * np.nanmin(loss):
+        axes[3].set_yscale("log")  # the loss spans orders of magnitude
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(title, fontsize=9)
+
+
+def _save(fig, stem: Path) -> Path:
+    png = stem.with_suffix(".png")
+    fig.savefig(png, dpi=130)
+    fig.savefig(stem.with_suffix(".pdf"))
     plt.close(fig)
-    return path
+    return png

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import platform
 import shutil
 import signal
@@ -56,8 +57,9 @@ def check_run_dir(run_dir: Path, resume: str, checkpoint_bytes: int) -> None:
         )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ".write-test").touch()
-        (run_dir / ".write-test").unlink()
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
     except OSError as exc:
         raise ConfigError(f"The run directory {run_dir} is not writable ({exc}); "
                           f"choose another with hydra.run.dir=...") from exc

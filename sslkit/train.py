@@ -6,7 +6,6 @@ A checkpoint every `trainer.checkpoint_every` steps (and on SIGTERM / SIGUSR1) l
 relaunch in the same run directory continue exactly where the run stopped.
 """
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,12 +17,12 @@ from tqdm import tqdm
 
 from sslkit import checkpoint, distributed
 from sslkit.errors import ConfigError, NonFiniteLossError, Preempted
+from sslkit.logging import Observer
 from sslkit.losses import LossOutput
 from sslkit.models.siamese import Siamese
 from sslkit.optim import build_optimizer
 from sslkit.rng import VIEWS, generator
 from sslkit.run import StopSignal, check_run_dir, non_finite_message, resolve_device, save_run_info, total_steps
-from sslkit.spectrum import SpectrumWriter, eigenvalues
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +49,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     optimizer, scheduler = build_optimizer(cfg.optim, net, steps)
     model = distributed.wrap(net, rank, device)
 
-    check_run_dir(run_dir, cfg.trainer.resume, checkpoint_bytes=3 * sum(p.nbytes for p in net.parameters()))
-    start, logs, last_ckpt = 0, {"metrics_bytes": 0, "spectrum_rows": 0}, None
+    if rank.is_main:
+        check_run_dir(run_dir, cfg.trainer.resume, checkpoint_bytes=3 * sum(p.nbytes for p in net.parameters()))
+    start, logs, last_ckpt = 0, None, None  # logs: the record files' positions (None: new files)
     if (found := find_checkpoint(cfg, ckpt_dir, device)) is not None:
         state, last_ckpt = found
         net.load_state_dict(state["model"])
@@ -66,17 +66,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     observe = rank.is_main  # logs, spectra and checkpoints come from rank 0 only
     if observe:
         save_run_info(cfg, run_dir, device)
-        metrics = open(run_dir / "metrics.jsonl", "ab")  # cut back to the checkpoint's end
-        metrics.truncate(logs["metrics_bytes"])
-        metrics.seek(logs["metrics_bytes"])
-    spectra = SpectrumWriter(run_dir, cfg.spectrum.flush_every, logs["spectrum_rows"]) \
-        if observe and cfg.spectrum.enabled else None
+        # metrics.jsonl, spectra and dashboards, in a background thread; files cut back to `logs`
+        observer = Observer(run_dir, cfg, device, start, logs)
 
     def save_checkpoint(step: int) -> None:
         nonlocal last_ckpt
-        metrics.flush()
-        if spectra is not None:
-            spectra.flush()
         last_ckpt = checkpoint.save({
             "step": step,
             "model": net.state_dict(),
@@ -84,7 +78,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             "scheduler": scheduler.state_dict(),
             "rng": checkpoint.rng_state({}),
             "config": checkpoint.config_yaml(cfg),
-            "logs": {"metrics_bytes": metrics.tell(), "spectrum_rows": spectra.rows if spectra else 0},
+            "logs": observer.state(),  # waits until everything logged so far is written
         }, ckpt_dir, step, cfg.trainer.keep_checkpoints)
 
     record: dict[str, float] = {}
@@ -112,8 +106,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                     log.warning(non_finite_message(out, step, last_ckpt) + " Skipped (trainer.on_nan=skip).")
                 scheduler.step()
 
-                if spectra is not None:
-                    spectra.append(step, eigenvalues(z1, z2))
+                if observe:
+                    observer.spectrum(step, z1, z2, h1, h2)  # queued, detached: no sync
                 done = step + 1
                 if observe and (done % log_every == 0 or done == steps):
                     now = time.perf_counter()
@@ -125,7 +119,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                         "lr": lr,
                         "images_per_s": data.batch_size * (done - logged) / (now - tick),
                     }
-                    metrics.write((json.dumps(record) + "\n").encode())
+                    observer.log(record)  # completed with the step's spectrum summaries
                     progress.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
                     progress.update(done - progress.n)
                     logged, tick = done, now
@@ -136,9 +130,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                                     f"{last_ckpt}. Relaunch the same command to resume.")
         finally:
             if observe:
-                if spectra is not None:
-                    spectra.close()
-                metrics.close()
+                observer.close()
     return record
 
 

@@ -61,18 +61,30 @@ def test_same_seed_same_run_and_other_seed_differs(config, tmp_path):
     assert metrics(tmp_path / "a") != metrics(tmp_path / "c")
 
 
+def training_fields(rows: list[dict]) -> list[dict]:
+    """The loop's own fields; the spectrum summaries are the keys "<matrix>/<metric>"."""
+    return [{k: v for k, v in r.items() if "/" not in k} for r in rows]
+
+
 @pytest.mark.parametrize("loss", ["barlow_twins", "simclr", "vicreg"])
 def test_observers_do_not_change_the_trajectory(config, tmp_path, loss):
-    """Spectrum on/off and the logging cadence leave every logged loss bit-identical."""
+    """Spectrum on/off (exact or tracked eigenvalues), the dashboards and the logging
+    cadence leave every logged loss bit-identical."""
     base = (f"loss={loss}", "backbone=mlp", "backbone.width=32", "projector=mlp",
             "data.batch_size=128", "trainer.max_steps=24")
     train(config(*base), tmp_path / "on")
     train(config(*base, "spectrum=off"), tmp_path / "off")
     train(config(*base, "spectrum=off", "trainer.log_every=5"), tmp_path / "sparse")
-    on, off, sparse = (metrics(tmp_path / k) for k in ("on", "off", "sparse"))
-    assert on == off
+    train(config(*base, "spectrum.exact_max=0", "spectrum.full_every=5", "logger=[tensorboard,wandb]",
+                 "logger.wandb.mode=offline", "logger.tensorboard.spectrum_every=4"), tmp_path / "dashboards")
+    on, off, sparse, dashboards = (metrics(tmp_path / k) for k in ("on", "off", "sparse", "dashboards"))
+    assert training_fields(on) == off == training_fields(dashboards)
+    assert {"cov/effective_rank", "cov/rankme", "feat_cov/logdet", "xcorr/learned"} <= set(on[0])
+    assert "xcorr/residual" in dashboards[1] and "xcorr/track_err" in dashboards[5]
     assert not (tmp_path / "off" / "spectrum").exists()
-    by_step = {m["step"]: m for m in on}
+    assert list((tmp_path / "dashboards" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "dashboards" / "wandb").glob("offline-run-*/run-*.wandb"))
+    by_step = {m["step"]: m for m in off}
     assert [by_step[m["step"]] for m in sparse] == sparse
     assert [m["step"] for m in sparse] == [4, 9, 14, 19, 23]
 

@@ -2,9 +2,11 @@
 from a dedicated generator, on the device where the batch lives.
 
 An augmentation is called on a whole batch, `aug(x, generator) -> (view1, view2)`; the
-views are float tensors ready for the backbone.
+views are float tensors ready for the backbone. `ImageViews` is the image pipeline of
+SimCLR, BYOL, Barlow Twins and VICReg (configs/augment/ holds the recipes).
 """
 
 from sslkit.augment.basic import GaussianNoise, ShiftNoise, TwoViews
+from sslkit.augment.pipeline import ImageViews, ViewSpec
 
-__all__ = ["GaussianNoise", "ShiftNoise", "TwoViews"]
+__all__ = ["GaussianNoise", "ImageViews", "ShiftNoise", "TwoViews", "ViewSpec"]

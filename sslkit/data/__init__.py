@@ -4,7 +4,10 @@ A source returns an `InMemoryData`: images as uint8 (N, C, H, W), or feature vec
 float32 (N, dim), with integer labels. Views are made later, by `sslkit.augment`.
 """
 
+from sslkit.data.cifar import cifar10, cifar100
+from sslkit.data.imagefolder import imagefolder
 from sslkit.data.memory import InMemoryData
 from sslkit.data.sources import digits, synthetic
+from sslkit.data.stl10 import stl10
 
-__all__ = ["InMemoryData", "digits", "synthetic"]
+__all__ = ["InMemoryData", "cifar10", "cifar100", "digits", "imagefolder", "stl10", "synthetic"]

@@ -2,8 +2,10 @@
 
 import math
 
-import torch
 from torch import Tensor, nn
+
+from sslkit.config import Parameterization
+from sslkit.models.layers import dense
 
 
 def _features(in_shape: tuple[int, ...]) -> int:
@@ -27,25 +29,31 @@ class Linear(nn.Module):
 
 
 class MLP(nn.Module):
-    """`depth` hidden ReLU layers of `width` units, then a linear read-out to `out_dim`.
+    """`depth` hidden ReLU layers of `width` units, then a bias-free linear read-out to `out_dim`.
 
-    Hidden layers use He initialisation (N(0, 2/fan_in), zero bias); the read-out is
-    N(0, init_scale²/width), so `init_scale` sets the output scale at initialisation."""
+    Hidden layers have ReLU gain √2 (He): N(0, 2/fan_in) weights and zero biases in the
+    standard parameterization; in the ntk one, h = √2/√fan_in·W x + β·b with W, b ~ N(0, 1)
+    (β = `bias_scale`, see `sslkit.models.layers`). The read-out weights are drawn with an
+    extra factor `init_scale`, which therefore multiplies the output at initialisation."""
 
     def __init__(
-        self, in_shape: tuple[int, ...], width: int, depth: int, out_dim: int, init_scale: float = 1.0
+        self,
+        in_shape: tuple[int, ...],
+        width: int,
+        depth: int,
+        out_dim: int,
+        init_scale: float = 1.0,
+        parameterization: Parameterization = Parameterization.standard,
+        bias_scale: float = 0.1,
     ) -> None:
         super().__init__()
         self.out_dim = out_dim
         dims = [_features(in_shape)] + [width] * depth
         layers: list[nn.Module] = []
         for fan_in, fan_out in zip(dims[:-1], dims[1:]):
-            linear = nn.Linear(fan_in, fan_out)
-            nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
-            nn.init.zeros_(linear.bias)
-            layers += [linear, nn.ReLU()]
-        readout = nn.Linear(dims[-1], out_dim, bias=False)
-        nn.init.normal_(readout.weight, std=init_scale / math.sqrt(dims[-1]))
+            hidden = dense(fan_in, fan_out, parameterization, gain=math.sqrt(2), bias_scale=bias_scale)
+            layers += [hidden, nn.ReLU()]
+        readout = dense(dims[-1], out_dim, parameterization, gain=1.0, init_scale=init_scale, bias=False)
         self.net = nn.Sequential(*layers, readout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -54,7 +62,8 @@ class MLP(nn.Module):
 
 class Projector(nn.Sequential):
     """The SSL head of SimCLR / Barlow Twins / VICReg: (Linear–BatchNorm–ReLU) for each
-    hidden size, then a final Linear to `out_dim`."""
+    hidden size, then a final Linear to `out_dim`. With no hidden sizes it is one Linear
+    (`projector=linear`)."""
 
     def __init__(self, in_dim: int, hidden_dims: list[int], out_dim: int) -> None:
         dims = [in_dim, *hidden_dims]
@@ -63,3 +72,8 @@ class Projector(nn.Sequential):
             layers += [nn.Linear(fan_in, fan_out, bias=False), nn.BatchNorm1d(fan_out), nn.ReLU()]
         super().__init__(*layers, nn.Linear(dims[-1], out_dim, bias=False))
         self.out_dim = out_dim
+
+
+def linear_projector(in_dim: int, out_dim: int) -> Projector:
+    """z = W h, a bias-free Linear from the backbone features to `out_dim`."""
+    return Projector(in_dim, [], out_dim)

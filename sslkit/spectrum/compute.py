@@ -24,3 +24,77 @@ def eigenvalues(z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
         "cov": torch.linalg.eigvalsh(cov).flip(0),
         "xcorr": torch.linalg.eigvalsh(xcorr).flip(0),
     }
+
+
+class Factored:
+    """A symmetric D×D matrix M = s·FᵀJF kept as its (m, D) factor F, never formed unless
+    D ≤ m (then forming it is the cheaper route).
+
+    - J = I: a Gram matrix, e.g. the covariance Σ = Z̄ᵀZ̄/(N − 1) (F = Z̄, s = 1/(N − 1)).
+    - J = swap of the two halves of F = [A; B]: M = s(AᵀB + BᵀA), e.g. the symmetrised
+      cross-correlation C = (Z₁ᵀZ₂ + Z₂ᵀZ₁)/2N (s = 1/2N).
+
+    M has rank ≤ m. When m < D its non-zero eigenvalues are those of an m×m matrix: FFᵀ
+    for J = I; for the swap, with the thin QR Fᵀ = QR, M = Q(s·RJRᵀ)Qᵀ, so they are the
+    eigenvalues of s·RJRᵀ. Either way the cost is O(m²D), not O(D³)."""
+
+    def __init__(self, parts: tuple[Tensor, ...], scale: float) -> None:
+        """`parts`: (F,) for J = I, or (A, B) for the swap."""
+        self.parts, self.scale, self.swap = parts, scale, len(parts) == 2
+        self.rows, self.dim = sum(p.shape[0] for p in parts), parts[0].shape[1]
+
+    @property
+    def f(self) -> Tensor:
+        return torch.cat(self.parts) if self.swap else self.parts[0]
+
+    def matmul(self, v: Tensor) -> Tensor:
+        """M @ v for a (D, p) block v, in O(mDp)."""
+        if not self.swap:
+            return self.scale * (self.f.T @ (self.f @ v))
+        a, b = self.parts
+        return self.scale * (a.T @ (b @ v) + b.T @ (a @ v))
+
+    def dense(self) -> Tensor:
+        if not self.swap:
+            return self.scale * (self.f.T @ self.f)
+        cross = self.parts[0].T @ self.parts[1]
+        return self.scale * (cross + cross.T)
+
+    def eigh(self) -> tuple[Tensor, Tensor]:
+        """Eigenvalues (descending) and orthonormal eigenvectors, (D, r), of M restricted to
+        its range, r = min(m, D): with Fᵀ = QR, the eigenvectors of s·RJRᵀ mapped by Q."""
+        if self.dim <= self.rows:
+            values, vectors = torch.linalg.eigh(self.dense())
+        else:
+            q, r = torch.linalg.qr(self.f.T)
+            values, w = torch.linalg.eigh(self._core(r))
+            vectors = q @ w
+        return values.flip(0), vectors.flip(1)
+
+    def eigvalsh(self) -> Tensor:
+        """All D eigenvalues, descending, from the smaller of the two sides."""
+        if self.dim <= self.rows:
+            return torch.linalg.eigvalsh(self.dense()).flip(0)
+        if self.swap:
+            core = self._core(torch.linalg.qr(self.f.T, mode="r").R)
+        else:
+            core = self.scale * (self.f @ self.f.T)
+        values = torch.linalg.eigvalsh(core)
+        zeros = values.new_zeros(self.dim - self.rows)
+        return torch.cat([values, zeros]).sort(descending=True).values
+
+    def _core(self, r: Tensor) -> Tensor:
+        """s·RJRᵀ, symmetrised against rounding."""
+        core = self.scale * ((r.roll(self.rows // 2, dims=1) if self.swap else r) @ r.T)
+        return (core + core.T) / 2
+
+
+def factored(kind: str, a: Tensor, b: Tensor) -> Factored:
+    """The matrix `kind` of two (N, D) views a, b, as in `eigenvalues`, in the views' dtype
+    (the monitor passes float64): "cov" (of a), "cov2" (of b), or "xcorr" (their
+    symmetrised cross-correlation)."""
+    n = a.shape[0]
+    if kind == "xcorr":
+        return Factored((a, b), 1 / (2 * n))
+    x = a if kind == "cov" else b
+    return Factored((x - x.mean(dim=0),), 1 / max(n - 1, 1))

@@ -1,9 +1,14 @@
-"""On-disk spectra: one raw little-endian file per series under `run_dir/spectrum/`.
+"""On-disk spectra: tables of raw little-endian rows under `run_dir/spectrum/`, append-only.
 
-    meta.json    {"dim": D, "series": ["cov", "xcorr"]}
-    step.i8      int64, one value per recorded step
-    cov.f4       float32, D values per recorded step
-    xcorr.f4     float32, D values per recorded step
+    spectrum/meta.json      {"dim": D, "series": [...], "widths": {...}, ...}
+    spectrum/step.i8        int64, one value per recorded step
+    spectrum/<series>.f4    float32, widths[series] values per recorded step
+    spectrum/full/...       the same layout: complete spectra every spectrum.full_every steps
+    spectrum/events.jsonl   one line per ½-crossing (sslkit.spectrum.events)
+
+The monitor writes the top `spectrum.top_k` eigenvalues of every matrix each step (all of
+them when D ≤ top_k) and a "summary" series whose columns (meta "summary") are the scalar
+metrics, NaN where a step has none.
 
 Rows are buffered in memory (at most `flush_every`) and appended; nothing is rewritten.
 `load` keeps only the rows complete in every file, so it can read a run that is still
@@ -12,37 +17,42 @@ being written or that stopped mid-append.
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-SERIES = ("cov", "xcorr")
-
 
 class SpectrumWriter:
-    """Appends rows; `rows` counts every row appended so far (on disk or buffered).
+    """Appends rows of named 1-D series to the table `run_dir/<table>`; each series keeps the
+    width of its first row. `rows` counts every row appended so far (on disk or buffered).
 
     A resumed run passes `start_rows`, the `rows` its checkpoint recorded: the files are
-    cut back to that many rows, dropping what was written after the checkpoint."""
+    cut back to that many rows, dropping what was written after the checkpoint. `meta`
+    adds keys to meta.json (written with the first row)."""
 
-    def __init__(self, run_dir: str | Path, flush_every: int = 100, start_rows: int = 0) -> None:
-        self.dir = Path(run_dir) / "spectrum"
+    def __init__(self, run_dir: str | Path, flush_every: int = 100, start_rows: int = 0,
+                 table: str = "spectrum", meta: dict[str, Any] | None = None) -> None:
+        self.dir = Path(run_dir) / table
         self.dir.mkdir(parents=True, exist_ok=True)
         self.flush_every = flush_every
-        self.dim: int | None = None
+        self.meta = meta or {}
+        self.widths: dict[str, int] | None = None
         self.buffer: list[tuple[int, dict[str, np.ndarray]]] = []
         self.rows = start_rows
         if (self.dir / "meta.json").exists():
-            self.dim = json.loads((self.dir / "meta.json").read_text())["dim"]
+            self.widths = _widths(json.loads((self.dir / "meta.json").read_text()))
             _truncate(self.dir / "step.i8", start_rows * 8)
-            for name in SERIES:
-                _truncate(self.dir / f"{name}.f4", start_rows * self.dim * 4)
+            for name, width in self.widths.items():
+                _truncate(self.dir / f"{name}.f4", start_rows * width * 4)
 
-    def append(self, step: int, spectra: dict[str, Tensor]) -> None:
-        row = {k: spectra[k].float().cpu().numpy() for k in SERIES}
-        if self.dim is None:
-            self.dim = len(row["cov"])
-            (self.dir / "meta.json").write_text(json.dumps({"dim": self.dim, "series": list(SERIES)}))
+    def append(self, step: int, row: dict[str, Tensor | np.ndarray]) -> None:
+        row = {k: np.asarray(v.float().cpu() if isinstance(v, Tensor) else v, dtype="<f4") for k, v in row.items()}
+        if self.widths is None:
+            self.widths = {k: len(v) for k, v in row.items()}
+            first = next(iter(self.widths.values()))
+            meta = {"dim": first, "series": list(self.widths), "widths": self.widths, **self.meta}
+            (self.dir / "meta.json").write_text(json.dumps(meta))
         self.buffer.append((step, row))
         self.rows += 1
         if len(self.buffer) >= self.flush_every:
@@ -53,28 +63,42 @@ class SpectrumWriter:
             return
         with open(self.dir / "step.i8", "ab") as f:
             np.array([s for s, _ in self.buffer], dtype="<i8").tofile(f)
-        for name in SERIES:
+        for name in self.widths:
             with open(self.dir / f"{name}.f4", "ab") as f:
-                np.stack([r[name] for _, r in self.buffer]).astype("<f4").tofile(f)
+                np.stack([r[name] for _, r in self.buffer]).tofile(f)
         self.buffer.clear()
 
     def close(self) -> None:
         self.flush()
 
 
-def load(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """{"step": (T,) int64, "cov": (T, D), "xcorr": (T, D) float32}, eigenvalues descending."""
-    d = Path(run_dir) / "spectrum"
+def load(run_dir: str | Path, table: str = "spectrum") -> dict[str, np.ndarray]:
+    """{"step": (T,) int64, "<series>": (T, width) float32 for each series (eigenvalues
+    descending), and "<series>/<metric>": (T,) float32 for each summary column}.
+
+    `table="spectrum/full"` reads the complete spectra written every spectrum.full_every
+    steps for the matrices with more than spectrum.top_k eigenvalues."""
+    d = Path(run_dir) / table
     if not (d / "meta.json").exists():
+        if table != "spectrum" and (Path(run_dir) / "spectrum" / "meta.json").exists():
+            raise FileNotFoundError(f"{run_dir} has no {table} table: every matrix has at most "
+                                    f"spectrum.top_k eigenvalues, so load(run_dir) holds them all.")
         raise FileNotFoundError(f"{run_dir} holds no spectra ({d / 'meta.json'} is missing); "
                                 f"was it trained with spectrum.enabled=false?")
-    dim = json.loads((d / "meta.json").read_text())["dim"]
+    meta = json.loads((d / "meta.json").read_text())
+    widths = _widths(meta)
     out = {"step": _read(d / "step.i8", "<i8")}
-    out.update({k: _read(d / f"{k}.f4", "<f4") for k in SERIES})
-    rows = min(len(out["step"]), *(len(out[k]) // dim for k in SERIES))
+    out.update({k: _read(d / f"{k}.f4", "<f4") for k in widths})
+    rows = min(len(out["step"]), *(len(out[k]) // w for k, w in widths.items()))
     out["step"] = out["step"][:rows]
-    out.update({k: out[k][: rows * dim].reshape(rows, dim) for k in SERIES})
+    out.update({k: out[k][: rows * w].reshape(rows, w) for k, w in widths.items()})
+    if "summary" in widths:
+        out.update({name: column for name, column in zip(meta["summary"], out.pop("summary").T)})
     return out
+
+
+def _widths(meta: dict[str, Any]) -> dict[str, int]:
+    return meta.get("widths") or {k: meta["dim"] for k in meta["series"]}
 
 
 def _read(path: Path, dtype: str) -> np.ndarray:

@@ -1,0 +1,106 @@
+"""The cost of the per-step spectrum monitor: the same training with spectrum=off and with
+spectrum=every_step, alternated in one process, several times.
+
+    python scripts/bench_spectrum.py [CASE] [--steps N] [--repeats R] [-- OVERRIDES...]
+
+CASE is `digits` (the default experiment), `resnet18` (ResNet-18, CIFAR stem, 2048-d
+projector, batch 32, on 32×32 random images written in the CIFAR-10 format: the step costs
+what a CIFAR step costs), `mlp2048` (an MLP of width 2048 with a 2048-d projector, batch 32)
+or `tracked` (as mlp2048 at batch 256, where the covariances have rank > spectrum.exact_max
+and the top eigenvalues are tracked by subspace iteration).
+
+A step's time is the loop's own measurement (batch size / images_per_s in metrics.jsonl at
+trainer.log_every=1): with the monitor on it includes any wait for the background thread,
+whose queue holds at most 8 steps. Per repeat the script prints the median and mean
+step time of each mode, their ratios, and the ratio of the process's CPU time for the
+whole run (the extra work, whichever core did it; on a shared machine it is steadier than
+the wall clock). The last line is the median over repeats of the ratio of median step
+times:
+
+    spectrum_overhead: R
+"""
+
+import argparse
+import json
+import pickle
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+
+from sslkit.cli import CONFIG_DIR
+from sslkit.config import register_configs
+from sslkit.train import train
+
+CASES = {
+    "digits": ["experiment=stepwise_digits"],
+    "resnet18": ["backbone=resnet18", "projector=mlp", "projector.hidden_dims=[2048]", "projector.out_dim=2048",
+                 "data=cifar10", "data.split=test", "data.batch_size=32", "augment=cifar", "loss=barlow_twins"],
+    "mlp2048": ["backbone=mlp", "backbone.width=2048", "projector=mlp", "projector.hidden_dims=[2048]",
+                "projector.out_dim=2048", "data.batch_size=32", "loss=barlow_twins"],
+    "tracked": ["backbone=mlp", "backbone.width=2048", "projector=mlp", "projector.hidden_dims=[2048]",
+                "projector.out_dim=2048", "data.batch_size=256", "loss=barlow_twins"],
+}
+QUIET = ["trainer.log_every=1", "trainer.progress=false", "trainer.report=false", "trainer.checkpoint_every=1000000"]
+
+
+def fake_cifar(root: Path, n: int = 512) -> None:
+    """`root/test_batch`: n random 32×32 RGB images in the CIFAR-10 pickle format."""
+    rng = np.random.default_rng(0)
+    batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}
+    (root / "test_batch").write_bytes(pickle.dumps(batch))
+
+
+def step_times(run_dir: Path, batch_size: int, skip: int) -> np.ndarray:
+    """Seconds per step as the loop measured them, without the first `skip` steps."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return np.array([batch_size / r["images_per_s"] for r in rows[skip:]])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("case", nargs="?", default="digits", choices=sorted(CASES))
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (default: per case)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("overrides", nargs="*", help="more Hydra overrides for both modes")
+    args = parser.parse_args()
+    steps = args.steps or {"digits": 600, "resnet18": 40, "mlp2048": 60, "tracked": 30}[args.case]
+    skip = max(2, steps // 10)  # warm-up steps left out of the statistics
+
+    register_configs()
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [*CASES[args.case], *QUIET, f"trainer.max_steps={steps}", *args.overrides]
+        if args.case == "resnet18":
+            fake_cifar(Path(tmp))
+            overrides.append(f"data.root={tmp}")
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            configs = {mode: compose("train", overrides=[*overrides, f"spectrum={mode}"])
+                       for mode in ("off", "every_step")}
+        print(f"case {args.case}: {' '.join(overrides)}; {steps} steps per run, first {skip} left out")
+        for repeat in range(args.repeats):
+            order = ("off", "every_step") if repeat % 2 == 0 else ("every_step", "off")
+            result = {}
+            for mode in order:
+                run_dir = Path(tmp) / f"{repeat}-{mode}"
+                start, cpu = time.perf_counter(), time.process_time()
+                train(configs[mode], run_dir)
+                wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+                times = step_times(run_dir, configs[mode].data.batch_size, skip)
+                result[mode] = (float(np.median(times)), float(times.mean()), wall, cpu)
+            (off_med, off_mean, off_wall, off_cpu), (on_med, on_mean, on_wall, on_cpu) = \
+                result["off"], result["every_step"]
+            ratios.append(on_med / off_med)
+            print(f"repeat {repeat}: step median off {off_med * 1e3:.2f} ms, on {on_med * 1e3:.2f} ms "
+                  f"(ratio {on_med / off_med:.3f}); mean ratio {on_mean / off_mean:.3f}; whole run: "
+                  f"wall ratio {on_wall / off_wall:.3f}, CPU-time ratio {on_cpu / off_cpu:.3f}", flush=True)
+    print(f"ratios over repeats: min {min(ratios):.3f}, median {statistics.median(ratios):.3f}, max {max(ratios):.3f}")
+    print(f"spectrum_overhead: {statistics.median(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""TensorBoard: scalars every logged step; eigenvalue histograms and spectrum heat-maps
+every `spectrum_every` steps; the stepwise figure at the end; the resolved config as text.
+
+    tensorboard --logdir RUN_DIR/tensorboard
+"""
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import numpy as np
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+
+from sslkit.logging.heatmap import SpectrumHistory
+
+
+class TensorBoardSink:
+    def __init__(self, run_dir: str | Path, run_config: dict[str, Any], start_step: int = 0,
+                 log_dir: str | None = None, spectrum_every: int = 100, modes: int = 32) -> None:
+        self.history = SpectrumHistory("tensorboard", spectrum_every, modes)
+        # purge_step hides what an interrupted run logged after its last checkpoint
+        self.writer = SummaryWriter(log_dir or str(Path(run_dir) / "tensorboard"),
+                                    purge_step=start_step or None)
+        if not start_step:
+            self.writer.add_text("config", "```\n" + yaml.safe_dump(run_config, sort_keys=False) + "```", 0)
+
+    def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
+
+    def log_spectrum(self, step: int, spectra: dict[str, np.ndarray]) -> None:
+        if not self.history.due(step):
+            return
+        self.history.add(step, spectra)
+        for name, eig in spectra.items():
+            self.writer.add_histogram(f"eigenvalues/{name}", eig, step)
+            self.writer.add_image(f"spectrum/{name}", self.history.image(name), step, dataformats="HWC")
+
+    def log_figure(self, step: int, name: str, png: Path) -> None:
+        image = matplotlib.image.imread(png)[..., :3]  # float RGB(A) in [0, 1]
+        self.writer.add_image(f"figures/{name}", image, step, dataformats="HWC")
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,78 @@
+"""Weights & Biases: the resolved config as the run config, scalars every logged step,
+spectrum heat-maps every `spectrum_every` steps, and at the end the eigenvalue
+trajectories as a line series and the stepwise figure.
+
+`mode=online` without an API key (WANDB_API_KEY, or `wandb login`'s ~/.netrc entry) logs
+offline instead and says how to upload the run later with `wandb sync`. The run id is kept
+in `RUN_DIR/wandb-run-id`, so a resumed run continues the same W&B run.
+"""
+
+import logging
+import netrc
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import wandb
+
+from sslkit.logging.heatmap import SpectrumHistory
+
+log = logging.getLogger(__name__)
+
+
+def has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+class WandbSink:
+    def __init__(self, run_dir: str | Path, run_config: dict[str, Any], start_step: int = 0,
+                 mode: str = "online", project: str = "sslkit", entity: str | None = None,
+                 name: str | None = None, tags: list[str] | None = None,
+                 spectrum_every: int = 100, modes: int = 32) -> None:
+        self.history = SpectrumHistory("wandb", spectrum_every, modes)
+        run_dir = Path(run_dir)
+        offline_fallback = mode == "online" and not has_api_key()
+        id_file = run_dir / "wandb-run-id"
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
+        id_file.write_text(run_id)
+        self.run = wandb.init(
+            mode="offline" if offline_fallback else mode, dir=run_dir, project=project, entity=entity,
+            name=name or run_dir.name, tags=tags, config=run_config, id=run_id, resume="allow",
+        )
+        if offline_fallback:
+            log.warning("wandb: no API key configured, logging offline; upload later with "
+                        "`wandb sync %s`", Path(self.run.dir).parent)
+
+    def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        self.run.log(scalars, step=step)
+
+    def log_spectrum(self, step: int, spectra: dict[str, np.ndarray]) -> None:
+        if not self.history.due(step):
+            return
+        self.history.add(step, spectra)
+        images = {f"spectrum/{name}": wandb.Image(self.history.image(name),
+                                                  caption=f"log10 eigenvalues of {name}: modes × steps")
+                  for name in spectra}
+        self.run.log(images, step=step)
+
+    def log_figure(self, step: int, name: str, png: Path) -> None:
+        payload: dict[str, Any] = {f"figures/{name}": wandb.Image(str(png))}
+        for series in self.history.values:
+            trajectories = self.history.matrix(series)
+            payload[f"trajectories/{series}"] = wandb.plot.line_series(
+                xs=self.history.steps, ys=trajectories.tolist(),
+                keys=[f"λ{k + 1}" for k in range(len(trajectories))],
+                title=f"eigenvalues of {series}", xname="step")
+        self.run.log(payload, step=step)
+
+    def close(self) -> None:
+        self.run.finish()

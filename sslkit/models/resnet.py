@@ -1,0 +1,39 @@
+"""torchvision ResNets as backbones: optional CIFAR stem, input channels from the data,
+the classifier removed so the output is the globally pooled feature vector."""
+
+import torchvision
+from torch import nn
+
+from sslkit.config import ResNetArch
+from sslkit.models.images import image_channels
+
+
+def resnet(
+    in_shape: tuple[int, ...],
+    arch: ResNetArch,
+    cifar_stem: bool = True,
+    zero_init_residual: bool = False,
+    in_channels: int | None = None,
+) -> nn.Module:
+    """`torchvision.models.<arch>(weights=None)` with `fc` replaced by Identity; `.out_dim`
+    is the feature size (512 for resnet18/34, 2048 for resnet50 and wide_resnet50_2).
+
+    cifar_stem: the first convolution becomes 3×3, stride 1, padding 1, and the max-pool is
+    removed, as in the CIFAR ResNets of He et al. (2016, §4.2) and the SimCLR CIFAR
+    experiments, so a 32×32 image keeps its resolution into layer1. Otherwise the ImageNet
+    stem (7×7 stride-2 convolution, 3×3 stride-2 max-pool) is kept. The first convolution
+    takes the data's channels (1 for digits) and is initialised like torchvision's
+    (Kaiming normal, fan_out). zero_init_residual: the last BatchNorm of every residual
+    branch starts at γ = 0 (Goyal et al. 2017), torchvision's own option."""
+    arch = ResNetArch(arch)
+    channels = image_channels(in_shape, in_channels, arch.value)
+    net = torchvision.models.get_model(arch.value, weights=None, zero_init_residual=zero_init_residual)
+    if cifar_stem:
+        net.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    elif channels != net.conv1.in_channels:
+        net.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    net.out_dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net

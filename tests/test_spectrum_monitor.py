@@ -1,0 +1,243 @@
+"""The spectrum monitor: exact small-side eigenvalues, tracked eigenvalues against exact
+eigvalsh, the summaries against closed forms, ½-crossing events, storage size, resume."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sslkit.spectrum import (SpectrumMonitor, SubspaceTracker, crossing_steps, factored, load,
+                             load_events)
+from sslkit.spectrum.metrics import effective_rank, gaussian_logdet, learned_modes, rankme
+
+
+def views(n: int, d: int, seed: int, rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two correlated float64 views with a decaying spectrum (and rank ≤ `rank`)."""
+    g = torch.Generator().manual_seed(seed)
+    r = rank or d
+    basis = torch.linalg.qr(torch.randn(d, r, generator=g, dtype=torch.float64)).Q
+    x = torch.randn(n, r, generator=g, dtype=torch.float64) * 2.0 ** (-torch.arange(r) / 8) @ basis.T
+    return x + 0.3, 0.8 * x + 0.1 * torch.randn(n, r, generator=g, dtype=torch.float64) @ basis.T
+
+
+def dense_reference(kind: str, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """numpy's eigvalsh of the D×D matrix written out from its definition, descending."""
+    a, b = a.numpy(), b.numpy()
+    if kind == "xcorr":
+        m = (a.T @ b + b.T @ a) / (2 * len(a))
+    else:
+        m = np.cov(a if kind == "cov" else b, rowvar=False)
+    return np.linalg.eigvalsh(m)[::-1]
+
+
+# ------------------------------------------------------------------------- exact paths
+
+
+@pytest.mark.parametrize("kind", ["cov", "cov2", "xcorr"])
+@pytest.mark.parametrize("n, d", [(12, 40), (40, 12), (9, 9), (30, 61)])  # both sides, square, 2n < D
+def test_factored_eigenvalues_match_numpy(kind, n, d):
+    a, b = views(n, d, seed=n * d)
+    m = factored(kind, a, b)
+    ref = dense_reference(kind, a, b)
+    np.testing.assert_allclose(m.eigvalsh().numpy(), ref, rtol=0, atol=1e-12 * abs(ref).max())
+    np.testing.assert_allclose(m.dense().numpy(), m.matmul(torch.eye(d, dtype=torch.float64)).numpy(),
+                               atol=1e-12 * abs(ref).max())
+    values, vectors = m.eigh()  # eigenpairs of the range: M v = λ v, orthonormal
+    dense = m.dense()
+    assert torch.allclose(dense @ vectors, vectors * values, atol=1e-10 * abs(ref).max())
+    assert torch.allclose(vectors.T @ vectors, torch.eye(vectors.shape[1], dtype=torch.float64), atol=1e-10)
+
+
+# ------------------------------------------------------------------------------- tracking
+
+
+@pytest.mark.parametrize("kind", ["cov", "xcorr"])
+def test_tracked_eigenvalues_agree_with_eigvalsh(kind):
+    """A training-like sequence: a slowly rotating low-rank signal seen through a new random
+    batch every step. The stored (tracked) top-k stay within tol·|λ₁| of eigvalsh."""
+    n, d, k, tol = 160, 200, 16, 1e-3
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(40, d, generator=g, dtype=torch.float64)
+    tracker = SubspaceTracker(d, k, oversample=16, tol=tol, max_iters=20, device=torch.device("cpu"))
+    worst, bounds = 0.0, []
+    for _ in range(12):
+        w = w + 0.02 * torch.randn(40, d, generator=g, dtype=torch.float64)
+        x = torch.randn(n, 40, generator=g, dtype=torch.float64) * 2.0 ** (-torch.arange(40) / 6)
+        z1, z2 = x @ w, x @ w + 0.05 * torch.randn(n, d, generator=g, dtype=torch.float64)
+        theta, bound, _ = tracker.update(factored(kind, z1, z2))
+        exact = dense_reference(kind, z1, z2)[:k]
+        worst = max(worst, np.abs(theta.numpy() - exact).max() / abs(exact[0]))
+        bounds.append(bound)
+    assert worst <= tol
+    assert max(bounds) <= tol  # converged within max_iters at every step
+
+
+def test_monitor_tracked_rows_and_full_rows_against_eigvalsh(tmp_path):
+    """exact_max=0 forces tracking; per-step rows match eigvalsh to tol·|λ₁|, full rows
+    (every full_every steps) are exact, and track_err is recorded there."""
+    tol, top_k, full_every = 1e-3, 8, 4
+    monitor = SpectrumMonitor(tmp_path, ["cov", "xcorr"], top_k=top_k, full_every=full_every,
+                              exact_max=0, tol=tol, max_iters=30, flush_every=3)
+    exact = {"cov": [], "xcorr": []}
+    for step in range(10):
+        a, b = views(50, 30, seed=step % 3)  # three batches in turn: the matrix keeps changing
+        monitor.observe(step, a.float(), b.float(), a.float(), b.float())
+        for kind in exact:
+            exact[kind].append(dense_reference(kind, a.float().double(), b.float().double()))
+    monitor.close()
+    per_step, full = load(tmp_path), load(tmp_path, "spectrum/full")
+    assert list(per_step["step"]) == list(range(10)) and list(full["step"]) == [0, 4, 8]
+    for kind in exact:
+        ref = np.array(exact[kind])
+        scale = np.abs(ref[:, :1])
+        assert (np.abs(per_step[kind] - ref[:, :top_k]) <= tol * scale + 1e-6 * scale).all()
+        np.testing.assert_allclose(full[kind], ref[::full_every], rtol=1e-6, atol=1e-6 * scale.max())
+        err = per_step[f"{kind}/track_err"]
+        assert np.isfinite(err[::full_every]).all() and (err[::full_every] <= tol).all()
+        assert np.isnan(np.delete(err, np.arange(0, 10, full_every))).all()
+        assert (per_step[f"{kind}/residual"] <= tol).all()
+
+
+# ------------------------------------------------------------------------------ summaries
+
+
+def test_summaries_of_closed_forms():
+    d, eps = 50, 1e-7
+    identity = np.ones(d)
+    assert effective_rank(identity) == pytest.approx(d, rel=1e-12)
+    p = 1 / d + eps  # RankMe adds ε to every normalised singular value
+    assert rankme(identity, eps) == pytest.approx(math.exp(-d * p * math.log(p)), rel=1e-12)
+    for r in (1, 3, 17):  # a rank-r projector: r ones, the rest zero
+        projector = np.r_[np.ones(r), np.zeros(d - r)]
+        assert effective_rank(projector) == pytest.approx(r, rel=1e-12)
+        assert rankme(projector, eps=0.0) == pytest.approx(r, rel=1e-12)
+    diag = np.array([4.0, 1.0, 0.25, 1e-3, 0.0])
+    assert gaussian_logdet(diag, eps=1e-4) == pytest.approx(0.5 * np.log(diag + 1e-4).sum(), rel=1e-12)
+    # the same as ½ log det of the matrix itself, via slogdet
+    assert gaussian_logdet(diag, 1e-4) == pytest.approx(0.5 * np.linalg.slogdet(np.diag(diag) + 1e-4 * np.eye(5))[1])
+    assert learned_modes(np.array([1.2, 0.5, 0.4999, -0.7]), 0.5) == 2
+
+
+def test_monitor_summaries_match_definitions_on_embeddings(tmp_path):
+    """RankMe from the singular values of the centred embedding matrix (numpy SVD), the
+    effective rank and log-det from numpy's eigenvalues, learned modes of C."""
+    a, b = views(80, 24, seed=3, rank=10)
+    monitor = SpectrumMonitor(tmp_path, ["cov", "xcorr"], rankme_eps=1e-7, logdet_eps=1e-4)
+    out = monitor.observe(0, a.float(), b.float(), a.float(), b.float())
+    monitor.close()
+    z = a.float().double().numpy()
+    sigma = np.linalg.svd(z - z.mean(0), compute_uv=False)
+    p = sigma / sigma.sum() + 1e-7
+    # √λ of the rank-deficient part (λ ≈ 1e-16 from rounding) is ≈ 1e-8, not the SVD's ≈ 1e-15
+    assert out["cov/rankme"] == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-6)
+    lam = dense_reference("cov", a.float().double(), b.float().double())
+    q = np.abs(lam) / np.abs(lam).sum()  # normalised singular values of Σ
+    q = q[q > 0]
+    assert out["cov/effective_rank"] == pytest.approx(np.exp(-(q * np.log(q)).sum()), rel=1e-9)
+    assert out["cov/logdet"] == pytest.approx(0.5 * np.log(lam.clip(0) + 1e-4).sum(), rel=1e-9)
+    c = dense_reference("xcorr", a.float().double(), b.float().double())
+    assert out["xcorr/learned"] == (c >= 0.5).sum()
+    stored = load(tmp_path)
+    assert stored["cov/rankme"][0] == pytest.approx(out["cov/rankme"], rel=1e-6)
+
+
+# --------------------------------------------------------------------------------- events
+
+
+def test_crossing_events_are_appended_as_they_happen(tmp_path):
+    """C = diag(c) with c rising at different rates: one event per mode, at the step
+    crossing_steps finds in the stored rows, on disk right after the step that made it."""
+    n, d = 400, 6
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(n, d, generator=g, dtype=torch.float64)).Q * math.sqrt(n)
+    rates = torch.tensor([0.9, 0.52, 0.3, 0.21, 0.19, 0.0], dtype=torch.float64)  # ½ at t = 3, 4, 7, 10, 11, never
+    monitor = SpectrumMonitor(tmp_path, ["xcorr"], flush_every=1000)
+    seen = []
+    for step in range(12):
+        z = basis * torch.sqrt((rates * step / 4).clamp(max=1.0))  # C = zᵀz/n = diag(min(rate·t/4, 1))
+        monitor.observe(step, z, z, z, z)
+        seen.append(len(load_events(tmp_path)))
+    monitor.close()
+    events = load_events(tmp_path)
+    stored = load(tmp_path)
+    expected = crossing_steps(stored["step"], stored["xcorr"])
+    assert [e["mode"] for e in events] == [1, 2, 3, 4, 5]
+    assert [e["step"] for e in events] == list(expected[:5]) == [3, 4, 7, 10, 11] and expected[5] == -1
+    assert seen == [sum(e["step"] <= s for e in events) for s in range(12)]  # no wait for a flush
+    assert stored["xcorr/learned"].tolist() == [sum(e["step"] <= s for e in events) for s in range(12)]
+
+
+# ------------------------------------------------------------------------------- storage
+
+
+def test_storage_stays_under_200_mb_for_100k_steps_at_d_2048(config, tmp_path):
+    """Default matrices at D = 2048 (batch 32: exact via the small side): the bytes the
+    files grow by per step and per full row, extrapolated to 100 000 steps."""
+    spectrum = config().spectrum
+    assert spectrum.every == 1 and spectrum.top_k == 64
+    monitor = SpectrumMonitor(tmp_path, [m.value for m in spectrum.matrices], top_k=spectrum.top_k,
+                              full_every=spectrum.full_every, flush_every=1)
+    g = torch.Generator().manual_seed(0)
+    sizes = []
+    for step in range(spectrum.full_every + 1):
+        z1, z2 = torch.randn(32, 2048, generator=g), torch.randn(32, 2048, generator=g)
+        monitor.observe(step, z1, z2, z1 + 1, z2 + 1)
+        sizes.append(sum(p.stat().st_size for p in (tmp_path / "spectrum").rglob("*") if p.is_file()))
+    monitor.close()
+    per_step = sizes[2] - sizes[1]
+    per_full = (sizes[spectrum.full_every] - sizes[spectrum.full_every - 1]) - per_step
+    assert per_full >= 2048 * 4  # the full rows are really written
+    total = 100_000 * per_step + (100_000 // spectrum.full_every) * per_full
+    assert total <= 200e6, f"{total / 1e6:.0f} MB"
+
+
+def test_load_while_writing_returns_complete_rows_only(tmp_path):
+    monitor = SpectrumMonitor(tmp_path, ["cov", "xcorr"], flush_every=4)
+    for step in range(10):
+        a, b = views(30, 5, seed=step)
+        monitor.observe(step, a, b, a, b)
+        assert len(load(tmp_path)["step"]) == (step + 1) // 4 * 4
+    monitor.close()
+    summary = tmp_path / "spectrum" / "summary.f4"
+    summary.write_bytes(summary.read_bytes()[:-3])  # a torn last row of the summaries
+    out = load(tmp_path)
+    assert len(out["step"]) == 9 and out["cov"].shape == (9, 5) and out["cov/rankme"].shape == (9,)
+
+
+# -------------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("exact_max", [256, 0])
+def test_resume_from_state_continues_the_files_exactly(tmp_path, exact_max):
+    """A monitor stopped after a checkpoint's state(), with more rows written after it, and
+    a new monitor built from that state produce the same files as one uninterrupted run."""
+    kwargs = dict(matrices=["cov", "xcorr"], top_k=4, full_every=3, exact_max=exact_max, flush_every=2)
+    batches = [views(40, 12, seed=s) for s in range(9)]
+
+    def run(monitor, steps):
+        for s in steps:
+            a, b = batches[s]
+            monitor.observe(s, (a * (1 + s)).float(), b.float(), a.float(), b.float())
+
+    reference = SpectrumMonitor(tmp_path / "ref", **kwargs)
+    run(reference, range(9))
+    reference.close()
+
+    first = SpectrumMonitor(tmp_path / "run", **kwargs)
+    run(first, range(5))
+    state = json.loads(json.dumps({k: v for k, v in first.state().items() if k != "bases"}))
+    state["bases"] = {k: v.clone() for k, v in first.state()["bases"].items()}
+    run(first, range(5, 7))  # written after the checkpoint, then lost to a crash
+    first.close()
+    resumed = SpectrumMonitor(tmp_path / "run", **kwargs, state=state)
+    run(resumed, range(5, 9))
+    resumed.close()
+
+    for table in ("spectrum", "spectrum/full"):
+        ref, got = load(tmp_path / "ref", table), load(tmp_path / "run", table)
+        assert ref.keys() == got.keys()
+        for key in ref:
+            np.testing.assert_array_equal(got[key], ref[key], err_msg=f"{table}: {key}")
+    assert load_events(tmp_path / "run") == load_events(tmp_path / "ref")
