@@ -22,6 +22,7 @@ from sslkit.spectrum import crossing_steps, load  # noqa: E402
 
 NOT_LOSS = ("step", "epoch", "lr", "images_per_s")
 RANKS = ("cov/effective_rank", "cov/rankme", "xcorr/effective_rank", "xcorr/learned")  # panel (b)
+COMPARED_RANKS = {"xcorr/learned": "-", "cov/effective_rank": ":"}  # panel (b) with several runs
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -72,12 +73,14 @@ def draw_compare(run_dirs: list[Path], modes: int = 8) -> Figure:
         eig = spectra[_cross_correlation(spectra)][:, :modes]
         for k in range(eig.shape[1]):
             _eigenvalue_line(axes[0], spectra["step"], eig[:, k], color, label if k == 0 else None)
-        for key, ls in zip(RANKS, ("-", ":", "-.", "--")):
+        for key, ls in COMPARED_RANKS.items():
             if key in spectra:
-                _summary_line(axes[1], spectra["step"], spectra[key], f"{label}: {key}", color=color, ls=ls)
+                _summary_line(axes[1], spectra["step"], spectra[key], None, color=color, ls=ls)
         if "cov/logdet" in spectra:
             _summary_line(axes[2], spectra["step"], spectra["cov/logdet"], label, color=color)
         axes[3].plot([m["step"] for m in metrics], [m["loss"] for m in metrics], color=color, lw=1.2, label=label)
+    for key, ls in COMPARED_RANKS.items():  # colours are the runs (legend of panel a); styles the summaries
+        axes[1].plot([], [], color="black", ls=ls, label=key)
     axes[0].set_title("Eigenvalues of C, top %d modes" % modes)
     _finish(fig, axes, f"{len(run_dirs)} runs")
     return fig
@@ -124,7 +127,7 @@ def _eigenvalue_line(ax, steps: np.ndarray, values: np.ndarray, color, label: st
         ax.plot(crossed, 0.5, "o", color=color, ms=4)
 
 
-def _summary_line(ax, steps: np.ndarray, values: np.ndarray, label: str, color=None, ls: str = "-") -> None:
+def _summary_line(ax, steps: np.ndarray, values: np.ndarray, label: str | None, color=None, ls: str = "-") -> None:
     ok = np.isfinite(values)  # tracked matrices have entropy summaries at the exact steps only
     ax.plot(steps[ok], values[ok], ls=ls, lw=1, color=color, label=label, marker="." if ok.sum() < 50 else None)
 

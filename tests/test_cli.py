@@ -108,11 +108,13 @@ def test_cuda_request_without_cuda_is_explained(config, tmp_path, monkeypatch):
         train(config("device=cuda"), tmp_path)
 
 
-def test_every_experiment_preset_composes_and_builds(config):
+def test_every_experiment_preset_composes_and_builds(config, tmp_path):
     from hydra.utils import instantiate
+    from test_sources import write_cifar10
 
+    write_cifar10(tmp_path, n=52)  # the CIFAR presets read data.root: 5 × 52 images ≥ their batch of 256
     for preset in sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "experiment").glob("*.yaml")):
-        cfg = config(f"experiment={preset}")
+        cfg = config(f"experiment={preset}", *([f"data.root={tmp_path}"] if "cifar" in preset else []))
         data = instantiate(cfg.data)
         backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
         instantiate(cfg.projector, in_dim=backbone.out_dim)

@@ -272,10 +272,6 @@ def test_cifar10_barlow_twins_trains_end_to_end(config, tmp_path):
     assert record["step"] == 2 and np.isfinite(record["loss"])
 
 
-EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiment" / "barlow_cifar10_resnet18.yaml"
-
-
-@pytest.mark.skipif(not EXPERIMENT.exists(), reason="configs/experiment/barlow_cifar10_resnet18.yaml not written yet")
 def test_cifar10_experiment_preset_trains(config, tmp_path):
     write_cifar10(tmp_path / "cifar", n=8)
     cfg = config("experiment=barlow_cifar10_resnet18", f"data.root={tmp_path / 'cifar'}", "data.batch_size=16",
@@ -286,7 +282,6 @@ def test_cifar10_experiment_preset_trains(config, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not EXPERIMENT.exists(), reason="configs/experiment/barlow_cifar10_resnet18.yaml not written yet")
 def test_cifar10_experiment_preset_trains_from_the_shell(tmp_path):
     write_cifar10(tmp_path / "cifar", n=8)
     done = subprocess.run([Path(sys.executable).parent / "sslkit-train", "experiment=barlow_cifar10_resnet18",

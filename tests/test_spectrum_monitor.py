@@ -241,3 +241,15 @@ def test_resume_from_state_continues_the_files_exactly(tmp_path, exact_max):
         for key in ref:
             np.testing.assert_array_equal(got[key], ref[key], err_msg=f"{table}: {key}")
     assert load_events(tmp_path / "run") == load_events(tmp_path / "ref")
+
+
+def test_every_kth_step_through_the_training_loop(config, tmp_path):
+    """spectrum.every=3: rows at steps 0, 3, 6, 9, and the metrics.jsonl records of those
+    steps (only) carry the summaries."""
+    from sslkit.train import train
+
+    train(config("data.batch_size=128", "trainer.max_steps=11", "spectrum.every=3"), tmp_path)
+    assert list(load(tmp_path)["step"]) == [0, 3, 6, 9]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "cov/rankme" in r] == [0, 3, 6, 9] and len(rows) == 11
+    assert rows[6]["xcorr/learned"] == (load(tmp_path)["xcorr"][2] >= 0.5).sum()

@@ -36,7 +36,6 @@ class Observer:
                  state: dict[str, Any] | None = None) -> None:
         self.run_dir = Path(run_dir)
         state = state or {"metrics_bytes": 0, "spectrum": None}
-        self.metrics = MetricsFile(self.run_dir / "metrics.jsonl", state["metrics_bytes"])
         spectrum = OmegaConf.to_container(cfg.spectrum, resolve=True, enum_to_str=True)
         self.monitor: SpectrumMonitor | None = (
             instantiate(spectrum, _partial_=True, _convert_="all")(run_dir=self.run_dir, state=state["spectrum"])
@@ -48,6 +47,7 @@ class Observer:
                                                             start_step=start_step)
             for c in cfg.logger.values()
         ]
+        self.metrics = MetricsFile(self.run_dir / "metrics.jsonl", state["metrics_bytes"])
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.queue: queue.Queue = queue.Queue(MAX_PENDING)
         self.error: BaseException | None = None
@@ -60,7 +60,9 @@ class Observer:
         if self.monitor is None or not self.monitor.wants(step):
             return
         detached: dict[int, Tensor] = {}  # keep `h is z` (identity projector) visible to the monitor
-        views = tuple(detached.setdefault(id(t), t.detach()) for t in (z1, z2, h1, h2))
+        for t in (z1, z2, h1, h2):
+            detached.setdefault(id(t), t.detach())
+        views = tuple(detached[id(t)] for t in (z1, z2, h1, h2))
         ready = None
         if self.stream is not None:
             ready = torch.cuda.Event()

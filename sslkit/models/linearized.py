@@ -40,17 +40,13 @@ class Linearized(nn.Module):
         self.center = center
         self.out_dim = network.out_dim
 
-    def _f(self, x: Tensor):
+    def forward(self, x: Tensor) -> Tensor:
         def f(params: dict[str, Tensor]) -> Tensor:
             buffers = {name: b.clone() for name, b in self.network.named_buffers()}
             return functional_call(self.network, (params, buffers), (x,))
 
-        return f
-
-    def forward(self, x: Tensor) -> Tensor:
         theta0 = dict(self.network.named_parameters())
-        delta = dict(zip(self.names, self.offset))
-        f0, tangent = jvp(self._f(x), (theta0,), (delta,))
+        f0, tangent = jvp(f, (theta0,), (dict(zip(self.names, self.offset)),))
         return tangent if self.center else f0 + tangent
 
 
