@@ -168,6 +168,7 @@ class ResNetConfig(BackboneConfig):
     arch: ResNetArch = ResNetArch.resnet18
     cifar_stem: bool = True  # 3x3 stride-1 first convolution, no max-pool
     zero_init_residual: bool = False
+    width_multiplier: int = 1  # bottleneck width 64·k (resnet50, wide_resnet50_2 only)
     in_channels: Optional[int] = None  # null: the data's channels
 
 

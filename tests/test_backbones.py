@@ -44,6 +44,24 @@ def test_resnet_matches_torchvision(arch, cifar_stem):
     assert ours.out_dim == ARCHS[arch]
 
 
+def test_width_multiplier_gives_torchvision_wide_resnet():
+    """resnet50 with bottleneck width 2·64 is torchvision's wide_resnet50_2, whose own
+    width doubles again with k = 2 (torchvision's width_per_group = 256)."""
+    assert n_params(resnet((3, 32, 32), "resnet50", width_multiplier=2)) == n_params(
+        torchvision_features("wide_resnet50_2", True))
+    wider = torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, [3, 4, 6, 3], width_per_group=256)
+    wider.fc, wider.conv1, wider.maxpool = nn.Identity(), nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity()
+    ours = resnet((3, 32, 32), "wide_resnet50_2", width_multiplier=2)
+    assert n_params(ours) == n_params(wider) and ours.out_dim == 2048
+
+
+@pytest.mark.parametrize(("arch", "k", "expected"), [("resnet18", 2, "BasicBlock has a fixed width"),
+                                                      ("resnet50", 0, "use an integer >= 1")])
+def test_width_multiplier_errors(arch, k, expected):
+    with pytest.raises(ConfigError, match=f"backbone.width_multiplier={k} .*{expected}"):
+        resnet((3, 32, 32), arch, width_multiplier=k)
+
+
 def test_resnet_stems_and_output():
     x = torch.randn(2, 3, 32, 32)
     cifar = resnet((3, 32, 32), "resnet18", cifar_stem=True)

@@ -5,6 +5,7 @@ import torchvision
 from torch import nn
 
 from sslkit.config import ResNetArch
+from sslkit.errors import ConfigError
 from sslkit.models.images import image_channels
 
 
@@ -13,6 +14,7 @@ def resnet(
     arch: ResNetArch,
     cifar_stem: bool = True,
     zero_init_residual: bool = False,
+    width_multiplier: int = 1,
     in_channels: int | None = None,
 ) -> nn.Module:
     """`torchvision.models.<arch>(weights=None)` with `fc` replaced by Identity; `.out_dim`
@@ -24,10 +26,25 @@ def resnet(
     stem (7×7 stride-2 convolution, 3×3 stride-2 max-pool) is kept. The first convolution
     takes the data's channels (1 for digits) and is initialised like torchvision's
     (Kaiming normal, fan_out). zero_init_residual: the last BatchNorm of every residual
-    branch starts at γ = 0 (Goyal et al. 2017), torchvision's own option."""
+    branch starts at γ = 0 (Goyal et al. 2017), torchvision's own option.
+    width_multiplier k: torchvision's `width_per_group` becomes k times the architecture's
+    own (64 for resnet50, 128 for wide_resnet50_2), widening the 3×3 convolution of every
+    bottleneck; resnet50 with k = 2 is wide_resnet50_2. The output size does not change.
+    torchvision's BasicBlock (resnet18/34) has a fixed width, so k must be 1 there."""
     arch = ResNetArch(arch)
     channels = image_channels(in_shape, in_channels, arch.value)
-    net = torchvision.models.get_model(arch.value, weights=None, zero_init_residual=zero_init_residual)
+    width = {ResNetArch.resnet50: 64, ResNetArch.wide_resnet50_2: 128}.get(arch)
+    if width is None and width_multiplier != 1:
+        raise ConfigError(f"backbone.width_multiplier={width_multiplier} is not possible for {arch.value}: "
+                          f"torchvision's BasicBlock has a fixed width. Use width_multiplier=1, or "
+                          f"backbone=resnet50 / backbone=wide_resnet50, whose bottleneck width it scales.")
+    if width_multiplier < 1:
+        raise ConfigError(f"backbone.width_multiplier={width_multiplier} is not allowed: use an integer >= 1.")
+    if width:  # wide_resnet50_2 is torchvision's resnet50 with width_per_group=128
+        net = torchvision.models.resnet50(weights=None, zero_init_residual=zero_init_residual,
+                                          width_per_group=width * width_multiplier)
+    else:
+        net = torchvision.models.get_model(arch.value, weights=None, zero_init_residual=zero_init_residual)
     if cifar_stem:
         net.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
