@@ -1,7 +1,7 @@
 """Regenerate the README figures: run each experiment from the shell, exactly as a user
 would, and copy its report figure to scripts/figures/<experiment>.png.
 
-    python scripts/make_figures.py [experiment ...]    (default: stepwise_digits)
+    python scripts/make_figures.py [experiment ...]    (default: the three stepwise experiments)
 
 Prints the wall time and the step at which each of the first modes of C crossed ½.
 """
@@ -33,4 +33,4 @@ def main(experiments: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["stepwise_digits"])
+    main(sys.argv[1:] or ["stepwise_digits", "stepwise_synthetic", "stepwise_ntk_digits"])
