@@ -195,7 +195,6 @@ def test_inconsistent_linearization_keys(config, overrides, expected):
     assert expected in str(exc)
 
 
-@pytest.mark.slow
 def test_ntk_experiment_learns_four_separated_steps(config, tmp_path):
     """experiment=stepwise_ntk_digits: ≥ 4 eigenvalues of C rise from ≈ 0 to ≈ 1 one after
     another; each has crossed 0.8 before the next one crosses 0.2."""

@@ -59,7 +59,6 @@ def lines(run_dir: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
-@pytest.mark.slow
 def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     assert launch(reference).wait(timeout=300) == 0

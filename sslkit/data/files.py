@@ -5,9 +5,8 @@ from pathlib import Path
 from sslkit.errors import ConfigError
 
 
-def locate(root: str | None, option: str, names: list[str], folder: str, layout: str, hint: str) -> Path:
-    """The directory that holds all of `names`: `root` itself, or root/`folder` (the folder
-    the official archive extracts to). A missing root or file is a ConfigError that names
+def root_dir(root: str | None, option: str, layout: str, hint: str) -> Path:
+    """`data.root` as a Path; unset or not a directory is a ConfigError that names
     data.root, the expected layout and a hint."""
     if root is None:
         raise ConfigError(f"data.root is not set: data={option} reads its files from a directory. Set "
@@ -15,6 +14,14 @@ def locate(root: str | None, option: str, names: list[str], folder: str, layout:
     path = Path(root).expanduser()
     if not path.is_dir():
         raise ConfigError(f"data.root={root} is not a directory. data={option} expects {layout}. {hint}")
+    return path
+
+
+def locate(root: str | None, option: str, names: list[str], folder: str, layout: str, hint: str) -> Path:
+    """The directory that holds all of `names`: `root` itself, or root/`folder` (the folder
+    the official archive extracts to). A missing root or file is a ConfigError that names
+    data.root, the expected layout and a hint."""
+    path = root_dir(root, option, layout, hint)
     for d in (path, path / folder):
         if all((d / n).is_file() for n in names):
             return d

@@ -18,6 +18,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from sslkit.data.files import root_dir
 from sslkit.data.memory import InMemoryData
 from sslkit.errors import ConfigError
 
@@ -28,12 +29,7 @@ HINT = "Point data.root at the folder that holds the class folders (e.g. data.ro
 
 def _find_images(root: str | None) -> tuple[list[str], list[tuple[Path, int]]]:
     """Class names (sorted) and (image path, class index) pairs (sorted per class)."""
-    if root is None:
-        raise ConfigError(f"data.root is not set: data=imagefolder reads images from a directory. Set "
-                          f"data.root=DIR with {LAYOUT}. {HINT}")
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise ConfigError(f"data.root={root} is not a directory. data=imagefolder expects {LAYOUT}. {HINT}")
+    path = root_dir(root, "imagefolder", LAYOUT, HINT)
     folders = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     per_class = [sorted(f for f in d.rglob("*") if f.suffix.lower() in EXTENSIONS and f.is_file()) for d in folders]
     found = [(d.name, files) for d, files in zip(folders, per_class) if files]
