@@ -73,10 +73,17 @@ def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model)
 
 
-def gather(z: Tensor, d: Dist) -> Tensor:
-    """Concatenate the ranks' (n, D) tensors in rank order into the (W·n, D) global batch;
-    gradients flow back to each rank's own slice."""
-    return torch.cat(all_gather(z), dim=0) if d.enabled else z
+def gather(tensors: tuple[Tensor, ...], d: Dist) -> tuple[Tensor, ...]:
+    """Each tensor's global batch: the ranks' (n, D) slices concatenated in rank order into
+    (W·n, D); gradients flow back to each rank's own slice. A tensor passed twice is
+    gathered once and stays one object (an identity projector's h is its z)."""
+    if not d.enabled:
+        return tensors
+    out: dict[int, Tensor] = {}
+    for t in tensors:
+        if id(t) not in out:
+            out[id(t)] = torch.cat(all_gather(t), dim=0)
+    return tuple(out[id(t)] for t in tensors)
 
 
 def shard(batch: Tensor, d: Dist) -> Tensor:

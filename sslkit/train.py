@@ -23,6 +23,7 @@ from sslkit.models.siamese import Siamese
 from sslkit.optim import build_optimizer
 from sslkit.rng import VIEWS, generator
 from sslkit.run import StopSignal, check_run_dir, non_finite_message, resolve_device, save_run_info, total_steps
+from sslkit.spectrum import reads_features
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         log.info("resuming from %s at step %d", last_ckpt, start)
 
     observe = rank.is_main  # logs, spectra and checkpoints come from rank 0 only
+    gather_features = rank.enabled and reads_features(cfg.spectrum)  # every rank joins the gather
     if observe:
         save_run_info(cfg, run_dir, device)
         # metrics.jsonl, spectra and dashboards, in a background thread; files cut back to `logs`
@@ -93,7 +95,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                 x = distributed.shard(x, rank)
                 v1, v2 = augment(x, generator(device, cfg.seed, VIEWS, rank.rank, step))
                 h1, h2, z1, z2 = model(v1, v2)
-                z1, z2 = distributed.gather(z1, rank), distributed.gather(z2, rank)
+                if gather_features:  # the feat_* spectra are of the global batch too
+                    h1, h2, z1, z2 = distributed.gather((h1, h2, z1, z2), rank)
+                else:
+                    z1, z2 = distributed.gather((z1, z2), rank)
                 out: LossOutput = loss_fn(z1, z2)
                 lr = scheduler.get_last_lr()[0]
                 if torch.isfinite(out.loss):

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from sslkit.spectrum import load
+
 BIN = Path(sys.executable).parent
-# Deterministic views (noise std 0) so that both runs see the same global batches; an MLP
-# projector without BatchNorm, whose statistics are per process on CPU (no SyncBatchNorm).
+# Deterministic views (noise std 0) so that both runs see the same global batches; no
+# BatchNorm, whose statistics are per process on CPU (no SyncBatchNorm).
 RUN = ("data=synthetic", "augment=gaussian_noise", "augment.std=0", "backbone=mlp", "backbone.width=64",
        "projector=identity", "data.batch_size=256", "trainer.max_steps=20", "trainer.progress=false",
        "trainer.report=false")
@@ -38,6 +40,11 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, loss):
                 for d in ("one", "two"))
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-7, msg=key)
+    # rank 0 records the spectra of the global batch, backbone features (feat_cov) included
+    spectra = [load(tmp_path / d) for d in ("one", "two")]
+    for name in ("cov", "xcorr", "feat_cov"):
+        torch.testing.assert_close(torch.from_numpy(spectra[1][name]), torch.from_numpy(spectra[0][name]),
+                                   rtol=1e-4, atol=1e-6, msg=name)
 
 
 @pytest.mark.slow

@@ -6,9 +6,10 @@
 
 from sslkit.spectrum.compute import Factored, eigenvalues, factored
 from sslkit.spectrum.events import CrossingLog, crossing_steps, load_events
-from sslkit.spectrum.monitor import MATRICES, SpectrumMonitor
+from sslkit.spectrum.monitor import MATRICES, SpectrumMonitor, reads_features
 from sslkit.spectrum.store import SpectrumWriter, load
 from sslkit.spectrum.tracker import SubspaceTracker
 
 __all__ = ["MATRICES", "CrossingLog", "Factored", "SpectrumMonitor", "SpectrumWriter", "SubspaceTracker",
-           "crossing_steps", "eigenvalues", "factored", "load", "load_events"]
+           "crossing_steps", "eigenvalues", "factored", "load", "load_events",
+           "reads_features"]

@@ -52,6 +52,12 @@ MATRICES = {
 }
 
 
+def reads_features(spectrum: Any) -> bool:
+    """Whether the `spectrum` config records backbone-feature (feat_*) matrices."""
+    names = [str(getattr(m, "value", m)) for m in spectrum.matrices]
+    return bool(spectrum.enabled) and any(MATRICES[n][0] == "h" for n in names)
+
+
 class SpectrumMonitor:
     def __init__(self, run_dir: str | Path, matrices: list[str], every: int = 1, top_k: int = 64,
                  full_every: int = 100, exact_max: int = 256, oversample: int = 16, tol: float = 1e-3,
