@@ -1,11 +1,14 @@
 """Shared fixtures: compose the real configs/ with Hydra's compose API, as the CLI does."""
 
+from pathlib import Path
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from sslkit.cli import CONFIG_DIR
 from sslkit.config import register_configs
+from sslkit.spectrum import crossing_steps, load
 
 register_configs()
 
@@ -19,3 +22,15 @@ def compose_config(*overrides: str) -> DictConfig:
 @pytest.fixture
 def config():
     return compose_config
+
+
+def assert_separated_steps(run_dir: Path, modes: int) -> None:
+    """The first `modes` eigenvalues of C rise from ≈ 0 to ≈ 1 one after another: each has
+    finished its rise (crossed 0.8) before the next one starts it (crosses 0.2)."""
+    spectra = load(run_dir)
+    steps, xcorr = spectra["step"], spectra["xcorr"][:, :modes]
+    assert xcorr[0].max() < 1e-3, "a small initialisation should start every mode near 0"
+    start, half, end = (crossing_steps(steps, xcorr, level) for level in (0.2, 0.5, 0.8))
+    assert (end > 0).all(), f"first {modes} modes did not all reach 0.8: {end}"
+    assert (start <= half).all() and (half <= end).all()
+    assert (end[:-1] < start[1:]).all(), f"steps overlap: starts {start}, ends {end}"

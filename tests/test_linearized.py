@@ -10,11 +10,11 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.func import functional_call, vjp
 
+from conftest import assert_separated_steps
 from sslkit.config import SGDConfig
 from sslkit.errors import ConfigError
 from sslkit.models import CNN, MLP, Linear, Linearized, build_backbone, resnet
 from sslkit.optim import build_optimizer
-from sslkit.spectrum import crossing_steps, load
 from sslkit.train import train
 
 
@@ -199,10 +199,4 @@ def test_ntk_experiment_learns_four_separated_steps(config, tmp_path):
     """experiment=stepwise_ntk_digits: ≥ 4 eigenvalues of C rise from ≈ 0 to ≈ 1 one after
     another; each has crossed 0.8 before the next one crosses 0.2."""
     train(config("experiment=stepwise_ntk_digits"), tmp_path)
-    spectra = load(tmp_path)
-    steps, xcorr = spectra["step"], spectra["xcorr"][:, :4]
-    assert xcorr[0].max() < 1e-3, "a small offset should start every mode near 0"
-    start, half, end = (crossing_steps(steps, xcorr, level) for level in (0.2, 0.5, 0.8))
-    assert (end > 0).all(), f"first 4 modes did not all reach 0.8: {end}"
-    assert (start <= half).all() and (half <= end).all()
-    assert (end[:-1] < start[1:]).all(), f"steps overlap: starts {start}, ends {end}"
+    assert_separated_steps(tmp_path, 4)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from conftest import assert_separated_steps
 from sslkit.spectrum import crossing_steps, load
 from sslkit.train import train
 
@@ -43,13 +44,7 @@ def test_default_experiment_learns_five_separated_steps(config, tmp_path):
     """`make train`: ≥ 5 eigenvalues of C rise from ≈ 0 to ≈ 1 one after another; each has
     finished its rise (crossed 0.8) before the next one starts it (crosses 0.2)."""
     train(config("experiment=stepwise_digits"), tmp_path)
-    spectra = load(tmp_path)
-    steps, xcorr = spectra["step"], spectra["xcorr"][:, :5]
-    assert xcorr[0].max() < 1e-3, "small initialisation should start every mode near 0"
-    start, half, end = (crossing_steps(steps, xcorr, level) for level in (0.2, 0.5, 0.8))
-    assert (end > 0).all(), f"first 5 modes did not all reach 0.8: {end}"
-    assert (start <= half).all() and (half <= end).all()
-    assert (end[:-1] < start[1:]).all(), f"steps overlap: starts {start}, ends {end}"
+    assert_separated_steps(tmp_path, 5)
 
 
 def test_same_seed_same_run_and_other_seed_differs(config, tmp_path):
