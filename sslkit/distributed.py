@@ -19,6 +19,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.nn.functional import all_gather
 
+from sslkit.tensors import map_distinct
+
 log = logging.getLogger(__name__)
 
 
@@ -79,11 +81,7 @@ def gather(tensors: tuple[Tensor, ...], d: Dist) -> tuple[Tensor, ...]:
     gathered once and stays one object (an identity projector's h is its z)."""
     if not d.enabled:
         return tensors
-    out: dict[int, Tensor] = {}
-    for t in tensors:
-        if id(t) not in out:
-            out[id(t)] = torch.cat(all_gather(t), dim=0)
-    return tuple(out[id(t)] for t in tensors)
+    return map_distinct(lambda t: torch.cat(all_gather(t), dim=0), tensors)
 
 
 def shard(batch: Tensor, d: Dist) -> Tensor:

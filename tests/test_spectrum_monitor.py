@@ -253,3 +253,15 @@ def test_every_kth_step_through_the_training_loop(config, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "cov/rankme" in r] == [0, 3, 6, 9] and len(rows) == 11
     assert rows[6]["xcorr/learned"] == (load(tmp_path)["xcorr"][2] >= 0.5).sum()
+
+
+def test_map_distinct_keeps_a_repeated_tensor_one_object():
+    """An identity projector passes h = z: each distinct tensor is converted once, and the
+    results keep `h is z`, which lets the monitor decompose the shared matrices once."""
+    from sslkit.tensors import map_distinct
+
+    z1, z2 = torch.randn(4, 3), torch.randn(4, 3)
+    calls = []
+    out = map_distinct(lambda t: calls.append(t) or t.double(), (z1, z2, z1, z2))
+    assert len(calls) == 2 and out[0] is out[2] and out[1] is out[3]
+    assert out[0].dtype == torch.float64 and torch.equal(out[1], z2.double())

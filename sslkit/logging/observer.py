@@ -25,6 +25,7 @@ from torch import Tensor
 
 from sslkit.logging.sink import MetricsFile, Sink
 from sslkit.spectrum import SpectrumMonitor
+from sslkit.tensors import map_distinct
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,7 @@ class Observer:
         """Queue this step's spectra (if the monitor observes this step); never syncs."""
         if self.monitor is None or not self.monitor.wants(step):
             return
-        detached: dict[int, Tensor] = {}  # keep `h is z` (identity projector) visible to the monitor
-        for t in (z1, z2, h1, h2):
-            detached.setdefault(id(t), t.detach())
-        views = tuple(detached[id(t)] for t in (z1, z2, h1, h2))
+        views = map_distinct(Tensor.detach, (z1, z2, h1, h2))  # keeps `h is z` visible to the monitor
         ready = None
         if self.stream is not None:
             ready = torch.cuda.Event()

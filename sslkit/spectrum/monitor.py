@@ -42,6 +42,7 @@ from sslkit.spectrum.compute import Factored, factored
 from sslkit.spectrum.events import CrossingLog
 from sslkit.spectrum.store import SpectrumWriter
 from sslkit.spectrum.tracker import SubspaceTracker
+from sslkit.tensors import map_distinct
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,8 @@ class SpectrumMonitor:
     def observe(self, step: int, z1: Tensor, z2: Tensor, h1: Tensor, h2: Tensor) -> dict[str, float]:
         """Decompose, store and summarise the matrices of this step; returns the finite
         summaries as {"<series>/<metric>": value}."""
-        as64: dict[int, Tensor] = {}  # one float64 copy per tensor; h is z under an identity projector
-        for t in (z1, z2, h1, h2):
-            if id(t) not in as64:
-                as64[id(t)] = t.double()
-        views = {"z": (as64[id(z1)], as64[id(z2)]), "h": (as64[id(h1)], as64[id(h2)])}
+        z1, z2, h1, h2 = map_distinct(Tensor.double, (z1, z2, h1, h2))  # one float64 copy per tensor
+        views = {"z": (z1, z2), "h": (h1, h2)}
         if self.writer is None:
             self._open(views)
         full_step = step % self.full_every == 0
