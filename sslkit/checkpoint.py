@@ -19,6 +19,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from sslkit.config import flatten
 from sslkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,8 @@ def config_yaml(cfg: DictConfig) -> str:
 
 def check_same_config(saved_yaml: str, cfg: DictConfig, path: Path) -> None:
     """Refuse to resume a checkpoint made with a different config; list every difference."""
-    saved = _flatten(yaml.safe_load(saved_yaml))
-    current = _flatten(yaml.safe_load(config_yaml(cfg)))
+    saved = flatten(yaml.safe_load(saved_yaml))
+    current = flatten(yaml.safe_load(config_yaml(cfg)))
     diff = [
         f"  {key}: checkpoint {saved.get(key, '<absent>')!r}, now {current.get(key, '<absent>')!r}"
         for key in sorted(saved.keys() | current.keys())
@@ -122,15 +123,6 @@ def check_same_config(saved_yaml: str, cfg: DictConfig, path: Path) -> None:
             f"continue the same run. Mismatching keys:\n" + "\n".join(diff)
             + "\nUse the original overrides, a new hydra.run.dir, or trainer.resume=never."
         )
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
-    return out
 
 
 def _checkpoints(ckpt_dir: Path) -> list[Path]:

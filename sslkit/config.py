@@ -382,6 +382,16 @@ SCHEMAS = {
 }
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config (plain dicts, e.g. a loaded config.yaml) as {"dotted.key": value}."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
+    return out
+
+
 def register_configs() -> None:
     """Store the schemas under `schema/`: `schema/train`, and `schema/<group>/<name>` for
     the option files to extend (`defaults: [/schema/<group>/<name>@_here_, _self_]`)."""

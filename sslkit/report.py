@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from sslkit.config import flatten  # noqa: E402
 from sslkit.spectrum import crossing_steps, load  # noqa: E402
 
 NOT_LOSS = ("step", "epoch", "lr", "images_per_s")
@@ -92,20 +93,11 @@ def run_labels(run_dirs: list[Path]) -> list[str]:
     configs = []
     for run_dir in run_dirs:
         path = Path(run_dir) / "config.yaml"
-        configs.append(_flatten(yaml.safe_load(path.read_text())) if path.exists() else {})
+        configs.append(flatten(yaml.safe_load(path.read_text())) if path.exists() else {})
     keys = sorted({k for c in configs for k in c if len({repr(d.get(k)) for d in configs}) > 1})
     if not keys or len(run_dirs) == 1:
         return [Path(d).name for d in run_dirs]
     return [", ".join(f"{k}={c.get(k)}" for k in keys) for c in configs]
-
-
-def _flatten(tree: object, prefix: str = "") -> dict:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict = {}
-    for key, value in tree.items():
-        out.update(_flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
-    return out
 
 
 def _cross_correlation(spectra: dict[str, np.ndarray]) -> str:
