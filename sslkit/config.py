@@ -13,6 +13,8 @@ from typing import Any, Optional, Union
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from sslkit.augment.pipeline import ViewSpec
+
 
 class Device(str, Enum):
     auto = "auto"
@@ -206,31 +208,14 @@ class ShiftNoiseConfig:
 
 
 @dataclass
-class ViewConfig:
-    """One view's random ops (sslkit.augment.ViewSpec); a probability of 0 skips the op."""
-
-    _target_: str = "sslkit.augment.ViewSpec"
-    crop_scale: Optional[list[float]] = field(default_factory=lambda: [0.08, 1.0])  # null: no crop
-    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 4 / 3])
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    hue: float = 0.1
-    grayscale_p: float = 0.2
-    blur_p: float = 0.0
-    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
-    blur_kernel: float = 0.1  # kernel size as a fraction of the view size
-    solarize_p: float = 0.0
-    solarize_threshold: float = 0.5
-
-
-@dataclass
 class ImageViewsConfig:
+    """The view settings are `sslkit.augment.ViewSpec` itself; `_convert_: object` hands
+    them to ImageViews as ViewSpec instances."""
+
     _target_: str = "sslkit.augment.ImageViews"
-    view1: ViewConfig = field(default_factory=ViewConfig)
-    view2: Optional[ViewConfig] = None  # null: the same settings as view1
+    _convert_: str = "object"
+    view1: ViewSpec = field(default_factory=ViewSpec)
+    view2: Optional[ViewSpec] = None  # null: the same settings as view1
     size: Optional[int] = None  # views are size x size; null: the input's size
     mean: list[float] = field(default_factory=lambda: [0.0])
     std: list[float] = field(default_factory=lambda: [1.0])
