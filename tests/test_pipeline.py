@@ -240,6 +240,14 @@ def test_presets_make_two_reproducible_views(preset):
         assert not torch.equal(v1, aug(x, torch.Generator().manual_seed(1))[0])
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_an_override_changes_only_the_view_it_names(preset):
+    base = instantiate(compose_config(f"augment={preset}").augment).views
+    for i in (1, 2):
+        views = instantiate(compose_config(f"augment={preset}", f"augment.view{i}.hue=0.45").augment).views
+        assert views[i - 1].hue == 0.45 and views[2 - i] == base[2 - i]
+
+
 def test_asymmetric_presets_blur_and_solarize_each_view_as_configured():
     aug = instantiate(compose_config("augment=barlow_twins").augment)
     n = 4000
