@@ -321,7 +321,7 @@ class WandbMode(str, Enum):
 
 @dataclass
 class WandbConfig:
-    _target_: str = "sslkit.logging.wandb.WandbSink"
+    _target_: str = "sslkit.records.wandb.WandbSink"
     mode: WandbMode = WandbMode.online  # online falls back to offline without an API key
     project: str = "sslkit"
     entity: Optional[str] = None
@@ -333,7 +333,7 @@ class WandbConfig:
 
 @dataclass
 class TensorBoardConfig:
-    _target_: str = "sslkit.logging.tensorboard.TensorBoardSink"
+    _target_: str = "sslkit.records.tensorboard.TensorBoardSink"
     log_dir: Optional[str] = None  # default: RUN_DIR/tensorboard
     spectrum_every: int = 100  # eigenvalue histograms and heat-maps every k-th step
     modes: int = 32

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from sslkit import checkpoint, distributed
 from sslkit.errors import ConfigError, NonFiniteLossError, Preempted
-from sslkit.logging import Observer
+from sslkit.records import Observer
 from sslkit.losses import LossOutput
 from sslkit.models.siamese import Siamese
 from sslkit.optim import build_optimizer

@@ -108,7 +108,7 @@ def test_wandb_offline_run_holds_history_images_and_config(config, tmp_path):
 
 
 def test_wandb_online_without_api_key_logs_offline_and_says_how_to_sync(tmp_path, monkeypatch, caplog):
-    from sslkit.logging.wandb import WandbSink
+    from sslkit.records.wandb import WandbSink
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
@@ -121,7 +121,7 @@ def test_wandb_online_without_api_key_logs_offline_and_says_how_to_sync(tmp_path
 
 
 def test_wandb_disabled_writes_no_run(tmp_path):
-    from sslkit.logging.wandb import WandbSink
+    from sslkit.records.wandb import WandbSink
 
     sink = WandbSink(tmp_path, {"seed": 0}, mode="disabled")
     sink.log_scalars(0, {"loss": 1.0})
@@ -140,7 +140,7 @@ def test_bad_logger_options_name_the_key(config, tmp_path):
 
 
 def test_an_error_in_the_observer_thread_stops_the_run(config, tmp_path, monkeypatch):
-    from sslkit.logging.tensorboard import TensorBoardSink
+    from sslkit.records.tensorboard import TensorBoardSink
 
     def fail(self, step, scalars):
         raise OSError("No space left on device")

@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-from sslkit.logging.heatmap import SpectrumHistory
+from sslkit.records.heatmap import SpectrumHistory
 
 
 class TensorBoardSink:

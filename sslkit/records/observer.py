@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from sslkit.logging.sink import MetricsFile, Sink
+from sslkit.records.sink import MetricsFile, Sink
 from sslkit.spectrum import SpectrumMonitor
 from sslkit.tensors import map_distinct
 

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import numpy as np
 import wandb
 
-from sslkit.logging.heatmap import SpectrumHistory
+from sslkit.records.heatmap import SpectrumHistory
 
 log = logging.getLogger(__name__)
 
