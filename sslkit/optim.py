@@ -2,14 +2,21 @@
 
 Parameters with `ndim == 1` (biases, BatchNorm weights) get no weight decay and no LARS
 adaptation, as in the official Barlow Twins and VICReg code.
+
+Every optimizer `build_optimizer` returns takes a device-side skip flag, so the step of a
+non-finite loss is dropped without the host reading the loss (`guarded_step`): torch's
+SGD and AdamW are built with `fused=True`, whose kernels read PyTorch's AMP flag
+`found_inf` on the device, and `LARS` ends in the same fused SGD kernel.
 """
 
+import inspect
 import math
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
-from torch import nn
+from torch import Tensor, nn
+from torch.optim.sgd import sgd
 
 from sslkit.config import Schedule
 
@@ -19,26 +26,47 @@ class LARS(torch.optim.Optimizer):
 
     For each parameter p with gradient g: d = g + wd·p; d ← d · η‖p‖/‖d‖ (when both norms
     are non-zero); μ ← momentum·μ + d; p ← p − lr·μ. Groups with `exclude=True` skip the
-    weight decay and the trust ratio."""
+    weight decay and the trust ratio.
+
+    One step is a few multi-tensor kernels per group, whatever the number of parameters:
+    d and the norms by `torch._foreach_*`, the trust ratios as one (P,) tensor, and the
+    momentum update by PyTorch's fused SGD kernel (dampening 0; μ starts at 0, so its
+    first step μ = d is the rule above). That kernel skips the update on the device when
+    the optimizer's `found_inf` flag is set (see `guarded_step`)."""
+
+    _step_supports_amp_scaling = True  # reads self.found_inf, as torch's fused optimizers do
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.02):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, exclude=False))
 
     @torch.no_grad()
     def step(self, closure=None):
+        found_inf = getattr(self, "found_inf", None)
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d = p.grad
-                if not group["exclude"]:
-                    d = d.add(p, alpha=group["weight_decay"])
-                    p_norm, d_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d)
-                    trust = torch.where((p_norm > 0) & (d_norm > 0), group["eta"] * p_norm / d_norm, 1.0)
-                    d = d * trust
-                mu = self.state[p].setdefault("mu", torch.zeros_like(p))
-                mu.mul_(group["momentum"]).add_(d)
-                p.add_(mu, alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            d = [p.grad for p in params]
+            if not group["exclude"]:
+                d = torch._foreach_add(d, params, alpha=group["weight_decay"])
+                p_norm, d_norm = (torch.stack(torch._foreach_norm(t)) for t in (params, d))
+                trust = torch.where((p_norm > 0) & (d_norm > 0), group["eta"] * p_norm / d_norm, 1.0)
+                torch._foreach_mul_(d, list(trust.unbind()))
+            mu = [self.state[p].setdefault("mu", torch.zeros_like(p)) for p in params]
+            sgd(params, d, mu, fused=True, found_inf=found_inf, weight_decay=0.0, momentum=group["momentum"],
+                lr=group["lr"], dampening=0.0, nesterov=False, maximize=False)
+
+
+def guarded_step(optimizer: torch.optim.Optimizer, finite: Tensor) -> None:
+    """`optimizer.step()` if the 0-d bool tensor `finite` is true, else nothing (parameters
+    and optimizer state unchanged), decided on the device: the host never reads `finite`.
+    The flag goes in as `found_inf`, the attribute through which torch.amp.GradScaler
+    hands it to optimizers whose kernels check it (`_step_supports_amp_scaling`)."""
+    optimizer.found_inf = (~finite).float()
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf
 
 
 def lr_factor(step: int, schedule: Schedule, warmup_steps: int, total_steps: int) -> float:
@@ -58,7 +86,11 @@ def lr_factor(step: int, schedule: Schedule, warmup_steps: int, total_steps: int
 def build_optimizer(
     cfg: DictConfig, model: nn.Module, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The optimizer named by `cfg._target_` over two parameter groups, and its schedule."""
+    """The optimizer named by `cfg._target_` over two parameter groups, and its schedule.
+
+    torch optimizers get `fused=True` (the device-side skip of `guarded_step`); SGD's
+    momentum buffers start at zero rather than at the first gradient (the same for
+    dampening 0), so that a skipped first step leaves no uninitialised buffer behind."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim > 1]},
@@ -66,7 +98,12 @@ def build_optimizer(
     ]
     groups = [g for g in groups if g["params"]]
     schedule_keys = ("schedule", "warmup_steps")
-    optimizer = instantiate({k: v for k, v in cfg.items() if k not in schedule_keys}, params=groups, _convert_="all")
+    fused = {"fused": True} if "fused" in inspect.signature(get_class(cfg._target_)).parameters else {}
+    optimizer = instantiate({k: v for k, v in cfg.items() if k not in schedule_keys}, params=groups,
+                            **fused, _convert_="all")
+    if isinstance(optimizer, torch.optim.SGD) and cfg.get("momentum", 0):
+        for p in params:
+            optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, cfg.schedule, cfg.warmup_steps, total_steps)
     )

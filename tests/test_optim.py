@@ -12,7 +12,7 @@ from torch import nn
 
 from sslkit.config import Schedule
 from sslkit.models import Projector
-from sslkit.optim import LARS, build_optimizer, lr_factor
+from sslkit.optim import LARS, build_optimizer, guarded_step, lr_factor
 
 from conftest import compose_config
 
@@ -267,3 +267,31 @@ def test_build_optimizer_schedule(optim_case):
             model(loss_input).pow(2).mean().backward()
         opt.step()
         sched.step()
+
+
+# ------------------------------------------------------------------------- guarded_step
+
+
+def test_guarded_step_skips_on_the_device_and_resumes_exactly(optim_case):
+    """A step with finite=False leaves parameters and optimizer state as they were, also
+    as the very first step (fused SGD would leave its momentum buffers uninitialised);
+    the steps after it match an optimizer that never saw the skipped step."""
+    name, cfg, _ = optim_case
+    if name == "sgd":
+        cfg = compose_config("optim=sgd", "optim.momentum=0.9", "optim.weight_decay=0.05").optim
+    skipped, fresh = projector(), projector()
+    opt_a, _ = build_optimizer(cfg, skipped, total_steps=200)
+    opt_b, _ = build_optimizer(cfg, fresh, total_steps=200)
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    before = [p.detach().clone() for p in skipped.parameters()]
+    skipped(x).pow(2).mean().mul(float("nan")).backward()  # non-finite gradients
+    guarded_step(opt_a, torch.tensor(False))
+    assert all(torch.equal(p.detach(), b) for p, b in zip(skipped.parameters(), before))
+    for k in range(3):
+        for model, opt in ((skipped, opt_a), (fresh, opt_b)):
+            opt.zero_grad()
+            model(x * (k + 1)).pow(2).mean().backward()
+            guarded_step(opt, torch.tensor(True))
+    for p, q in zip(skipped.parameters(), fresh.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert not all(torch.equal(p.detach(), b) for p, b in zip(skipped.parameters(), before))

@@ -101,14 +101,28 @@ def color_jitter(
 
     factors (B, 4): brightness, contrast and saturation factors and the hue shift;
     order (B, 4): a permutation of the op ids 0–3 per sample, applied left to right (an id
-    ≥ 4 is skipped, e.g. for samples that are not jittered). Each step blends the whole
-    batch, then shifts the hue of the samples whose op it is (only those: the hue is the
-    costly op); `hue=False` skips that for recipes without hue. `blend_fn` and `hue_fn`
-    replace `blend_step` and `adjust_hue` (e.g. by compiled versions)."""
-    for slot in range(4):
-        op = order[:, slot]
-        x = blend_fn(x, op, factors)  # a new tensor: the hue is written into it in place
-        if hue:
-            idx = (op == HUE).nonzero()[:, 0]
-            x[idx] = hue_fn(x[idx], factors[idx, HUE])
+    ≥ 4 is skipped, e.g. for samples that are not jittered). `hue=False` skips the hue
+    (recipes without it): the four slots are four blend steps.
+
+    With the hue, sample i's order is split at its hue, at position k_i: its k_i ops
+    before the hue run as three blend steps (slots past k_i blend with factor 1, which
+    leaves an image exactly as it is), then the hue of the whole batch, kept where the
+    sample is jittered, then its 3 − k_i ops after the hue as three more blend steps. Six
+    cheap blends and one hue pass (the costly op) over fixed shapes, with no step that
+    waits for the device to say which samples to pick. `blend_fn` and `hue_fn` replace
+    `blend_step` and `adjust_hue` (e.g. by compiled versions)."""
+    if not hue:
+        for slot in range(4):
+            x = blend_fn(x, order[:, slot], factors)  # the hue id blends with factor 1
+        return x
+    k = (order == HUE).int().argmax(1, keepdim=True)  # (B, 1); 0 for samples not jittered
+    slots = torch.arange(3, device=order.device)
+    before = torch.where(slots < k, order[:, :3], 4)
+    after = k + 1 + slots
+    after = torch.where(after < 4, order.gather(1, after.clamp(max=3)), 4)
+    for slot in range(3):
+        x = blend_fn(x, before[:, slot], factors)
+    x = torch.where(_per_sample(order[:, 0] < 4), hue_fn(x, factors[:, HUE]), x)
+    for slot in range(3):
+        x = blend_fn(x, after[:, slot], factors)
     return x

@@ -137,10 +137,9 @@ def finish(v: Tensor, p: ViewParams, spec: ViewSpec, mean: Tensor, std: Tensor) 
 
 @dataclass(frozen=True)
 class Stages:
-    """The stages of a view, each compiled on its own with `compiled()`. The four colour
-    jitter steps stay separate calls: fused into one kernel, every step would recompute
-    the steps before it for each of the three channels it reads. The hue stage sees a
-    different number of samples at each call (dynamic shapes)."""
+    """The stages of a view, each compiled on its own with `compiled()`. The colour jitter
+    steps stay separate calls: fused into one kernel, every step would recompute the steps
+    before it for each of the three channels it reads."""
 
     crop: Callable = resized_crop
     blend: Callable = blend_step
@@ -149,7 +148,7 @@ class Stages:
 
     @classmethod
     def compiled(cls) -> "Stages":
-        return cls(*(torch.compile(f, dynamic=f is adjust_hue) for f in (resized_crop, blend_step, adjust_hue, finish)))
+        return cls(*(torch.compile(f) for f in (resized_crop, blend_step, adjust_hue, finish)))
 
 
 def apply_view(

@@ -31,5 +31,10 @@ def check_views(z1: torch.Tensor, z2: torch.Tensor) -> None:
 
 
 def off_diagonal(m: torch.Tensor) -> torch.Tensor:
-    """Return the off-diagonal entries of the square matrix ``m`` as a 1-D tensor."""
-    return m[~torch.eye(m.shape[0], dtype=torch.bool, device=m.device)]
+    """Return the off-diagonal entries of the square matrix ``m`` as a 1-D tensor.
+
+    As in the official Barlow Twins ``main.py``: dropping the last entry of the flattened
+    n×n matrix and reading the rest as (n − 1)×(n + 1) puts the diagonal in column 0. A
+    view, with no boolean mask (whose indexing would wait for the device)."""
+    n = m.shape[0]
+    return m.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
