@@ -192,6 +192,11 @@ class LinearProjectorConfig:
     out_dim: int = 256
 
 
+@dataclass
+class SiameseConfig:
+    _target_: str = "sslkit.methods.Siamese"
+
+
 # --- augmentations ----------------------------------------------------------------------
 @dataclass
 class GaussianNoiseConfig:
@@ -347,6 +352,7 @@ class TrainConfig:
     data: Any = MISSING
     backbone: Any = MISSING
     projector: Any = MISSING
+    method: Any = MISSING
     augment: Any = MISSING
     loss: Any = MISSING
     optim: Any = MISSING
@@ -359,6 +365,7 @@ SCHEMAS = {
              "cifar100": Cifar100Config, "stl10": STL10Config, "imagefolder": ImageFolderConfig},
     "backbone": {"linear": LinearConfig, "mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig},
     "projector": {"identity": IdentityProjectorConfig, "mlp": MLPProjectorConfig, "linear": LinearProjectorConfig},
+    "method": {"siamese": SiameseConfig},
     "augment": {"gaussian_noise": GaussianNoiseConfig, "digits": ShiftNoiseConfig, "views": ImageViewsConfig},
     "loss": {"barlow_twins": BarlowTwinsConfig, "ntxent": NTXentConfig, "vicreg": VICRegConfig},
     "optim": {"sgd": SGDConfig, "lars": LARSConfig, "adamw": AdamWConfig},

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.nn.functional import all_gather
 
-from sslkit.tensors import map_distinct
+from sslkit.methods import StepOutput
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,14 @@ def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model)
 
 
-def gather(tensors: tuple[Tensor, ...], d: Dist) -> tuple[Tensor, ...]:
-    """Each tensor's global batch: the ranks' (n, D) slices concatenated in rank order into
-    (W·n, D); gradients flow back to each rank's own slice. A tensor passed twice is
-    gathered once and stays one object (an identity projector's h is its z)."""
+def gather(out: StepOutput, d: Dist, features: bool = False) -> StepOutput:
+    """The step's global batch: each tensor's (n, ·) slices of the ranks concatenated in
+    rank order into (W·n, ·), the features h only if `features` (the feat_* spectra need
+    them); gradients flow back to each rank's own slice. A tensor held twice is gathered
+    once and stays one object (an identity projector's h is its z)."""
     if not d.enabled:
-        return tensors
-    return map_distinct(lambda t: torch.cat(all_gather(t), dim=0), tensors)
+        return out
+    return out.map(lambda t: torch.cat(all_gather(t), dim=0), features)
 
 
 def shard(batch: Tensor, d: Dist) -> Tensor:

@@ -1,4 +1,4 @@
-"""The training loop: data → two views → backbone → projector → loss → optimizer step.
+"""The training loop: data → two views → method (backbone → projector) → loss → optimizer step.
 
 The spectrum and the metrics log only read what the step already computed (the loss
 terms and the detached embeddings); switching them off leaves the trajectory unchanged.
@@ -19,7 +19,7 @@ from sslkit import checkpoint, distributed
 from sslkit.errors import ConfigError, NonFiniteLossError, Preempted
 from sslkit.records import Observer
 from sslkit.losses import LossOutput
-from sslkit.models.siamese import Siamese
+from sslkit.methods import StepOutput, check_loss
 from sslkit.optim import build_optimizer
 from sslkit.rng import VIEWS, generator
 from sslkit.run import StopSignal, check_run_dir, non_finite_message, resolve_device, save_run_info, total_steps
@@ -44,8 +44,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     augment = instantiate(cfg.augment)
     backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
     projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
-    net = Siamese(backbone, projector).to(device)
+    net = instantiate(cfg.method, backbone=backbone, projector=projector).to(device)
     loss_fn = instantiate(cfg.loss)
+    check_loss(net, loss_fn)  # the loss takes what the method gives it
     steps = total_steps(cfg.trainer, data.steps_per_epoch)
     optimizer, scheduler = build_optimizer(cfg.optim, net, steps)
     model = distributed.wrap(net, rank, device)
@@ -94,17 +95,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             for step, (epoch, x, _) in zip(range(start, steps), batches):
                 x = distributed.shard(x, rank)
                 v1, v2 = augment(x, generator(device, cfg.seed, VIEWS, rank.rank, step))
-                h1, h2, z1, z2 = model(v1, v2)
-                if gather_features:  # the feat_* spectra are of the global batch too
-                    h1, h2, z1, z2 = distributed.gather((h1, h2, z1, z2), rank)
-                else:
-                    z1, z2 = distributed.gather((z1, z2), rank)
-                out: LossOutput = loss_fn(z1, z2)
+                s: StepOutput = distributed.gather(model(v1, v2), rank, gather_features)
+                out: LossOutput = loss_fn(s.z1, s.z2, **s.extra)
                 lr = scheduler.get_last_lr()[0]
                 if torch.isfinite(out.loss):
                     optimizer.zero_grad(set_to_none=True)
                     out.loss.backward()
                     optimizer.step()
+                    net.after_step(step, steps)  # e.g. a target network's moving average
                 elif cfg.trainer.on_nan == "stop":
                     raise NonFiniteLossError(non_finite_message(out, step, last_ckpt))
                 else:
@@ -112,7 +110,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                 scheduler.step()
 
                 if observe:
-                    observer.spectrum(step, z1, z2, h1, h2)  # queued, detached: no sync
+                    observer.spectrum(step, s)  # queued, detached: no sync
                 done = step + 1
                 if observe and (done % log_every == 0 or done == steps):
                     now = time.perf_counter()

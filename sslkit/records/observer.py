@@ -1,7 +1,7 @@
 """Everything a run records besides checkpoints — metrics.jsonl, the spectrum monitor, the
 dashboards — done in a background thread, so that the training step never waits for it.
 
-The loop hands over what it already has: `spectrum(step, z1, z2, h1, h2)` queues detached
+The loop hands over what it already has: `spectrum(step, out)` queues detached
 references to the step's tensors (on CUDA with an event marking when they are ready; the
 thread computes on its own stream), `log(record)` queues the step's metrics. Items are
 handled in order, so a record is completed with the spectrum summaries of its own step
@@ -23,9 +23,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from sslkit.methods import StepOutput
 from sslkit.records.sink import MetricsFile, Sink
 from sslkit.spectrum import SpectrumMonitor
-from sslkit.tensors import map_distinct
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,13 @@ class Observer:
         self.thread = threading.Thread(target=self._work, name="sslkit-observer", daemon=True)
         self.thread.start()
 
-    def spectrum(self, step: int, z1: Tensor, z2: Tensor, h1: Tensor, h2: Tensor) -> None:
-        """Queue this step's spectra (if the monitor observes this step); never syncs."""
+    def spectrum(self, step: int, out: StepOutput) -> None:
+        """Queue the spectra of the step's embeddings and features (if the monitor observes
+        this step); never syncs."""
         if self.monitor is None or not self.monitor.wants(step):
             return
-        views = map_distinct(Tensor.detach, (z1, z2, h1, h2))  # keeps `h is z` visible to the monitor
+        out = out.map(Tensor.detach)  # keeps `h is z` visible to the monitor
+        views = (out.z1, out.z2, out.h1, out.h2)
         ready = None
         if self.stream is not None:
             ready = torch.cuda.Event()

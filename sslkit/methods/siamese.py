@@ -1,0 +1,77 @@
+"""The two-view model of Barlow Twins, SimCLR and VICReg, and what every method's step
+returns.
+
+A method is the `nn.Module` the loop calls once per step on the two views, chosen by the
+`method` config group. It returns a `StepOutput`; the loop calls the loss as
+`loss(out.z1, out.z2, **out.extra)`, steps the optimizer, then calls the method's
+`after_step(step, total_steps)` (a method with a target network updates it there).
+A method names the keys of its `extra` in `extra_inputs`; `check_loss` refuses, before
+training, a loss that does not take exactly those.
+"""
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from sslkit.errors import ConfigError
+from sslkit.tensors import map_distinct
+
+
+@dataclass
+class StepOutput:
+    """One step's tensors, each (N, ·) with one row per sample.
+
+    h1, h2: backbone features of view 1 and 2; z1, z2: the embeddings the loss compares
+    (the spectra are of these); `extra`: further keyword inputs of the method's loss (BYOL:
+    the target projections t1, t2). Under an identity projector h is z (the same object)."""
+
+    h1: Tensor
+    h2: Tensor
+    z1: Tensor
+    z2: Tensor
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+    def map(self, fn: Callable[[Tensor], Tensor], features: bool = True) -> "StepOutput":
+        """`fn` applied to z1, z2, the extras and (if `features`) h1, h2, once per distinct
+        tensor object, so that `h is z` still holds afterwards; the others are kept."""
+        named = {"z1": self.z1, "z2": self.z2, **({"h1": self.h1, "h2": self.h2} if features else {}),
+                 **{f"extra.{k}": v for k, v in self.extra.items()}}
+        out = {**vars(self), **dict(zip(named, map_distinct(fn, tuple(named.values()))))}
+        return StepOutput(out["h1"], out["h2"], out["z1"], out["z2"], {k: out[f"extra.{k}"] for k in self.extra})
+
+
+class Siamese(nn.Module):
+    """(v1, v2) ↦ h = backbone(v), z = projector(h) for each view, one network for both.
+
+    Each view goes through the network in its own call, so BatchNorm layers normalise
+    each view with its own batch statistics, as in the official Barlow Twins and VICReg
+    code; one `forward` per step keeps DistributedDataParallel's bookkeeping simple."""
+
+    extra_inputs: tuple[str, ...] = ()  # the keys of StepOutput.extra
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.projector = backbone, projector
+
+    def forward(self, v1: Tensor, v2: Tensor) -> StepOutput:
+        h1, h2 = self.backbone(v1), self.backbone(v2)
+        return StepOutput(h1, h2, self.projector(h1), self.projector(h2))
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Called after each optimizer step (0-based `step` of `total_steps`); nothing to do."""
+
+
+def check_loss(method: nn.Module, loss: nn.Module) -> None:
+    """Raise ConfigError unless `loss.forward` takes (z1, z2) plus exactly the keyword
+    inputs the method returns in StepOutput.extra."""
+    params = list(inspect.signature(loss.forward).parameters.values())
+    extra = tuple(p.name for p in params if p.kind == p.KEYWORD_ONLY)
+    if set(extra) != set(method.extra_inputs):
+        gives = ", ".join(["z1", "z2", *method.extra_inputs])
+        takes = ", ".join([p.name for p in params if p.kind != p.KEYWORD_ONLY] + list(extra))
+        raise ConfigError(
+            f"The method {type(method).__name__} gives the loss ({gives}), but the loss "
+            f"{type(loss).__name__} takes ({takes}). Choose a loss written for this method "
+            f"(configs/method/<name>.yaml names it); method=siamese takes every loss of (z1, z2).")
