@@ -197,6 +197,13 @@ class SiameseConfig:
     _target_: str = "sslkit.methods.Siamese"
 
 
+@dataclass
+class BYOLMethodConfig:
+    _target_: str = "sslkit.methods.BYOL"
+    hidden_dims: list[int] = field(default_factory=lambda: [4096])  # the predictor's
+    tau: float = 0.996  # τ₀ of the target's moving average; τ rises to 1 by a cosine
+
+
 # --- augmentations ----------------------------------------------------------------------
 @dataclass
 class GaussianNoiseConfig:
@@ -241,6 +248,11 @@ class BarlowTwinsConfig:
 class NTXentConfig:
     _target_: str = "sslkit.losses.NTXentLoss"
     temperature: float = 0.5
+
+
+@dataclass
+class BYOLConfig:
+    _target_: str = "sslkit.methods.BYOLLoss"
 
 
 @dataclass
@@ -365,9 +377,9 @@ SCHEMAS = {
              "cifar100": Cifar100Config, "stl10": STL10Config, "imagefolder": ImageFolderConfig},
     "backbone": {"linear": LinearConfig, "mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig},
     "projector": {"identity": IdentityProjectorConfig, "mlp": MLPProjectorConfig, "linear": LinearProjectorConfig},
-    "method": {"siamese": SiameseConfig},
+    "method": {"siamese": SiameseConfig, "byol": BYOLMethodConfig},
     "augment": {"gaussian_noise": GaussianNoiseConfig, "digits": ShiftNoiseConfig, "views": ImageViewsConfig},
-    "loss": {"barlow_twins": BarlowTwinsConfig, "ntxent": NTXentConfig, "vicreg": VICRegConfig},
+    "loss": {"barlow_twins": BarlowTwinsConfig, "ntxent": NTXentConfig, "vicreg": VICRegConfig, "byol": BYOLConfig},
     "optim": {"sgd": SGDConfig, "lars": LARSConfig, "adamw": AdamWConfig},
     "spectrum": {"spectrum": SpectrumConfig},
     "logger": {"wandb": WandbConfig, "tensorboard": TensorBoardConfig},

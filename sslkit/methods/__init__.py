@@ -1,6 +1,9 @@
 """Methods: the module that turns two views into what the loss compares (`StepOutput`),
-chosen by the `method` config group, with a hook called after every optimizer step."""
+chosen by the `method` config group, with a hook called after every optimizer step.
+`siamese`: one network for both views (Barlow Twins, SimCLR, VICReg); `byol`: an online
+network with a predictor and a moving-average target (BYOL, with its loss)."""
 
+from sslkit.methods.byol import BYOL, BYOLLoss
 from sslkit.methods.siamese import Siamese, StepOutput, check_loss
 
-__all__ = ["Siamese", "StepOutput", "check_loss"]
+__all__ = ["BYOL", "BYOLLoss", "Siamese", "StepOutput", "check_loss"]
