@@ -64,10 +64,17 @@ class TrainerConfig:
 
 
 # --- data -------------------------------------------------------------------------------
+class DigitsSplit(str, Enum):
+    all = "all"  # 1797 images, the held-out labels hidden (−1)
+    train = "train"  # the first 1500
+    test = "test"  # the last 297: the held-out split of every evaluation
+
+
 @dataclass
 class DigitsConfig:
     _target_: str = "sslkit.data.digits"
     batch_size: int = 256
+    split: DigitsSplit = DigitsSplit.all
 
 
 @dataclass
@@ -356,6 +363,46 @@ class TensorBoardConfig:
     modes: int = 32
 
 
+# --- evaluation -------------------------------------------------------------------------
+class ProbeFeatures(str, Enum):
+    backbone = "backbone"  # h, the backbone's output
+    projector = "projector"  # z, the projector's output
+
+
+@dataclass
+class OnlineProbeConfig:
+    """sslkit.eval.OnlineProbe: a linear classifier per feature kind, trained on the
+    detached features of view 1 of every training batch with its own SGD."""
+
+    features: list[ProbeFeatures] = field(default_factory=lambda: [ProbeFeatures.backbone])
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: Schedule = Schedule.cosine  # over the run's steps
+
+
+@dataclass
+class KNNConfig:
+    """sslkit.eval.knn_scores: weighted kNN (Wu et al. 2018) on cosine similarity."""
+
+    features: list[ProbeFeatures] = field(default_factory=lambda: [ProbeFeatures.backbone])
+    k: list[int] = field(default_factory=lambda: [20, 200])
+    temperature: float = 0.07
+    chunk_elements: int = 2**24  # queries per chunk × bank size: bounds the similarity matrix
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on the held-out split every `every` steps (configs/eval/)."""
+
+    every: int = 100
+    test_split: str = "test"  # data.split of the held-out split (data sets that have splits)
+    test_root: Optional[str] = None  # data.root of the held-out split; null: data.root
+    batch_size: int = 1024  # images per forward pass when features are extracted
+    online_probe: Optional[OnlineProbeConfig] = None
+    knn: Optional[KNNConfig] = None
+
+
 @dataclass
 class TrainConfig:
     seed: int = 0
@@ -370,6 +417,7 @@ class TrainConfig:
     optim: Any = MISSING
     spectrum: Any = MISSING
     logger: dict[str, Any] = field(default_factory=dict)  # dashboards; the run directory is always written
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 SCHEMAS = {
@@ -383,6 +431,7 @@ SCHEMAS = {
     "optim": {"sgd": SGDConfig, "lars": LARSConfig, "adamw": AdamWConfig},
     "spectrum": {"spectrum": SpectrumConfig},
     "logger": {"wandb": WandbConfig, "tensorboard": TensorBoardConfig},
+    "eval": {"online_probe": OnlineProbeConfig, "knn": KNNConfig},
 }
 
 

@@ -4,7 +4,9 @@ rank and entropy summaries and the loss, for one run or several overlaid.
 Four panels: (a) the top eigenvalues of the cross-correlation C vs step on a log scale,
 a dot where each first reaches ½; (b) effective rank and RankMe of the embedding
 covariance and the number of learned modes of C; (c) the Gaussian log-det entropy
-½ log det(Σ + εI) of each covariance; (d) the loss and its terms.
+½ log det(Σ + εI) of each covariance; (d) the loss and its terms. A run with evaluation
+(`eval=...`) gets two more, next to (a): (e) held-out top-1 accuracy vs step, and (f)
+accuracy vs the number of learned modes; the ½-crossings are vertical lines in (a) and (e).
 """
 
 import json
@@ -44,13 +46,15 @@ def compare_figure(run_dirs: list[Path], out: Path, modes: int = 8) -> Path:
 def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
     """The four panels for one run: the top `modes` eigenvalues of C, one colour each."""
     run_dir = Path(run_dir)
-    fig, axes = _axes()
     spectra, metrics = load(run_dir), read_metrics(run_dir)
+    fig, axes = _axes(accuracy=bool(accuracy_keys(metrics)))
     name = _cross_correlation(spectra)
     eig = spectra[name][:, :modes]
     colors = plt.cm.viridis(np.linspace(0, 0.9, eig.shape[1]))
     for k in range(eig.shape[1]):
         _eigenvalue_line(axes[0], spectra["step"], eig[:, k], colors[k], f"λ{k + 1}" if k < 8 else None)
+    if len(axes) > 4:
+        _accuracy_panels(axes[0], axes[4], axes[5], spectra, metrics, crossing_steps(spectra["step"], eig), colors)
     axes[0].set_title(f"Eigenvalues of {name}" + (" (C)" if name == "xcorr" else ""))
     for key in [k for k in RANKS if k in spectra]:
         _summary_line(axes[1], spectra["step"], spectra[key], key, ls="--" if key.endswith("learned") else "-")
@@ -124,9 +128,42 @@ def _summary_line(ax, steps: np.ndarray, values: np.ndarray, label: str | None, 
     ax.plot(steps[ok], values[ok], ls=ls, lw=1, color=color, label=label, marker="." if ok.sum() < 50 else None)
 
 
-def _axes():
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
-    return fig, axes.ravel()
+def accuracy_keys(metrics: list[dict]) -> list[str]:
+    """The held-out top-1 accuracies a run logged (`eval/<probe>/<features>/top1`)."""
+    return [k for k in dict.fromkeys(k for m in metrics for k in m) if k.startswith("eval/") and k.endswith("/top1")]
+
+
+def _accuracy_panels(ax_eig, ax_acc, ax_modes, spectra: dict[str, np.ndarray], metrics: list[dict],
+                     crossed: np.ndarray, colors) -> None:
+    """(e) each held-out accuracy vs step, the ½-crossings of the modes of C as vertical
+    lines in their colours, also in (a); (f) accuracy vs the number of learned modes of C
+    at the same step."""
+    for key in accuracy_keys(metrics):
+        rows = [m for m in metrics if key in m]
+        steps, acc = np.array([m["step"] for m in rows]), np.array([m[key] for m in rows])
+        label = key.removeprefix("eval/").removesuffix("/top1")
+        ax_acc.plot(steps, acc, lw=1.2, marker="." if len(rows) < 50 else None, label=label)
+        if "xcorr/learned" in spectra:
+            learned = np.interp(steps, spectra["step"], spectra["xcorr/learned"])
+            ax_modes.plot(learned, acc, ".", ms=4, label=label)
+    for k, step in enumerate(crossed):
+        if step >= 0:
+            for ax in (ax_eig, ax_acc):
+                ax.axvline(step, color=colors[k], lw=0.6, ls=":")
+    ax_acc.sharex(ax_eig)
+    ax_acc.set(xlabel="step", ylabel="top-1 accuracy (%)",
+               title="Held-out accuracy; ⋮ a mode of C reaches ½")
+    ax_modes.set(xlabel="learned modes of C (eigenvalue ≥ ½)", ylabel="top-1 accuracy (%)",
+                 title="Accuracy vs learned modes")
+
+
+def _axes(accuracy: bool = False):
+    """Panels (a)–(d) in a 2 × 2 grid; with `accuracy`, a 2 × 3 grid whose top row is (a), (e), (f)."""
+    if not accuracy:
+        fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+        return fig, axes.ravel()
+    fig, grid = plt.subplots(2, 3, figsize=(18, 8), constrained_layout=True)
+    return fig, [grid[0, 0], grid[1, 0], grid[1, 1], grid[1, 2], grid[0, 1], grid[0, 2]]
 
 
 def _finish(fig, axes, title: str) -> None:

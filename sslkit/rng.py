@@ -9,7 +9,7 @@ would, and ranks draw independent views without coordination.
 import numpy as np
 import torch
 
-DATA_ORDER, VIEWS = 0, 1  # stream ids
+DATA_ORDER, VIEWS, LINEAR_EVAL = 0, 1, 2  # stream ids (LINEAR_EVAL: sslkit-eval's augmentation and order)
 
 
 def generator(device: torch.device, *key: int) -> torch.Generator:

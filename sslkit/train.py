@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from sslkit import checkpoint, distributed
 from sslkit.errors import ConfigError, NonFiniteLossError, Preempted
+from sslkit.eval import Evaluation
 from sslkit.records import Observer
 from sslkit.losses import LossOutput
 from sslkit.methods import StepOutput, check_loss
@@ -50,6 +51,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     steps = total_steps(cfg.trainer, data.steps_per_epoch)
     optimizer, scheduler = build_optimizer(cfg.optim, net, steps)
     model = distributed.wrap(net, rank, device)
+    evaluation = Evaluation.build(cfg, data, augment, net, device, steps) if rank.is_main else None
 
     if rank.is_main:
         check_run_dir(run_dir, cfg.trainer.resume, checkpoint_bytes=3 * sum(p.nbytes for p in net.parameters()))
@@ -60,6 +62,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         checkpoint.set_rng_state(state["rng"], {})
+        if evaluation is not None:
+            evaluation.load_state_dict(state["eval"])
         start = state["step"]
         if last_ckpt.parent.resolve() == ckpt_dir.resolve():  # this run's own logs continue
             logs = state["logs"]
@@ -82,6 +86,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             "rng": checkpoint.rng_state({}),
             "config": checkpoint.config_yaml(cfg),
             "logs": observer.state(),  # waits until everything logged so far is written
+            "eval": evaluation.state_dict() if evaluation is not None else None,
         }, ckpt_dir, step, cfg.trainer.keep_checkpoints)
 
     record: dict[str, float] = {}
@@ -92,7 +97,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     with StopSignal() as stop, progress:
         try:
             batches = data.batches(cfg.seed, start)
-            for step, (epoch, x, _) in zip(range(start, steps), batches):
+            for step, (epoch, x, y) in zip(range(start, steps), batches):
                 x = distributed.shard(x, rank)
                 v1, v2 = augment(x, generator(device, cfg.seed, VIEWS, rank.rank, step))
                 s: StepOutput = distributed.gather(model(v1, v2), rank, gather_features)
@@ -111,8 +116,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
 
                 if observe:
                     observer.spectrum(step, s)  # queued, detached: no sync
+                accuracy = evaluation.after_step(step, s, y) if evaluation is not None else {}
                 done = step + 1
-                if observe and (done % log_every == 0 or done == steps):
+                if observe and (done % log_every == 0 or done == steps or accuracy):
                     now = time.perf_counter()
                     record = {
                         "step": step,
@@ -121,6 +127,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                         **{k: v.item() for k, v in out.terms.items()},
                         "lr": lr,
                         "images_per_s": data.batch_size * (done - logged) / (now - tick),
+                        **accuracy,
                     }
                     observer.log(record)  # completed with the step's spectrum summaries
                     progress.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)

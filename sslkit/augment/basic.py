@@ -17,6 +17,10 @@ class TwoViews:
     def view(self, x: Tensor, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
 
+    def clean(self, x: Tensor) -> Tensor:
+        """The input as the backbone sees it, without the random part (for evaluation)."""
+        return as_float(x)
+
     def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         return self.view(x, generator), self.view(x, generator)
 
@@ -41,6 +45,10 @@ class ShiftNoise(TwoViews):
 
     def __init__(self, max_shift: int = 1, std: float = 0.1, mean: float = 0.0) -> None:
         self.max_shift, self.std, self.mean = max_shift, std, mean
+
+    def clean(self, x: Tensor) -> Tensor:
+        """Unshifted and noise-free: x − mean."""
+        return as_float(x) - self.mean
 
     def view(self, x: Tensor, generator: torch.Generator) -> Tensor:
         if x.ndim != 4:

@@ -209,6 +209,15 @@ class ImageViews:
                 f"{x.shape[1]} values for {x.shape[1]}-channel images."
             )
 
+    def clean(self, x: Tensor) -> Tensor:
+        """The whole image, resized to `size` (antialiased bilinear) when set, normalised:
+        the evaluation view (no crop, flip, jitter, blur or solarization)."""
+        self._check(x)
+        v = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        if self.size is not None and tuple(v.shape[-2:]) != (self.size, self.size):
+            v = torch.nn.functional.interpolate(v, (self.size, self.size), mode="bilinear", antialias=True)
+        return (v - self.mean.to(v.device).reshape(1, -1, 1, 1)) / self.std.to(v.device).reshape(1, -1, 1, 1)
+
     def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         self._check(x)
         b, c, h, w = x.shape

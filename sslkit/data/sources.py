@@ -7,12 +7,32 @@ from sslkit.data.memory import InMemoryData
 from sslkit.errors import ConfigError
 
 
-def digits(batch_size: int) -> InMemoryData:
+HELD_OUT = 297  # the last 297 digits: the held-out split of every evaluation (sslkit.eval)
+
+
+def digits(batch_size: int, split: str = "all") -> InMemoryData:
     """scikit-learn's 1797 handwritten digits, 8×8 grey levels 0–16, as uint8 (N, 1, 8, 8)
-    scaled to 0–255 (level·255/16, rounded). Ships with scikit-learn: nothing is downloaded."""
+    scaled to 0–255 (level·255/16, rounded). Ships with scikit-learn: nothing is downloaded.
+
+    The last 297 digits are the held-out split on which every evaluation tests
+    (split=test); split=train is the first 1500. split=all holds all 1797 images, with the
+    labels of the held-out 297 hidden (−1, as STL-10's unlabeled images): self-supervised
+    training may see those images, but no probe trains on their labels."""
+    split = str(getattr(split, "value", split))
     d = load_digits()
     x = torch.from_numpy(d.images * (255 / 16)).round().to(torch.uint8).unsqueeze(1)
-    return InMemoryData(x, torch.from_numpy(d.target).long(), batch_size, name="data=digits")
+    y = torch.from_numpy(d.target).long()
+    cut = len(x) - HELD_OUT
+    if split == "train":
+        x, y = x[:cut], y[:cut]
+    elif split == "test":
+        x, y = x[cut:], y[cut:]
+    elif split == "all":
+        y[cut:] = -1
+    else:
+        raise ConfigError(f"data.split={split} is not allowed for data=digits: use all (1797 images, the "
+                          f"held-out labels hidden), train (the first {cut}) or test (the last {HELD_OUT}).")
+    return InMemoryData(x, y, batch_size, name=f"data=digits (split={split})")
 
 
 def synthetic(

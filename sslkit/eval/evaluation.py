@@ -1,0 +1,136 @@
+"""Evaluation during training: the online linear probe and the kNN monitor on the
+held-out split, every `eval.every` steps.
+
+Evaluation only observes. The probe trains on the detached features the step computed,
+with its own optimizer; the held-out and kNN-bank features are computed without gradients
+in eval mode (BatchNorm statistics unchanged), and no random numbers are drawn, so the
+training trajectory is the same with and without `eval` (tests/test_eval.py).
+
+The held-out split is `data` with `split` = `eval.test_split` (default `test`: CIFAR's and
+STL-10's official test sets, the last 297 digits) and, when set, `root` = `eval.test_root`
+(an image folder of held-out images). The kNN bank and the probe's
+training samples are the training data's labelled samples (label ≥ 0).
+"""
+
+import logging
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError
+from torch import Tensor, nn
+
+from sslkit.data import InMemoryData
+from sslkit.errors import ConfigError
+from sslkit.methods import StepOutput
+from sslkit.eval.features import extract, labelled
+from sslkit.eval.knn import knn_scores, topk_accuracy
+from sslkit.eval.probe import OnlineProbe
+
+log = logging.getLogger(__name__)
+
+
+def held_out(cfg: DictConfig) -> InMemoryData:
+    """The held-out split: `cfg.data` with split = eval.test_split (where the data set has
+    splits) and root = eval.test_root (when set)."""
+    test = {"batch_size": 1}
+    if cfg.eval.test_root is not None:
+        test["root"] = cfg.eval.test_root
+    if "split" in cfg.data:
+        test["split"] = cfg.eval.test_split
+    elif cfg.eval.test_root is None:
+        raise ConfigError(
+            f"{cfg.data._target_} has no held-out split to evaluate on (it has no data.split). Set "
+            f"eval.test_root=DIR to the held-out images (laid out as data.root is), or use eval=none."
+        )
+    try:
+        return instantiate(OmegaConf.merge(cfg.data, test))
+    except ConfigKeyError as exc:
+        raise ConfigError(f"eval.test_root={cfg.eval.test_root} is set, but {cfg.data._target_} reads no "
+                          f"files (it has no data.root): drop eval.test_root.") from exc
+
+
+def classes_of(*labels: Tensor) -> int:
+    """1 + the largest label (labels are 0 … C−1; −1 marks an unlabeled sample)."""
+    return 1 + max(int(y.max()) for y in labels)
+
+
+class Evaluation:
+    """Built by `Evaluation.build`; the loop calls `after_step` once per step."""
+
+    def __init__(self, cfg: DictConfig, data: InMemoryData, test: InMemoryData, clean, net: nn.Module,
+                 device: torch.device, total_steps: int) -> None:
+        self.cfg, self.clean, self.net, self.device = cfg.eval, clean, net, device
+        self.steps = total_steps
+        self.bank_x, self.bank_y = labelled(data.x, data.y)
+        self.test_x, self.test_y = test.x, test.y.to(device)
+        self.classes = classes_of(self.bank_y, self.test_y)
+        self.kinds = {k for part in (self.cfg.online_probe, self.cfg.knn) for k in _kinds(part)}
+        self.probe = None
+        if (p := self.cfg.online_probe) is not None:
+            dims = {k: v.shape[1] for k, v in self._features(self.test_x[:2]).items()}
+            self.probe = OnlineProbe({k: dims[k] for k in _kinds(p)}, self.classes, total_steps, p.lr,
+                                     p.momentum, p.weight_decay, p.schedule).to(device)
+
+    @classmethod
+    def build(cls, cfg: DictConfig, data: InMemoryData, augment, net: nn.Module, device: torch.device,
+              total_steps: int) -> "Evaluation | None":
+        """None when `eval` is off, or (with a one-line notice) when the data has no labels."""
+        if cfg.eval.online_probe is None and cfg.eval.knn is None:
+            return None
+        if cfg.eval.every < 1:
+            raise ConfigError(f"eval.every={cfg.eval.every} is not allowed: use a positive number of steps.")
+        known = data.y[data.y >= 0]
+        if len(known.unique()) < 2:
+            log.warning("eval: %s has no class labels (%d labelled samples, %d classes); evaluation skipped.",
+                        data.name, len(known), len(known.unique()))
+            return None
+        return cls(cfg, data, held_out(cfg), augment.clean, net, device, total_steps)
+
+    def _features(self, x: Tensor) -> dict[str, Tensor]:
+        return extract(self.net, x, self.clean, self.cfg.batch_size, self.device, "projector" in self.kinds)
+
+    def after_step(self, step: int, out: StepOutput, y: Tensor) -> dict[str, float]:
+        """Train the probe on this step's view-1 features h1 / z1, each with its labels
+        y[:n] (a gathered batch starts with rank 0's slice); after every `eval.every`-th
+        step (and the last) return the held-out accuracies, else {}."""
+        if self.probe is not None:
+            features = {"backbone": out.h1, "projector": out.z1}
+            self.probe.train_step({k: features[k] for k in self.probe.heads}, y)
+        if (step + 1) % self.cfg.every and step + 1 != self.steps:
+            return {}
+        return self.evaluate()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Top-1 and top-5 accuracy (%) on the held-out split: `eval/probe/<kind>/top1`, …,
+        `eval/knn<k>/<kind>/top1`, …"""
+        test = self._features(self.test_x)
+        metrics: dict[str, float] = {}
+        if self.probe is not None:
+            for kind, scores in self.probe.scores(test).items():
+                metrics.update(_named(f"eval/probe/{kind}", topk_accuracy(scores, self.test_y)))
+        if (knn := self.cfg.knn) is not None:
+            bank = self._features(self.bank_x)
+            for kind in _kinds(knn):
+                for k in knn.k:
+                    scores = knn_scores(bank[kind], self.bank_y, test[kind], k, self.classes,
+                                        knn.temperature, knn.chunk_elements)
+                    metrics.update(_named(f"eval/knn{k}/{kind}", topk_accuracy(scores, self.test_y)))
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {"probe": self.probe.state_dict() if self.probe is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.probe is not None:
+            self.probe.load_state_dict(state["probe"])
+
+
+def _kinds(part: DictConfig | None) -> list[str]:
+    """The feature kinds ("backbone", "projector") a probe config names."""
+    return [] if part is None else [str(getattr(k, "value", k)) for k in part.features]
+
+
+def _named(prefix: str, accuracy: dict[int, float]) -> dict[str, float]:
+    return {f"{prefix}/top{k}": v for k, v in accuracy.items()}

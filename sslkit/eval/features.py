@@ -1,0 +1,38 @@
+"""Features for evaluation: the frozen network on the un-augmented inputs, in eval mode."""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+
+@torch.no_grad()
+def extract(net: nn.Module, x: Tensor, clean: Callable[[Tensor], Tensor], batch_size: int,
+            device: torch.device, projector: bool = False) -> dict[str, Tensor]:
+    """{"backbone": h (N, D_h)[, "projector": z (N, D_z)]} of every sample of x, on `device`;
+    `net` has a `.backbone` and a `.projector` (every method does).
+
+    Each chunk of `batch_size` samples is moved to `device`, made into its evaluation view
+    by `clean` (the augmentation's view without randomness) and passed through `net` in eval
+    mode: BatchNorm uses its running statistics and does not update them. Every module's
+    train/eval mode is restored afterwards."""
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
+    try:
+        out: dict[str, list[Tensor]] = {"backbone": [], "projector": []}
+        for chunk in x.split(batch_size):
+            h = net.backbone(clean(chunk.to(device)))
+            out["backbone"].append(h.float())
+            if projector:
+                out["projector"].append(net.projector(h).float())
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return {k: torch.cat(v) for k, v in out.items() if v}
+
+
+def labelled(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The samples whose label is known (≥ 0; −1 marks unlabeled or held-out samples)."""
+    keep = y >= 0
+    return (x, y) if bool(keep.all()) else (x[keep], y[keep])

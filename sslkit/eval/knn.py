@@ -1,0 +1,41 @@
+"""Weighted k-nearest-neighbour classification on cosine similarity (Wu et al. 2018, as in
+solo-learn's WeightedKNNClassifier).
+
+Features are L2-normalised, so s = q·b is the cosine similarity of a query q and a bank
+sample b. The k most similar bank samples vote for their class with weight exp(s/T)
+(`temperature` T = 0.07), or with weight 1 (`temperature=None`: the plain majority vote);
+the class scores are the summed weights. The (queries × bank) similarity matrix is
+computed a chunk of queries at a time, at most `chunk_elements` entries, so memory stays
+bounded for large banks: against 50 000 bank samples a chunk is 335 queries, a 67 MB
+block, next to the 410 MB of a 50 000 × 2048 float32 bank.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def knn_scores(bank: Tensor, bank_labels: Tensor, queries: Tensor, k: int, classes: int,
+               temperature: float | None = 0.07, chunk_elements: int = 2**24) -> Tensor:
+    """(Q, classes) class scores of `queries` (Q, D) against `bank` (N, D) with labels in
+    0..classes−1: Σ over the k nearest bank samples of class c of exp(s/T) (or of 1)."""
+    bank = F.normalize(bank.float(), dim=1)
+    queries = F.normalize(queries.float().to(bank.device), dim=1)
+    bank_labels = bank_labels.to(bank.device)
+    k = min(k, len(bank))
+    rows = max(1, chunk_elements // len(bank))
+    scores = []
+    for q in queries.split(rows):
+        sim, idx = (q @ bank.T).topk(k, dim=1)  # (rows, k), most similar first
+        weight = (sim / temperature).exp() if temperature is not None else torch.ones_like(sim)
+        votes = torch.zeros(len(q), classes, device=bank.device)
+        scores.append(votes.scatter_add_(1, bank_labels[idx], weight))
+    return torch.cat(scores)
+
+
+def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+    """{k: % of rows whose label is among the k highest scores}; k is capped at the number
+    of classes. Ties go to the lower class index (as torch.argmax, and scikit-learn)."""
+    labels = labels.to(scores.device)
+    order = scores.sort(dim=1, descending=True, stable=True).indices
+    return {k: 100 * (order[:, :k] == labels[:, None]).any(1).float().mean().item() for k in ks}

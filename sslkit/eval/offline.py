@@ -1,0 +1,142 @@
+"""`sslkit-eval RUN_DIR_OR_CHECKPOINT`: offline linear evaluation of a saved model.
+
+The checkpoint's backbone (and projector) is frozen; the features of the training data's
+labelled samples and of the held-out split (`eval.test`, default `split: test`) are
+computed once, in eval mode, and cached in RUN_DIR/eval/; a linear classifier
+(sslkit.eval.LinearProbe) is trained on the cache with full-batch L-BFGS (default) or
+SGD, and its top-1 / top-5 accuracy on the held-out split is printed and written to
+RUN_DIR/linear_eval.json. `--augment K` adds K augmented copies of the training set, also
+computed once: `--augment-kind standard` (random resized crop, scale 0.08–1, and
+horizontal flip: the standard linear-evaluation augmentation of natural images) or
+`views` (the run's own view-1 augmentation: the inputs the online probe trained on).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from sslkit.augment import ImageViews, ViewSpec
+from sslkit.errors import ConfigError
+from sslkit.eval.evaluation import classes_of, held_out
+from sslkit.eval.features import extract, labelled
+from sslkit.eval.knn import topk_accuracy
+from sslkit.eval.probe import OnlineProbe, fit_linear
+from sslkit.rng import LINEAR_EVAL, generator
+
+
+def find_checkpoint(path: Path) -> tuple[Path, Path]:
+    """(checkpoint file, run directory) for a run directory or a checkpoint file."""
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "last.pt"
+        if not ckpt.is_file():
+            raise ConfigError(f"{path} holds no checkpoints/last.pt: pass a run directory written by "
+                              f"sslkit-train, or a checkpoint file.")
+        return ckpt, path
+    if not path.is_file():
+        raise ConfigError(f"{path} is neither a run directory nor a checkpoint file.")
+    return path, path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def load_model(ckpt: Path, device: torch.device):
+    """(config, data, augment, network, step) of a checkpoint, the network frozen."""
+    state = torch.load(ckpt, map_location=device, weights_only=True)
+    cfg = OmegaConf.create(state["config"])
+    data = instantiate(cfg.data)
+    augment = instantiate(cfg.augment)
+    backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
+    projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
+    net = instantiate(cfg.method, backbone=backbone, projector=projector)
+    net.load_state_dict(state["model"])
+    return cfg, data, augment, net.to(device).requires_grad_(False), state["step"]
+
+
+def standard_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random resized crop (scale 0.08–1, ratio ¾–4⁄3) and horizontal flip, as floats in [0, 1]."""
+    spec = ViewSpec(crop_scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0)
+    return ImageViews(spec)(x, g)[0]
+
+
+def features(ckpt: Path, run_dir: Path, kind: str, augment_copies: int, device: torch.device,
+             batch_size: int, seed: int = 0, augment_kind: str = "standard") -> dict:
+    """The feature cache of `ckpt`: train / test features and labels, and `augment_copies`
+    copies of the training features augmented as `augment_kind` says; computed on the
+    first call."""
+    aug = f"{augment_kind}{augment_copies}" if augment_copies else "0"
+    cache = run_dir / "eval" / f"features-{ckpt.resolve().stem}-{kind}-aug{aug}-seed{seed}.pt"
+    if cache.is_file():
+        return torch.load(cache, map_location=device, weights_only=True)
+    cfg, data, augment, net, step = load_model(ckpt, device)
+    test = held_out(cfg)
+    x, y = labelled(data.x, data.y)
+    if len(y.unique()) < 2:
+        raise ConfigError(f"{data.name} has no class labels: there is nothing to evaluate.")
+    get = lambda images, clean: extract(net, images, clean, batch_size, device, kind == "projector")[kind]
+    train_x = [get(x, augment.clean)]
+    for copy in range(augment_copies):
+        g = generator(device, seed, LINEAR_EVAL, copy)
+        if augment_kind == "views":  # view 1 of the run's own augmentation, already normalised
+            train_x.append(get(x, lambda chunk: augment(chunk, g)[0]))
+        else:
+            train_x.append(get(x, lambda chunk: augment.clean(standard_augment(chunk, g))))
+    out = {"step": step, "train_x": torch.cat(train_x), "train_y": y.to(device).repeat(1 + augment_copies),
+           "test_x": get(test.x, augment.clean), "test_y": test.y.to(device)}
+    cache.parent.mkdir(exist_ok=True)
+    torch.save(out, cache)
+    return out
+
+
+def fit_sgd(x: torch.Tensor, y: torch.Tensor, classes: int, epochs: int, batch_size: int, lr: float,
+            weight_decay: float, seed: int) -> OnlineProbe:
+    """SGD (momentum 0.9, cosine schedule) over shuffled mini-batches of the cache."""
+    batches = max(1, len(x) // batch_size)
+    probe = OnlineProbe({"x": x.shape[1]}, classes, epochs * batches, lr, 0.9, weight_decay).to(x.device)
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=generator(x.device, seed, LINEAR_EVAL, epoch), device=x.device)
+        for idx in order[: batches * batch_size].view(batches, -1):
+            probe.train_step({"x": x[idx]}, y[idx])
+    return probe
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sslkit-eval", description=__doc__.split("\n\n")[1])
+    parser.add_argument("path", type=Path, help="a run directory (its checkpoints/last.pt) or a checkpoint file")
+    parser.add_argument("--features", choices=["backbone", "projector"], default="backbone")
+    parser.add_argument("--optimizer", choices=["lbfgs", "sgd"], default="lbfgs")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="L2 penalty (L-BFGS: λ/2·‖W‖²)")
+    parser.add_argument("--augment", type=int, default=0, metavar="K",
+                        help="K augmented copies of the training set")
+    parser.add_argument("--augment-kind", choices=["standard", "views"], default="standard",
+                        help="standard: random resized crop + flip (images); views: the run's view 1")
+    parser.add_argument("--epochs", type=int, default=100, help="SGD epochs over the cache")
+    parser.add_argument("--lr", type=float, default=0.1, help="SGD learning rate")
+    parser.add_argument("--batch-size", type=int, default=256, help="SGD batch; also images per forward pass")
+    parser.add_argument("--seed", type=int, default=0, help="SGD batch order and the augmentation")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    try:
+        ckpt, run_dir = find_checkpoint(args.path)
+        device = torch.device(args.device)
+        f = features(ckpt, run_dir, args.features, args.augment, device, args.batch_size, args.seed,
+                     args.augment_kind)
+    except ConfigError as exc:
+        parser.exit(2, f"sslkit-eval: error: {exc}\n")
+    classes = classes_of(f["train_y"], f["test_y"])
+    if args.optimizer == "lbfgs":
+        probe = fit_linear(f["train_x"], f["train_y"], classes, args.weight_decay)
+        scores = probe.eval()(f["test_x"]).detach()
+    else:
+        probe = fit_sgd(f["train_x"], f["train_y"], classes, args.epochs, args.batch_size, args.lr,
+                        args.weight_decay, args.seed)
+        scores = probe.scores({"x": f["test_x"]})["x"]
+    accuracy = topk_accuracy(scores, f["test_y"])
+    result = {"checkpoint": str(ckpt), "step": f["step"], "features": args.features, "optimizer": args.optimizer,
+              "weight_decay": args.weight_decay, "augment": args.augment, "augment_kind": args.augment_kind, "train_samples": len(f["train_y"]),
+              "test_samples": len(f["test_y"]), "top1": accuracy[1], "top5": accuracy[5]}
+    (run_dir / "linear_eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"step {f['step']}: top-1 {accuracy[1]:.2f} %, top-5 {accuracy[5]:.2f} % "
+          f"({len(f['test_y'])} held-out samples) → {run_dir / 'linear_eval.json'}", file=sys.stdout)

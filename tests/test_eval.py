@@ -1,0 +1,225 @@
+"""sslkit.eval: kNN against scikit-learn and a direct computation, the linear probes on
+separable data, and evaluation as a pure observer of training."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from sklearn.neighbors import KNeighborsClassifier
+
+from sslkit.data import digits
+from sslkit.eval import Evaluation, LinearProbe, OnlineProbe, extract, fit_linear, knn_scores, topk_accuracy
+from sslkit.models import Projector, resnet
+from sslkit.methods import Siamese
+from sslkit.train import train
+
+
+def clustered(n: int, dim: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian clusters around random class means: continuous features, no exact ties."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(classes, dim, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return means[y] + 0.8 * torch.randn(n, dim, generator=g), y
+
+
+@pytest.mark.parametrize("k", [1, 7, 20])
+def test_unweighted_knn_equals_sklearn(k):
+    """temperature=None: majority vote of the k nearest in cosine distance; ties between
+    classes go to the lower class, as in scikit-learn."""
+    bank, bank_y = clustered(400, 16, 6, seed=0)
+    queries, _ = clustered(120, 16, 6, seed=1)
+    scores = knn_scores(bank, bank_y, queries, k, 6, temperature=None)
+    sk = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(bank.numpy(), bank_y.numpy())
+    np.testing.assert_array_equal(scores.argmax(1).numpy(), sk.predict(queries.numpy()))
+    np.testing.assert_allclose(scores / k, sk.predict_proba(queries.numpy()), atol=1e-6)
+
+
+def test_weighted_knn_equals_direct_computation_and_chunking_changes_nothing():
+    """Wu et al. 2018: score_c(q) = Σ_{i ∈ top-k(q), y_i = c} exp(cos(q, b_i)/T), computed
+    here sample by sample in float64; the chunked version (3 queries per chunk) agrees to
+    float32 rounding; the predictions equal scikit-learn's with weights exp(−d/T), d = 1 − cos."""
+    bank, bank_y = clustered(300, 12, 5, seed=2)
+    queries, _ = clustered(40, 12, 5, seed=3)
+    k, t = 20, 0.07
+    b = bank.double() / bank.double().norm(dim=1, keepdim=True)
+    expected = np.zeros((len(queries), 5))
+    for i, q in enumerate(queries.double()):
+        sim = (b @ (q / q.norm())).numpy()
+        for j in np.argsort(-sim)[:k]:
+            expected[i, bank_y[j]] += np.exp(sim[j] / t)
+    scores = knn_scores(bank, bank_y, queries, k, 5, temperature=t)
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-4)
+    chunked = knn_scores(bank, bank_y, queries, k, 5, temperature=t, chunk_elements=3 * len(bank))
+    torch.testing.assert_close(chunked, scores, rtol=1e-5, atol=0)  # BLAS blocking: rounding only
+    sk = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute",
+                              weights=lambda d: np.exp(-d / t)).fit(bank.numpy(), bank_y.numpy())
+    np.testing.assert_array_equal(scores.argmax(1).numpy(), sk.predict(queries.numpy()))
+
+
+def test_topk_accuracy_counts_ranks():
+    scores = torch.tensor([[0.1, 0.5, 0.4], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    labels = torch.tensor([1, 2, 1])  # ranks 1, 3, 2 (the tie 0.2 = 0.2 goes to class 0)
+    assert topk_accuracy(scores, labels, (1, 2, 3)) == pytest.approx({1: 100 / 3, 2: 100 / 3, 3: 100.0})
+
+
+def separable(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels argmax(Wx) of a random linear map, keeping the samples whose two largest
+    logits differ by more than half a row norm of W: linearly separable with a margin;
+    features scaled by 1e-3, as a small-initialised model's are."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(10, 32, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4 * n, 32, generator=g)  # about 44 % are kept
+    logits = x @ w.T
+    top2 = logits.topk(2, dim=1).values
+    keep = top2[:, 0] - top2[:, 1] > 0.5 * w.norm(dim=1).mean()
+    return 1e-3 * x[keep][:n], logits.argmax(1)[keep][:n]
+
+
+def test_linear_probes_separate_separable_data():
+    """Both fits reach ≥ 99 % on held-out samples of linearly separable 10-class data."""
+    x, y = separable(3000, seed=1)
+    xt, yt = separable(1000, seed=2)
+    lbfgs = fit_linear(x, y, 10, weight_decay=1e-6)
+    assert topk_accuracy(lbfgs.eval()(xt).detach(), yt)[1] >= 99
+    online = OnlineProbe({"h": 32}, 10, total_steps=300, lr=0.1)
+    for step in range(300):
+        idx = torch.randint(0, len(x), (256,), generator=torch.Generator().manual_seed(step))
+        online.train_step({"h": x[idx]}, y[idx])
+    assert topk_accuracy(online.scores({"h": xt})["h"], yt)[1] >= 99
+
+
+def test_online_probe_skips_unlabelled_rows():
+    """A batch labelled −1 throughout (STL-10's unlabeled images) leaves the classifier at
+    its start, with no NaN; rows labelled −1 next to labelled ones change nothing but the
+    standardisation's statistics."""
+    x, y = separable(64, seed=3)
+    probe = OnlineProbe({"h": 32}, 10, 10)
+    probe.train_step({"h": x}, torch.full_like(y, -1))
+    assert not probe.heads["h"].linear.weight.any() and not probe.heads["h"].linear.bias.any()
+    labelled, mixed = OnlineProbe({"h": 32}, 10, 10), OnlineProbe({"h": 32}, 10, 10)
+    labelled.train_step({"h": x}, y)
+    mixed.train_step({"h": torch.cat([x, x])}, torch.cat([y, torch.full_like(y, -1)]))  # same statistics
+    torch.testing.assert_close(mixed.heads["h"].linear.weight, labelled.heads["h"].linear.weight)
+
+
+def test_digits_held_out_split_is_the_last_297(config):
+    """split=test: the last 297 digits; train: the first 1500; all: 1797 with the held-out
+    labels hidden (−1)."""
+    from sklearn.datasets import load_digits
+
+    target = load_digits().target
+    test, train_, all_ = (digits(batch_size=1, split=s) for s in ("test", "train", "all"))
+    np.testing.assert_array_equal(test.y.numpy(), target[1500:])
+    np.testing.assert_array_equal(train_.y.numpy(), target[:1500])
+    assert torch.equal(all_.x, torch.cat([train_.x, test.x]))
+    assert (all_.y[1500:] == -1).all() and torch.equal(all_.y[:1500], train_.y)
+
+
+def test_features_in_eval_mode_leave_batchnorm_and_modes_unchanged():
+    """Extraction runs BatchNorm on its running statistics: no buffer changes, and every
+    module's train/eval mode is restored (a half-eval model stays half-eval)."""
+    net = Siamese(resnet(in_shape=(1, 8, 8), arch="resnet18"), Projector(512, [32], 8))
+    x = torch.randint(0, 256, (50, 1, 8, 8), dtype=torch.uint8)
+    net.train()(x.float(), x.float())  # running statistics away from their initial values
+    net.projector.eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    modes = [m.training for m in net.modules()]
+    out = extract(net, x, lambda t: t.float() / 255, batch_size=16, device=torch.device("cpu"), projector=True)
+    assert out["backbone"].shape == (50, 512) and out["projector"].shape == (50, 8)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert [m.training for m in net.modules()] == modes
+    # eval mode: each sample's features do not depend on the rest of its chunk
+    single = extract(net, x[:1], lambda t: t.float() / 255, 1, torch.device("cpu"), True)
+    torch.testing.assert_close(single["backbone"], out["backbone"][:1])
+
+
+def rows(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def training_fields(run_dir) -> list[dict]:
+    """Each row without the evaluation, the spectrum summaries and the measured speed."""
+    return [{k: v for k, v in r.items() if not k.startswith("eval/") and k != "images_per_s"} for r in rows(run_dir)]
+
+
+EVAL_BASE = ("loss=vicreg", "backbone=mlp", "backbone.width=32", "projector=mlp", "data.batch_size=128")
+
+
+def test_evaluation_does_not_change_the_trajectory(config, tmp_path):
+    """Same seed with and without eval=[online_probe,knn]: bit-identical parameters and
+    BatchNorm statistics, and the same logged losses; accuracies after steps 4, 8 and the last."""
+    base = (*EVAL_BASE, "trainer.max_steps=10")
+    train(config(*base), tmp_path / "off")
+    train(config(*base, "eval=[online_probe,knn]", "eval.every=4",
+                 "eval.online_probe.features=[backbone,projector]", "eval.knn.features=[backbone,projector]"),
+          tmp_path / "on")
+    off, on = (torch.load(tmp_path / d / "checkpoints" / "last.pt", weights_only=True) for d in ("off", "on"))
+    assert off["model"].keys() == on["model"].keys()
+    assert all(torch.equal(off["model"][k], on["model"][k]) for k in off["model"])
+    assert training_fields(tmp_path / "off") == training_fields(tmp_path / "on")
+    evaluated = [r for r in rows(tmp_path / "on") if "eval/probe/backbone/top1" in r]
+    assert [r["step"] for r in evaluated] == [3, 7, 9]
+    assert {"eval/probe/projector/top5", "eval/knn20/backbone/top1", "eval/knn200/projector/top5"} <= set(evaluated[0])
+    assert on["eval"]["probe"] is not None and off["eval"] is None
+
+
+def test_resumed_run_continues_the_probe_exactly(config, tmp_path):
+    """The probe's weights, optimizer and statistics are in the checkpoint: a run stopped
+    at step 6 and resumed logs the accuracies of an uninterrupted run."""
+    base = (*EVAL_BASE, "eval=[online_probe,knn]", "eval.every=3", "eval.online_probe.schedule=constant",
+            "trainer.checkpoint_every=6")
+    train(config(*base, "trainer.max_steps=12"), tmp_path / "whole")
+    train(config(*base, "trainer.max_steps=6"), tmp_path / "split")
+    train(config(*base, "trainer.max_steps=12"), tmp_path / "split")
+    assert training_fields(tmp_path / "whole") == training_fields(tmp_path / "split")
+    accuracy = [[{k: v for k, v in r.items() if k.startswith("eval/")} for r in rows(tmp_path / d)]
+                for d in ("whole", "split")]
+    assert accuracy[0] == accuracy[1] and any(accuracy[0])
+
+
+def test_label_free_data_skips_evaluation_with_a_notice(config, tmp_path, caplog):
+    """data=synthetic has one class (all labels 0): one warning line, no accuracies."""
+    with caplog.at_level(logging.WARNING, logger="sslkit.eval.evaluation"):
+        train(config("data=synthetic", "augment=gaussian_noise", "data.n=256", "data.batch_size=64",
+                     "trainer.max_steps=3", "eval=[online_probe,knn]"), tmp_path)
+    notices = [r.getMessage() for r in caplog.records if r.name == "sslkit.eval.evaluation"]
+    assert len(notices) == 1 and "has no class labels" in notices[0] and "\n" not in notices[0]
+    assert not any(k.startswith("eval/") for r in rows(tmp_path) for k in r)
+
+
+def test_data_without_a_held_out_split_is_a_config_error(config, tmp_path):
+    """An image folder has no test split: evaluation asks for eval.test_root, before training."""
+    from sslkit.errors import ConfigError
+
+    for c in range(2):
+        (tmp_path / "images" / f"class{c}").mkdir(parents=True)
+        torchvision.io.write_png(torch.full((3, 8, 8), 50 * c, dtype=torch.uint8),
+                                 str(tmp_path / "images" / f"class{c}" / "a.png"))
+    with pytest.raises(ConfigError, match=r"no held-out split .* eval.test_root=DIR"):
+        train(config("data=imagefolder", f"data.root={tmp_path / 'images'}", "data.image_size=8",
+                      f"data.cache_dir={tmp_path / 'cache'}", "data.batch_size=2", "augment=none",
+                      "eval=knn"), tmp_path / "run")
+
+
+def test_sslkit_eval_reproduces_the_online_probe_on_the_same_features(config, tmp_path):
+    """`sslkit-eval RUN_DIR` (features cached from last.pt, L-BFGS) gives the online probe's
+    final held-out accuracy within 1 point when both see the same features: the network is
+    frozen (optim.lr=0) and the views are the clean images (no shift, no noise). This
+    sidesteps the two ways a real run's online probe differs, features that move while it
+    trains and augmented inputs; the README's table reports that gap on real runs."""
+    from sslkit.eval.offline import main
+
+    train(config("backbone=mlp", "backbone.width=64", "projector=mlp", "data.batch_size=256",
+                 "trainer.max_steps=200", "optim.lr=0", "augment.std=0", "augment.max_shift=0",
+                 "spectrum=off", "eval=online_probe", "eval.every=100"), tmp_path)
+    online = rows(tmp_path)[-1]["eval/probe/backbone/top1"]
+    main([str(tmp_path)])
+    offline = json.loads((tmp_path / "linear_eval.json").read_text())
+    assert offline["step"] == 200 and offline["test_samples"] == 297 and offline["train_samples"] == 1500
+    assert abs(offline["top1"] - online) <= 1, (online, offline)
+    assert list((tmp_path / "eval").glob("features-*.pt"))  # cached: a second call reads it
+    main([str(tmp_path / "checkpoints" / "last.pt"), "--optimizer", "sgd", "--epochs", "20"])
+    assert abs(json.loads((tmp_path / "linear_eval.json").read_text())["top1"] - online) <= 3
