@@ -140,3 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     (run_dir / "linear_eval.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"step {f['step']}: top-1 {accuracy[1]:.2f} %, top-5 {accuracy[5]:.2f} % "
           f"({len(f['test_y'])} held-out samples) → {run_dir / 'linear_eval.json'}", file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
