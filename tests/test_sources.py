@@ -290,3 +290,17 @@ def test_cifar10_experiment_preset_trains_from_the_shell(tmp_path):
                            f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_sslkit_data_is_the_default_root_of_the_archives(tmp_path, monkeypatch):
+    """One folder holding the extracted archives, named once in $SSLKIT_DATA, serves the
+    cifar10 option with no data.root; unset, the error says both ways to give it."""
+    write_cifar10(tmp_path / "cifar-10-batches-py", n=2)
+    monkeypatch.setenv("SSLKIT_DATA", str(tmp_path))
+    cfg = compose_config("data=cifar10", "data.batch_size=2")
+    assert cfg.data.root == str(tmp_path) and instantiate(cfg.data).x.shape == (10, 3, 32, 32)
+    monkeypatch.delenv("SSLKIT_DATA")
+    assert compose_config("data=stl10").data.root is None
+    with pytest.raises(ConfigError, match=r"data.root is not set: data=cifar10 .* Set data.root=DIR with .*, or "
+                                          r"once per machine: export SSLKIT_DATA=DIR"):
+        cifar10(None, batch_size=2)

@@ -9,8 +9,9 @@ def root_dir(root: str | None, option: str, layout: str, hint: str) -> Path:
     """`data.root` as a Path; unset or not a directory is a ConfigError that names
     data.root, the expected layout and a hint."""
     if root is None:
+        env = ", or once per machine: export SSLKIT_DATA=DIR" if option != "imagefolder" else ""
         raise ConfigError(f"data.root is not set: data={option} reads its files from a directory. Set "
-                          f"data.root=DIR with {layout}. {hint}")
+                          f"data.root=DIR with {layout}{env}. {hint}")
     path = Path(root).expanduser()
     if not path.is_dir():
         raise ConfigError(f"data.root={root} is not a directory. data={option} expects {layout}. {hint}")
