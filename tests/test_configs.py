@@ -12,14 +12,16 @@ from hydra.utils import instantiate
 from torchvision.io import write_png
 
 from conftest import compose_config
+from sslkit.eval import Evaluation
 from sslkit.methods import check_loss
 from sslkit.optim import build_optimizer
 from sslkit.records import Observer
 from test_sources import write_cifar10, write_stl_images
 
 CONFIGS = Path(__file__).parents[1] / "configs"
-GROUPS = ("data", "backbone", "projector", "method", "augment", "loss", "optim", "spectrum", "logger")
+GROUPS = sorted(d.name for d in CONFIGS.iterdir() if d.is_dir() and d.name not in ("experiment", "hydra"))
 OPTIONS = [(group, p.stem) for group in GROUPS for p in sorted((CONFIGS / group).glob("*.yaml"))]
+BUILT = {"data", "backbone", "projector", "method", "augment", "loss", "optim", "eval", "spectrum", "logger"}
 RNG = np.random.default_rng(0)
 
 
@@ -54,14 +56,16 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
         overrides += [f"data.cache_dir={tmp_path / 'cache'}"] if option == "imagefolder" else []
     overrides += {"loss=byol": ["method=byol"], "logger=wandb": ["logger.wandb.mode=disabled"]}.get(overrides[0], [])
     cfg = compose_config(*overrides)
-    if group == "data":
-        instantiate(cfg.data)
+    assert group in BUILT, f"tests/test_configs.py does not build the new group {group} yet"
+    data = instantiate(cfg.data) if group in ("data", "eval") else None
     backbone = instantiate(cfg.backbone, in_shape=(1, 8, 8))  # a digit
     projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
     net = instantiate(cfg.method, backbone=backbone, projector=projector)
     check_loss(net, instantiate(cfg.loss))
-    instantiate(cfg.augment)
+    augment = instantiate(cfg.augment)
     build_optimizer(cfg.optim, net, 10)
+    if group == "eval":
+        Evaluation.build(cfg, data, augment, net, torch.device("cpu"), 10)
     if group in ("spectrum", "logger"):
         (tmp_path / "run").mkdir()
         Observer(tmp_path / "run", cfg, torch.device("cpu")).close()
