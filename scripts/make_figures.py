@@ -1,7 +1,7 @@
 """Regenerate the README figures: run each experiment from the shell, exactly as a user
 would, and copy its report figure to scripts/figures/<experiment>.png.
 
-    python scripts/make_figures.py [experiment ...]    (default: the three stepwise experiments)
+    python scripts/make_figures.py [experiment ...] [-- OVERRIDES...]    (default: the three stepwise experiments)
 
 Prints the wall time and the step at which each of the first modes of C crossed ½.
 """
@@ -17,12 +17,12 @@ from sslkit.spectrum import crossing_steps, load
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main(experiments: list[str]) -> None:
+def main(experiments: list[str], overrides: list[str]) -> None:
     for experiment in experiments:
         run_dir = ROOT / "runs" / "figures" / experiment
         shutil.rmtree(run_dir, ignore_errors=True)
         start = time.perf_counter()
-        subprocess.run([Path(sys.executable).parent / "sslkit-train", f"experiment={experiment}",
+        subprocess.run([Path(sys.executable).parent / "sslkit-train", f"experiment={experiment}", *overrides,
                         f"hydra.run.dir={run_dir}"], check=True, cwd=ROOT)
         wall = time.perf_counter() - start
         spectra = load(run_dir)
@@ -33,4 +33,6 @@ def main(experiments: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["stepwise_digits", "stepwise_synthetic", "stepwise_ntk_digits"])
+    args = sys.argv[1:]
+    split = args.index("--") if "--" in args else len(args)
+    main(args[:split] or ["stepwise_digits", "stepwise_synthetic", "stepwise_ntk_digits"], args[split + 1:])

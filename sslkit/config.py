@@ -61,6 +61,11 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     resume: str = "auto"  # auto (from run_dir/checkpoints if there), never, or a checkpoint path
     on_nan: OnNaN = OnNaN.stop  # skip: drop the update of a step whose loss is not finite
+    # sslkit.accel: auto = the fast setting on CUDA (bf16, true, true), the plain one on the CPU
+    precision: str = "auto"  # auto | fp32 | tf32 | bf16
+    channels_last: Union[bool, str] = "auto"  # auto | true | false
+    compile: Union[bool, str] = "auto"  # auto | true | false: torch.compile model and loss
+    compile_mode: str = "default"  # default | max-autotune-no-cudagraphs
 
 
 # --- data -------------------------------------------------------------------------------
@@ -75,6 +80,8 @@ class DigitsConfig:
     _target_: str = "sslkit.data.digits"
     batch_size: int = 256
     split: DigitsSplit = DigitsSplit.all
+    size: int = 8  # > 8: resized (bilinear) to size x size
+    channels: int = 1  # 3: grey repeated in R, G, B
 
 
 @dataclass
@@ -191,12 +198,14 @@ class MLPProjectorConfig:
     _target_: str = "sslkit.models.Projector"
     hidden_dims: list[int] = field(default_factory=lambda: [256])
     out_dim: int = 256
+    init_scale: float = 1.0  # multiplies the last Linear's initial weights
 
 
 @dataclass
 class LinearProjectorConfig:
     _target_: str = "sslkit.models.linear_projector"
     out_dim: int = 256
+    init_scale: float = 1.0
 
 
 @dataclass
@@ -238,7 +247,7 @@ class ImageViewsConfig:
     size: Optional[int] = None  # views are size x size; null: the input's size
     mean: list[float] = field(default_factory=lambda: [0.0])
     std: list[float] = field(default_factory=lambda: [1.0])
-    compile: bool = False  # torch.compile the view stages (first step compiles, then faster)
+    compile: Union[bool, str] = "auto"  # torch.compile the view stages; auto: on CUDA
 
 
 # --- losses -----------------------------------------------------------------------------

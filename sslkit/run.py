@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 
 import sslkit
 from sslkit.errors import ConfigError
-from sslkit.losses import LossOutput
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +92,12 @@ class StopSignal:
             signal.signal(s, handler)
 
 
-def non_finite_message(out: LossOutput, step: int, last_checkpoint: Path | None) -> str:
-    """What happened at a non-finite loss, and what to change."""
-    terms = ", ".join(f"{k}={v.item():.4g}" for k, v in out.terms.items())
+def non_finite_message(values: dict[str, float], step: int, last_checkpoint: Path | None) -> str:
+    """What happened at a non-finite loss (`values`: the loss and its terms), and what to change."""
+    terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if k != "loss")
     where = f"The last good checkpoint is {last_checkpoint}. " if last_checkpoint else "No checkpoint was written yet. "
     return (
-        f"The loss became non-finite at step {step}: loss={out.loss.item()} ({terms}). {where}"
+        f"The loss became non-finite at step {step}: loss={values['loss']} ({terms}). {where}"
         f"The usual causes are a learning rate too high for the loss scale or a missing "
         f"warm-up: lower optim.lr, use optim.schedule=warmup_cosine with optim.warmup_steps>0, "
         f"or for VICReg use optim=lars; trainer.on_nan=skip drops such steps instead."

@@ -4,29 +4,47 @@ The spectrum and the metrics log only read what the step already computed (the l
 terms and the detached embeddings); switching them off leaves the trajectory unchanged.
 A checkpoint every `trainer.checkpoint_every` steps (and on SIGTERM / SIGUSR1) lets a
 relaunch in the same run directory continue exactly where the run stopped.
+
+The host never waits for the device inside a step (sslkit.step): the loss's finiteness
+gates the update on the device, and the host reads it with the logged values one step
+later, while the device computes the next step. A non-finite loss then stops the run
+(`trainer.on_nan=stop`: its update was never applied, nothing after it is logged or
+saved) or is reported and skipped (`skip`), as if it had been read at once: before a
+checkpoint and at the end the loop reads the current step first.
 """
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch import Tensor
 from tqdm import tqdm
 
 from sslkit import checkpoint, distributed
 from sslkit.errors import ConfigError, NonFiniteLossError, Preempted
 from sslkit.eval import Evaluation
+from sslkit.methods import StepOutput
 from sslkit.records import Observer
-from sslkit.losses import LossOutput
-from sslkit.methods import StepOutput, check_loss
-from sslkit.optim import build_optimizer
-from sslkit.rng import VIEWS, generator
-from sslkit.run import StopSignal, check_run_dir, non_finite_message, resolve_device, save_run_info, total_steps
-from sslkit.spectrum import reads_features
+from sslkit.run import StopSignal, check_run_dir, non_finite_message, resolve_device, save_run_info
+from sslkit.step import HostValues, Step
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pending:
+    """A step whose host side (NaN check, spectra, metrics) is still to do."""
+
+    step: int
+    epoch: int
+    y: Tensor  # the batch's labels, for the evaluation
+    lr: float
+    out: StepOutput
+    terms: list[str]
+    values: HostValues  # finite, loss, terms
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
@@ -36,22 +54,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     run_dir, ckpt_dir = Path(run_dir), Path(run_dir) / "checkpoints"
     rank = distributed.init(cfg.device.value)
     device = resolve_device(cfg.device.value, rank.local_rank)
-
-    torch.manual_seed(cfg.seed)  # initial weights; batch order and views use sslkit.rng
-    data = instantiate(cfg.data).to(device)
-    if data.batch_size % rank.world_size:
-        raise ConfigError(f"data.batch_size={data.batch_size} is the global batch and must divide "
-                          f"by the number of processes, {rank.world_size}.")
-    augment = instantiate(cfg.augment)
-    backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
-    projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
-    net = instantiate(cfg.method, backbone=backbone, projector=projector).to(device)
-    loss_fn = instantiate(cfg.loss)
-    check_loss(net, loss_fn)  # the loss takes what the method gives it
-    steps = total_steps(cfg.trainer, data.steps_per_epoch)
-    optimizer, scheduler = build_optimizer(cfg.optim, net, steps)
-    model = distributed.wrap(net, rank, device)
-    evaluation = Evaluation.build(cfg, data, augment, net, device, steps) if rank.is_main else None
+    run = Step.build(cfg, device, rank)
+    net, optimizer, scheduler, steps = run.net, run.optimizer, run.scheduler, run.steps
+    evaluation = Evaluation.build(cfg, run.data, run.augment, net, device, steps) if rank.is_main else None
 
     if rank.is_main:
         check_run_dir(run_dir, cfg.trainer.resume, checkpoint_bytes=3 * sum(p.nbytes for p in net.parameters()))
@@ -70,7 +75,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         log.info("resuming from %s at step %d", last_ckpt, start)
 
     observe = rank.is_main  # logs, spectra and checkpoints come from rank 0 only
-    gather_features = rank.enabled and reads_features(cfg.spectrum)  # every rank joins the gather
     if observe:
         save_run_info(cfg, run_dir, device)
         # metrics.jsonl, spectra and dashboards, in a background thread; files cut back to `logs`
@@ -94,47 +98,49 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     progress = tqdm(total=steps, initial=start, disable=not (observe and cfg.trainer.progress),
                     desc="train", unit="step")
     logged, tick = start, time.perf_counter()
-    with StopSignal() as stop, progress:
-        try:
-            batches = data.batches(cfg.seed, start)
-            for step, (epoch, x, y) in zip(range(start, steps), batches):
-                x = distributed.shard(x, rank)
-                v1, v2 = augment(x, generator(device, cfg.seed, VIEWS, rank.rank, step))
-                s: StepOutput = distributed.gather(model(v1, v2), rank, gather_features)
-                out: LossOutput = loss_fn(s.z1, s.z2, **s.extra)
-                lr = scheduler.get_last_lr()[0]
-                if torch.isfinite(out.loss):
-                    optimizer.zero_grad(set_to_none=True)
-                    out.loss.backward()
-                    optimizer.step()
-                    net.after_step(step, steps)  # e.g. a target network's moving average
-                elif cfg.trainer.on_nan == "stop":
-                    raise NonFiniteLossError(non_finite_message(out, step, last_ckpt))
-                else:
-                    log.warning(non_finite_message(out, step, last_ckpt) + " Skipped (trainer.on_nan=skip).")
-                scheduler.step()
 
-                if observe:
-                    observer.spectrum(step, s)  # queued, detached: no sync
-                accuracy = evaluation.after_step(step, s, y) if evaluation is not None else {}
+    def finish(p: Pending) -> None:
+        """The host's part of step p: stop or skip on a non-finite loss, spectra, metrics."""
+        nonlocal record, logged, tick
+        finite, *values = p.values.get()
+        values = dict(zip(["loss", *p.terms], values))
+        if not finite:
+            message = non_finite_message(values, p.step, last_ckpt)
+            if cfg.trainer.on_nan == "stop":
+                raise NonFiniteLossError(message)
+            log.warning(message + " Skipped (trainer.on_nan=skip).")
+        if not observe:
+            return
+        observer.spectrum(p.step, p.out)  # queued, detached: no sync
+        accuracy = evaluation.after_step(p.step, p.out, p.y) if evaluation is not None else {}
+        done = p.step + 1
+        if done % log_every == 0 or done == steps or accuracy:
+            now = time.perf_counter()
+            record = {"step": p.step, "epoch": p.epoch, **values, "lr": p.lr,
+                      "images_per_s": run.data.batch_size * (done - logged) / (now - tick), **accuracy}
+            observer.log(record)  # completed with the step's spectrum summaries
+            progress.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+            progress.update(done - progress.n)
+            logged, tick = done, now
+
+    pending: Pending | None = None
+    with run.accel.matmul_precision(), StopSignal() as stop, progress:
+        try:
+            for step, (epoch, x, y) in zip(range(start, steps), run.data.batches(cfg.seed, start)):
+                s, out = run.forward(*run.views(x, step))
+                finite = run.backward(out)
+                lr = scheduler.get_last_lr()[0]
+                run.update(step, finite)
+                if pending is not None:  # the previous step, while the device computes this one
+                    finish(pending)
+                pending = Pending(step, epoch, y, lr, s, list(out.terms),
+                                  HostValues([finite, out.loss, *out.terms.values()]))
                 done = step + 1
-                if observe and (done % log_every == 0 or done == steps or accuracy):
-                    now = time.perf_counter()
-                    record = {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": out.loss.item(),
-                        **{k: v.item() for k, v in out.terms.items()},
-                        "lr": lr,
-                        "images_per_s": data.batch_size * (done - logged) / (now - tick),
-                        **accuracy,
-                    }
-                    observer.log(record)  # completed with the step's spectrum summaries
-                    progress.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
-                    progress.update(done - progress.n)
-                    logged, tick = done, now
-                if observe and (done % ckpt_every == 0 or done == steps or stop.received):
-                    save_checkpoint(done)
+                if done % ckpt_every == 0 or done == steps or stop.received:
+                    finish(pending)
+                    pending = None
+                    if observe:
+                        save_checkpoint(done)
                 if stop.received:
                     raise Preempted(f"stopped by {stop.received} after step {step}; checkpoint "
                                     f"{last_ckpt}. Relaunch the same command to resume.")

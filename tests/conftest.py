@@ -1,5 +1,6 @@
 """Shared fixtures: compose the real configs/ with Hydra's compose API, as the CLI does."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,22 @@ from sslkit.spectrum import crossing_steps, load
 
 register_configs()
 
+# wandb is a dependency, but an image may lack it (e.g. a GPU machine's own PyTorch image)
+HAS_WANDB = importlib.util.find_spec("wandb") is not None
+needs_wandb = pytest.mark.skipif(not HAS_WANDB, reason="wandb is not installed")
+
+
+def on_cpu(*overrides: str) -> list[str]:
+    """`overrides` with device=cpu in front unless they name a device: the tests check the
+    CPU path, also on a machine with a GPU (the CUDA paths have tests of their own)."""
+    return list(overrides) if any(o.startswith("device=") for o in overrides) else ["device=cpu", *overrides]
+
 
 def compose_config(*overrides: str) -> DictConfig:
-    """The config `sslkit-train <overrides>` would run, with the progress bar off."""
+    """The config `sslkit-train <overrides>` would run, on the CPU unless `overrides` name a
+    device, with the progress bar off."""
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[*overrides, "trainer.progress=false", "trainer.report=false"])
+        return compose("train", overrides=[*on_cpu(*overrides), "trainer.progress=false", "trainer.report=false"])
 
 
 @pytest.fixture

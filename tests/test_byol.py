@@ -59,7 +59,10 @@ def test_tau_follows_the_cosine_schedule_and_the_target_its_moving_average():
             p.add_(torch.randn_like(p))
     online = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith(("target.", "predictor."))}
     before = {k: v.clone() for k, v in net.state_dict().items() if k.startswith("target.")}
-    net.after_step(30, 100)
+    target = [p.clone() for p in net.target.parameters()]
+    net.after_step(30, 100, torch.tensor(False))  # a skipped step leaves the target as it is
+    assert all(torch.equal(p, q) for p, q in zip(net.target.parameters(), target))
+    net.after_step(30, 100, torch.tensor(True))
     tau = 1 - 0.01 * (math.cos(math.pi * 0.3) + 1) / 2
     after = net.state_dict()
     params = {n for n, _ in net.target.named_parameters()}

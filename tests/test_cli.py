@@ -11,11 +11,13 @@ from sslkit.errors import ConfigError, NonFiniteLossError
 from sslkit.spectrum import load
 from sslkit.train import train
 
+from conftest import on_cpu
+
 BIN = Path(sys.executable).parent
 
 
 def sslkit_train(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([BIN / "sslkit-train", *overrides, "trainer.progress=false"],
+    return subprocess.run([BIN / "sslkit-train", *on_cpu(*overrides), "trainer.progress=false"],
                           capture_output=True, text=True, cwd=cwd, timeout=300)
 
 

@@ -11,6 +11,8 @@ import torch
 
 from sslkit.spectrum import load
 
+from conftest import on_cpu
+
 BIN = Path(sys.executable).parent
 # Deterministic views (noise std 0) so that both runs see the same global batches; no
 # BatchNorm, whose statistics are per process on CPU (no SyncBatchNorm).
@@ -22,7 +24,7 @@ RUN = ("data=synthetic", "augment=gaussian_noise", "augment.std=0", "backbone=ml
 def run(run_dir: Path, loss: str, processes: int) -> None:
     launcher = [BIN / "torchrun", f"--nproc_per_node={processes}", BIN / "sslkit-train"] if processes > 1 \
         else [BIN / "sslkit-train"]
-    done = subprocess.run([*launcher, f"loss={loss}", *RUN, f"hydra.run.dir={run_dir}"],
+    done = subprocess.run([*launcher, f"loss={loss}", *on_cpu(*RUN), f"hydra.run.dir={run_dir}"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -49,7 +51,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, loss):
 
 @pytest.mark.slow
 def test_submitit_local_sweep_runs_to_completion(tmp_path):
-    done = subprocess.run([BIN / "sslkit-train", "-m", "hydra/launcher=submitit_local", "loss=barlow_twins,vicreg",
+    done = subprocess.run([BIN / "sslkit-train", "-m", "hydra/launcher=submitit_local", "device=cpu", "loss=barlow_twins,vicreg",
                            "seed=0,1", "trainer.max_steps=3", "trainer.progress=false", "trainer.report=false",
                            f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -20,6 +20,8 @@ from sslkit.errors import ConfigError
 from sslkit.spectrum import load
 from sslkit.train import train
 
+from conftest import needs_wandb
+
 BIN = Path(sys.executable).parent
 RUN = ("data.batch_size=128", "trainer.max_steps=12", "trainer.log_every=1")
 
@@ -80,6 +82,7 @@ def test_tensorboard_event_file_holds_scalars_histograms_and_images(config, tmp_
     assert figure.encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n" and figure.step == 11
 
 
+@needs_wandb
 def test_wandb_offline_run_holds_history_images_and_config(config, tmp_path):
     train(config(*RUN, "optim.lr=0.07", "logger=wandb", "logger.wandb.mode=offline",
                  "logger.wandb.spectrum_every=5"), tmp_path)
@@ -107,6 +110,7 @@ def test_wandb_offline_run_holds_history_images_and_config(config, tmp_path):
     assert (tmp_path / "wandb-run-id").read_text() == run.run_id
 
 
+@needs_wandb
 def test_wandb_online_without_api_key_logs_offline_and_says_how_to_sync(tmp_path, monkeypatch, caplog):
     from sslkit.records.wandb import WandbSink
 
@@ -120,6 +124,7 @@ def test_wandb_online_without_api_key_logs_offline_and_says_how_to_sync(tmp_path
     assert hint == [f"wandb: no API key configured, logging offline; upload later with `wandb sync {offline}`"]
 
 
+@needs_wandb
 def test_wandb_disabled_writes_no_run(tmp_path):
     from sslkit.records.wandb import WandbSink
 

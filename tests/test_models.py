@@ -134,3 +134,14 @@ def test_projector_without_hidden_layers_is_one_linear():
     proj = Projector(32, [], 8)
     assert [type(m) for m in proj] == [nn.Linear]
     assert (proj[0].in_features, proj[0].out_features) == (32, 8) and proj.out_dim == 8
+
+
+def test_projector_init_scale_scales_the_last_layer_only():
+    torch.manual_seed(3)
+    plain = Projector(32, [64], 16)
+    torch.manual_seed(3)
+    small = Projector(32, [64], 16, init_scale=1e-3)
+    torch.testing.assert_close(small[-1].weight, 1e-3 * plain[-1].weight, rtol=1e-6, atol=0)
+    torch.testing.assert_close(small[0].weight, plain[0].weight, rtol=0, atol=0)
+    x = torch.randn(8, 32)
+    torch.testing.assert_close(small(x), 1e-3 * plain(x), rtol=1e-5, atol=1e-9)

@@ -19,6 +19,8 @@ from sslkit.errors import ConfigError
 from sslkit.spectrum import load
 from sslkit.train import train
 
+from conftest import on_cpu
+
 BIN = Path(sys.executable).parent
 # An MLP large enough (≈ 4 MB of weights) that a checkpoint write takes a noticeable time.
 RUN = ("backbone=mlp", "backbone.width=1024", "backbone.depth=1", "data.batch_size=256",
@@ -50,7 +52,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 def launch(run_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([BIN / "sslkit-train", *RUN, *extra, f"hydra.run.dir={run_dir}"],
+    return subprocess.Popen([BIN / "sslkit-train", *on_cpu(*RUN, *extra), f"hydra.run.dir={run_dir}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

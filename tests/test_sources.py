@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from sklearn.datasets import load_digits
 from torchvision.io import encode_jpeg, write_file, write_png
 from torchvision.transforms.v2 import functional as F
 
 from conftest import compose_config
-from sslkit.data import InMemoryData, cifar10, cifar100, imagefolder, stl10
+from sslkit.data import InMemoryData, cifar10, cifar100, digits, imagefolder, stl10
 from sslkit.data.memory import fits
 from sslkit.errors import ConfigError
 from sslkit.train import train
@@ -304,3 +305,16 @@ def test_sslkit_data_is_the_default_root_of_the_archives(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"data.root is not set: data=cifar10 .* Set data.root=DIR with .*, or "
                                           r"once per machine: export SSLKIT_DATA=DIR"):
         cifar10(None, batch_size=2)
+
+
+def test_digits_resized_to_rgb_images_match_torchvision():
+    """data=digits with size=32, channels=3: torchvision's bilinear resize of each 8×8
+    image (upsampling, so no antialiasing), rounded to uint8, in all three channels."""
+    big = instantiate(compose_config("data.size=32", "data.channels=3").data)
+    assert big.x.shape == (1797, 3, 32, 32) and big.x.dtype == torch.uint8
+    exact = torch.from_numpy(load_digits().images * (255 / 16)).float().unsqueeze(1)
+    ref = F.resize(exact, [32, 32], interpolation=F.InterpolationMode.BILINEAR, antialias=False).round()
+    assert torch.equal(big.x[:, :1].float(), ref)
+    assert torch.equal(big.x[:, 0], big.x[:, 1]) and torch.equal(big.x[:, 0], big.x[:, 2])
+    with pytest.raises(ConfigError, match=r"data.size=4, data.channels=1 is not allowed"):
+        digits(256, size=4)

@@ -173,7 +173,7 @@ class ImageViews:
     x: uint8 (B, C, H, W) (or float in [0, 1]) with C = 1 or 3, on the generator's device;
     views: float32 (B, C, size, size), normalised per channel by `mean` and `std`. With
     `compile=True` the stages go through `torch.compile` (`Stages.compiled`; the first
-    call for a batch shape compiles)."""
+    call for a batch shape compiles); `compile="auto"` compiles for batches on CUDA."""
 
     def __init__(
         self,
@@ -182,7 +182,7 @@ class ImageViews:
         size: int | None = None,
         mean: Sequence[float] = (0.0,),
         std: Sequence[float] = (1.0,),
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         view2 = view1 if view2 is None else view2
         for i, spec in enumerate((view1, view2), 1):
@@ -192,9 +192,11 @@ class ImageViews:
                               f"to keep the input size.")
         if min(std) <= 0:
             raise ConfigError(f"augment.std={list(std)} is not allowed: every value must be > 0.")
-        self.views, self.size = (view1, view2), size
+        if compile not in (True, False, "auto"):
+            raise ConfigError(f"augment.compile={compile} is not allowed: use true, false or auto (on CUDA).")
+        self.views, self.size, self.compile = (view1, view2), size, compile
         self.mean, self.std = torch.tensor(list(mean)), torch.tensor(list(std))
-        self.stages = Stages.compiled() if compile else Stages()
+        self.stages: Stages | None = None  # chosen at the first batch, by its device
 
     def _check(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[1] not in (1, 3):
@@ -222,7 +224,12 @@ class ImageViews:
         self._check(x)
         b, c, h, w = x.shape
         size = (self.size, self.size) if self.size is not None else (h, w)
-        mean, std = (t.to(x.device).reshape(1, -1, 1, 1) for t in (self.mean, self.std))
+        if self.stages is None:
+            compile = self.compile is True or (self.compile == "auto" and x.is_cuda)
+            self.stages = Stages.compiled() if compile else Stages()
+        if self.mean.device != x.device:  # moved once, not at every step
+            self.mean, self.std = (t.to(x.device) for t in (self.mean, self.std))
+        mean, std = (t.reshape(1, -1, 1, 1) for t in (self.mean, self.std))
         v1, v2 = (
             apply_view(x, sample_view(spec, b, h, w, generator), spec, size, mean, std, self.stages)
             for spec in self.views

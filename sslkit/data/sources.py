@@ -10,17 +10,27 @@ from sslkit.errors import ConfigError
 HELD_OUT = 297  # the last 297 digits: the held-out split of every evaluation (sslkit.eval)
 
 
-def digits(batch_size: int, split: str = "all") -> InMemoryData:
+def digits(batch_size: int, split: str = "all", size: int = 8, channels: int = 1) -> InMemoryData:
     """scikit-learn's 1797 handwritten digits, 8×8 grey levels 0–16, as uint8 (N, 1, 8, 8)
     scaled to 0–255 (level·255/16, rounded). Ships with scikit-learn: nothing is downloaded.
 
     The last 297 digits are the held-out split on which every evaluation tests
     (split=test); split=train is the first 1500. split=all holds all 1797 images, with the
     labels of the held-out 297 hidden (−1, as STL-10's unlabeled images): self-supervised
-    training may see those images, but no probe trains on their labels."""
+    training may see those images, but no probe trains on their labels.
+
+    `size` > 8 resizes them (bilinear, align_corners=False) to size × size and `channels`
+    = 3 repeats the grey level in R, G and B: `size=32 channels=3` is a CIFAR-shaped set
+    for the image networks."""
     split = str(getattr(split, "value", split))
+    if size < 8 or channels not in (1, 3):
+        raise ConfigError(f"data.size={size}, data.channels={channels} is not allowed: use a size >= 8 "
+                          f"(pixels) and 1 or 3 channels.")
     d = load_digits()
-    x = torch.from_numpy(d.images * (255 / 16)).round().to(torch.uint8).unsqueeze(1)
+    x = torch.from_numpy(d.images * (255 / 16)).float().unsqueeze(1)
+    if size != 8:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = x.round().to(torch.uint8).expand(-1, channels, -1, -1).contiguous()
     y = torch.from_numpy(d.target).long()
     cut = len(x) - HELD_OUT
     if split == "train":

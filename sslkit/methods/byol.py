@@ -62,11 +62,16 @@ class BYOL(nn.Module):
         return 1 - (1 - self.tau) * (math.cos(math.pi * step / total_steps) + 1) / 2
 
     @torch.no_grad()
-    def after_step(self, step: int, total_steps: int) -> None:
-        """ξ ← τ_k ξ + (1 − τ_k) θ for the parameters; the target's BatchNorm statistics
-        are its own (updated by its forward passes)."""
+    def after_step(self, step: int, total_steps: int, applied: Tensor) -> None:
+        """ξ ← τ_k ξ + (1 − τ_k) θ for the parameters, as ξ + w(θ − ξ) with w = 1 − τ_k where
+        the step was `applied` (a 0-d bool on the device) and w = 0 (ξ unchanged) where it
+        was skipped; the target's BatchNorm statistics are its own (updated by its forward
+        passes)."""
         online = [*self.backbone.parameters(), *self.projector.parameters()]
-        torch._foreach_lerp_(list(self.target.parameters()), online, 1 - self.tau_at(step, total_steps))
+        target = list(self.target.parameters())
+        delta = torch._foreach_sub(online, target)
+        torch._foreach_mul_(delta, applied * (1 - self.tau_at(step, total_steps)))
+        torch._foreach_add_(target, delta)
 
 
 class BYOLLoss(nn.Module):

@@ -4,7 +4,10 @@ returns.
 A method is the `nn.Module` the loop calls once per step on the two views, chosen by the
 `method` config group. It returns a `StepOutput`; the loop calls the loss as
 `loss(out.z1, out.z2, **out.extra)`, steps the optimizer, then calls the method's
-`after_step(step, total_steps)` (a method with a target network updates it there).
+`after_step(step, total_steps, applied)` (a method with a target network updates it
+there; `applied` is a 0-d bool tensor, false where the optimizer skipped the step on a
+non-finite loss: the hook then leaves the method's state as it is, deciding on the
+device).
 A method names the keys of its `extra` in `extra_inputs`; `check_loss` refuses, before
 training, a loss that does not take exactly those.
 """
@@ -59,7 +62,7 @@ class Siamese(nn.Module):
         h1, h2 = self.backbone(v1), self.backbone(v2)
         return StepOutput(h1, h2, self.projector(h1), self.projector(h2))
 
-    def after_step(self, step: int, total_steps: int) -> None:
+    def after_step(self, step: int, total_steps: int, applied: Tensor) -> None:
         """Called after each optimizer step (0-based `step` of `total_steps`); nothing to do."""
 
 

@@ -2,6 +2,7 @@
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from sslkit.config import Parameterization
@@ -63,17 +64,22 @@ class MLP(nn.Module):
 class Projector(nn.Sequential):
     """The SSL head of SimCLR / Barlow Twins / VICReg: (Linear–BatchNorm–ReLU) for each
     hidden size, then a final Linear to `out_dim`. With no hidden sizes it is one Linear
-    (`projector=linear`)."""
+    (`projector=linear`). `init_scale` multiplies the final Linear's initial weights
+    (PyTorch's default, U(±1/√fan_in)), hence the embeddings at initialisation: a small
+    value starts an image network's embeddings near 0 (the small initialisation of the
+    stepwise analysis), whatever BatchNorm does inside the backbone."""
 
-    def __init__(self, in_dim: int, hidden_dims: list[int], out_dim: int) -> None:
+    def __init__(self, in_dim: int, hidden_dims: list[int], out_dim: int, init_scale: float = 1.0) -> None:
         dims = [in_dim, *hidden_dims]
         layers: list[nn.Module] = []
         for fan_in, fan_out in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(fan_in, fan_out, bias=False), nn.BatchNorm1d(fan_out), nn.ReLU()]
         super().__init__(*layers, nn.Linear(dims[-1], out_dim, bias=False))
+        with torch.no_grad():
+            self[-1].weight.mul_(init_scale)
         self.out_dim = out_dim
 
 
-def linear_projector(in_dim: int, out_dim: int) -> Projector:
+def linear_projector(in_dim: int, out_dim: int, init_scale: float = 1.0) -> Projector:
     """z = W h, a bias-free Linear from the backbone features to `out_dim`."""
-    return Projector(in_dim, [], out_dim)
+    return Projector(in_dim, [], out_dim, init_scale)

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU measurements of scripts/RESULTS.md in one go, on a machine whose PyTorch image
+# lacks sslkit's pure-Python dependencies: they come as wheels in .whl/ (made elsewhere
+# with `pip wheel --no-deps hydra-core omegaconf antlr4-python3-runtime submitit
+# hydra-submitit-launcher`). Parts run in order of priority, each under its own time
+# limit and all within BUDGET seconds; everything goes to $OUT (default /tmp/gpu_checks):
+#   summary.txt   device, commit, each part's exit status and wall time, the tests' tally
+#   bench.log     scripts/bench_gpu.py: Barlow Twins at batch 256 and 1024, VICReg, SimCLR
+#   stepwise.log  scripts/stepwise_gpu_settings.py, then scripts/make_figures.py
+#                 stepwise_resnet18_gpu with its settings; the figure and events.jsonl
+#   tests.log     the fast suite, pytest -m "not slow", on the CPU cores after the first benchmark
+#     COMMIT=$(git rev-parse HEAD) bash scripts/gpu_checks.sh
+set -u
+OUT=${OUT:-/tmp/gpu_checks}
+BUDGET=${BUDGET:-560}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site
+python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . > /dev/null || exit 1
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch; print('torch', torch.__version__)"
+  echo "commit ${COMMIT:-unknown}"
+} > "$OUT/summary.txt"
+
+part() {  # part NAME LIMIT_S LOG COMMAND...: run it within the budget, append to LOG, record rc and time
+  local name=$1 limit=$2 log=$3 start=$SECONDS
+  shift 3
+  (( limit > BUDGET - SECONDS )) && limit=$(( BUDGET - SECONDS ))
+  (( limit < 20 )) && { echo "$name skipped: budget spent" >> "$OUT/summary.txt"; return; }
+  echo "=== $name: $*" >> "$OUT/$log"
+  timeout "$limit" "$@" >> "$OUT/$log" 2>&1
+  echo "$name rc=$? $((SECONDS - start)) s" >> "$OUT/summary.txt"
+}
+
+part bench_bt256 150 bench.log python3 scripts/bench_gpu.py
+timeout $(( BUDGET - SECONDS - 10 )) python3 -m pytest -m "not slow" -n 6 -p no:cacheprovider -q --timeout 200 \
+  > "$OUT/tests.log" 2>&1 &
+tests=$!
+part settings 40 stepwise.log python3 scripts/stepwise_gpu_settings.py
+part stepwise 150 stepwise.log python3 scripts/make_figures.py stepwise_resnet18_gpu -- trainer.progress=false \
+  $(tail -n 1 "$OUT/stepwise.log")
+cp scripts/figures/stepwise_resnet18_gpu.png runs/figures/stepwise_resnet18_gpu/spectrum/events.jsonl "$OUT/"
+part bench_bt1024 90 bench.log python3 scripts/bench_gpu.py --batch-size 1024 --steps 30 --warmup 10
+part bench_vicreg 60 bench.log python3 scripts/bench_gpu.py --experiment vicreg_cifar10_resnet18 --steps 30
+part bench_simclr 80 bench.log python3 scripts/bench_gpu.py --experiment simclr_cifar10_resnet18 --steps 30
+wait $tests
+echo "tests rc=$?" >> "$OUT/summary.txt"
+tail -n 3 "$OUT/tests.log" >> "$OUT/summary.txt"
