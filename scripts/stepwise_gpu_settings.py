@@ -9,7 +9,7 @@ of the views. Mode k of C grows at a rate ∝ η·γ_k, so the learning rate is 
 (stable for 8ηγ₁ < 2; the default experiment uses η ≈ 0.1/γ₁) and mode k comes ≈ γ₁/γ_k
 times later than the first. Prints γ₁…γ₁₂ and, last, `optim.lr=0.1/γ₁` with a step
 budget of 2.5·20·γ₁/γ₅ (the first mode of the digits experiment crosses ½ at step 20), at
-most 4000 steps.
+most 2000 steps.
 """
 
 import sys
@@ -40,7 +40,7 @@ def main(overrides: list[str]) -> None:
     ev = torch.linalg.eigvalsh(gamma).flip(0).cpu()
     print("gamma:", " ".join(f"{v:.4g}" for v in ev[:12]))
     print("gamma_1/gamma_k:", " ".join(f"{ev[0] / v:.3g}" for v in ev[:12]))
-    print(f"optim.lr={0.1 / ev[0]:.3g} trainer.max_steps={min(4000, int(2.5 * 20 * ev[0] / ev[4]))}")
+    print(f"optim.lr={0.1 / ev[0]:.3g} trainer.max_steps={min(2000, int(2.5 * 20 * ev[0] / ev[4]))}")
 
 
 if __name__ == "__main__":
