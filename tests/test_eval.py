@@ -223,3 +223,33 @@ def test_sslkit_eval_reproduces_the_online_probe_on_the_same_features(config, tm
     assert list((tmp_path / "eval").glob("features-*.pt"))  # cached: a second call reads it
     main([str(tmp_path / "checkpoints" / "last.pt"), "--optimizer", "sgd", "--epochs", "20"])
     assert abs(json.loads((tmp_path / "linear_eval.json").read_text())["top1"] - online) <= 3
+
+
+def test_report_draws_accuracy_beside_the_eigenvalues_with_the_crossings_on_both(tmp_path):
+    """A run with eval/… accuracies gets panels (e) accuracy vs step and (f) accuracy vs
+    learned modes; each ½-crossing of C is a vertical line in (a) and in (e)."""
+    from test_report import fake_run
+
+    from sslkit.report import draw_stepwise
+    from sslkit.spectrum import crossing_steps, load
+
+    fake_run(tmp_path / "run")
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    for r in rows[4::5]:
+        r["eval/knn20/backbone/top1"] = 10.0 + r["step"]
+    (tmp_path / "run" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spectra = load(tmp_path / "run")
+    crossed = crossing_steps(spectra["step"], spectra["xcorr"][:, :6])
+    fig = draw_stepwise(tmp_path / "run", modes=6)
+    eig, accuracy, modes = fig.axes[:3]  # the top row
+    assert len(fig.axes) == 6 and eig.get_yscale() == "log"
+    curve = next(line for line in accuracy.get_lines() if line.get_label() == "knn20/backbone")
+    np.testing.assert_array_equal(curve.get_xdata(), [r["step"] for r in rows[4::5]])
+    np.testing.assert_array_equal(curve.get_ydata(), [10.0 + r["step"] for r in rows[4::5]])
+    for ax in (eig, accuracy):
+        vertical = sorted(float(x[0]) for x in (line.get_xdata() for line in ax.get_lines()
+                                                if line.get_linestyle() == ":") if x[0] == x[1])
+        assert vertical == sorted(crossed[crossed >= 0].tolist()) and len(vertical) >= 3
+    learned = np.interp([r["step"] for r in rows[4::5]], spectra["step"], spectra["xcorr/learned"])
+    np.testing.assert_allclose(modes.get_lines()[0].get_xdata(), learned)

@@ -6,12 +6,12 @@ import torch
 from torch import Tensor, nn
 
 
-
 @torch.no_grad()
 def extract(net: nn.Module, x: Tensor, clean: Callable[[Tensor], Tensor], batch_size: int,
             device: torch.device, projector: bool = False) -> dict[str, Tensor]:
-    """{"backbone": h (N, D_h)[, "projector": z (N, D_z)]} of every sample of x, on `device`;
-    `net` has a `.backbone` and a `.projector` (every method does).
+    """{"backbone": h (N, D_h)[, "projector": z (N, D_z)]} of every sample of x, on `device`:
+    h = net.backbone(v), and z the embedding the method's step returns (StepOutput.z1: the
+    projector's output; BYOL's predictor's), which the online probe trains on too.
 
     Each chunk of `batch_size` samples is moved to `device`, made into its evaluation view
     by `clean` (the augmentation's view without randomness) and passed through `net` in eval
@@ -22,10 +22,13 @@ def extract(net: nn.Module, x: Tensor, clean: Callable[[Tensor], Tensor], batch_
     try:
         out: dict[str, list[Tensor]] = {"backbone": [], "projector": []}
         for chunk in x.split(batch_size):
-            h = net.backbone(clean(chunk.to(device)))
-            out["backbone"].append(h.float())
-            if projector:
-                out["projector"].append(net.projector(h).float())
+            v = clean(chunk.to(device))
+            if projector:  # z as the method's step computes it, from the same view twice
+                step = net(v, v)
+                out["backbone"].append(step.h1.float())
+                out["projector"].append(step.z1.float())
+            else:
+                out["backbone"].append(net.backbone(v).float())
     finally:
         for m, training in modes.items():
             m.training = training
