@@ -8,11 +8,14 @@
 #   bench.log     scripts/bench_gpu.py: Barlow Twins at batch 256 and 1024, VICReg, SimCLR
 #   stepwise.log  scripts/stepwise_gpu_settings.py, then scripts/make_figures.py
 #                 stepwise_resnet18_gpu with its settings; the figure and events.jsonl
-#   tests.log     the fast suite, pytest -m "not slow", on the CPU cores from the start
+#   tests.log     the fast suite, pytest -m "not slow" -n 8, last
+# On an H200 (torch 2.11) the first compilation of the ResNet-18 step took more than
+# 110 s with 4 test processes beside it (scripts/RESULTS.md): give bench_gpu.py minutes,
+# and run the suite alone (with 4 workers next to compilation, 11 % of it ran in 200 s).
 #     COMMIT=$(git rev-parse HEAD) bash scripts/gpu_checks.sh
 set -u
 OUT=${OUT:-/tmp/gpu_checks}
-BUDGET=${BUDGET:-560}  # seconds
+BUDGET=${BUDGET:-1500}  # seconds
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
@@ -30,21 +33,17 @@ part() {  # part NAME LIMIT_S LOG COMMAND...: run it within the budget, append t
   (( limit > BUDGET - SECONDS )) && limit=$(( BUDGET - SECONDS ))
   (( limit < 20 )) && { echo "$name skipped: budget spent" >> "$OUT/summary.txt"; return; }
   echo "=== $name: $*" >> "$OUT/$log"
-  timeout "$limit" "$@" >> "$OUT/$log" 2>&1
+  timeout -k 5 "$limit" "$@" >> "$OUT/$log" 2>&1  # -k: sslkit-train finishes its step on SIGTERM
   echo "$name rc=$? $((SECONDS - start)) s" >> "$OUT/summary.txt"
 }
 
-timeout $(( BUDGET - SECONDS - 15 )) python3 -m pytest -m "not slow" -n 4 -p no:cacheprovider -q --timeout 150 \
-  > "$OUT/tests.log" 2>&1 &
-tests=$!
-part bench_bt256 110 bench.log python3 scripts/bench_gpu.py --steps 30 --warmup 10
+part bench_bt256 300 bench.log python3 scripts/bench_gpu.py --steps 30 --warmup 10
 part settings 30 stepwise.log python3 scripts/stepwise_gpu_settings.py
 part stepwise 150 stepwise.log python3 scripts/make_figures.py stepwise_resnet18_gpu -- trainer.progress=false \
-  trainer.compile=false $(tail -n 1 "$OUT/stepwise.log")
+  $(tail -n 1 "$OUT/stepwise.log")
 cp scripts/figures/stepwise_resnet18_gpu.png runs/figures/stepwise_resnet18_gpu/spectrum/events.jsonl "$OUT/"
 part bench_bt1024 90 bench.log python3 scripts/bench_gpu.py --batch-size 1024 --steps 30 --warmup 10
 part bench_vicreg 60 bench.log python3 scripts/bench_gpu.py --experiment vicreg_cifar10_resnet18 --steps 30
 part bench_simclr 80 bench.log python3 scripts/bench_gpu.py --experiment simclr_cifar10_resnet18 --steps 30
-wait $tests
-echo "tests rc=$?" >> "$OUT/summary.txt"
+part tests 400 tests.log python3 -m pytest -m "not slow" -n 8 -p no:cacheprovider -q --timeout 300
 tail -n 3 "$OUT/tests.log" >> "$OUT/summary.txt"
