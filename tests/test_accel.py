@@ -78,13 +78,13 @@ def test_bf16_stays_near_fp32(config, tmp_path):
 
 @cuda
 def test_step_never_waits_for_the_device(config):
-    """After a warm-up step (compilation), views, forward, backward, the guarded update
-    and the pinned copy of the step's scalars run with CUDA's sync debug mode set to
-    error: any host synchronisation would raise."""
+    """After a warm-up step (compilation), views (augment=cifar, hue included), forward,
+    backward, the guarded LARS update and the pinned copy of the step's scalars run with
+    CUDA's sync debug mode set to error: any host synchronisation would raise."""
     from sslkit.step import HostValues, Step
 
-    cfg = config("experiment=barlow_cifar10_resnet18", "data=digits", "data.size=32", "data.channels=3",
-                 "data.batch_size=64", *TINY[:5], "device=cuda", "trainer.max_steps=4")
+    cfg = config("data=digits", "data.size=32", "data.channels=3", "augment=cifar", "optim=lars", *TINY[:6],
+                 "data.batch_size=64", "device=cuda", "trainer.max_steps=4")
     step = Step.build(cfg, torch.device("cuda"))
     batches = step.data.batches(cfg.seed)
     pending = None
