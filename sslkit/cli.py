@@ -1,4 +1,4 @@
-"""Command-line entry points: `sslkit-train` (Hydra) and `sslkit-report`."""
+"""Command-line entry points: `sslkit-train`, `sslkit-theory` (Hydra) and `sslkit-report`."""
 
 import argparse
 import os
@@ -48,8 +48,28 @@ def train_main() -> None:
     _train()
 
 
+@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+def _theory(cfg: DictConfig) -> None:
+    from sslkit.theory.predict import predict
+
+    try:
+        out = predict(cfg, HydraConfig.get().runtime.output_dir)
+    except Exception as exc:
+        if (error := _config_error(exc)) is None:
+            raise
+        print(f"sslkit-theory: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"prediction: {out}")
+
+
+def theory_main() -> None:
+    """`sslkit-theory <the training overrides> hydra.run.dir=RUN_DIR`: writes RUN_DIR/theory/."""
+    register_configs()
+    _theory()
+
+
 def report_main(argv: list[str] | None = None) -> None:
-    from sslkit.report import compare_figure, stepwise_figure
+    from sslkit.report import compare_figure, stepwise_figure, theory_table
 
     parser = argparse.ArgumentParser(
         prog="sslkit-report",
@@ -63,6 +83,8 @@ def report_main(argv: list[str] | None = None) -> None:
     try:
         for run_dir in args.run_dirs:
             print(stepwise_figure(run_dir))
+            if (table := theory_table(run_dir)) is not None:
+                print(table)
         if len(args.run_dirs) > 1:
             out = args.out or Path(os.path.commonpath([d.resolve() for d in args.run_dirs])) / "compare"
             print(compare_figure(args.run_dirs, out))

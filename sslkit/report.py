@@ -22,6 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from sslkit.config import flatten  # noqa: E402
 from sslkit.spectrum import crossing_steps, load  # noqa: E402
+from sslkit.theory.stepwise import crossing_times  # noqa: E402
 
 NOT_LOSS = ("step", "epoch", "lr", "images_per_s")
 RANKS = ("cov/effective_rank", "cov/rankme", "xcorr/effective_rank", "xcorr/learned")  # panel (b)
@@ -56,6 +57,7 @@ def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
     if len(axes) > 4:
         _accuracy_panels(axes[0], axes[4], axes[5], spectra, metrics, crossing_steps(spectra["step"], eig), colors)
     axes[0].set_title(f"Eigenvalues of {name}" + (" (C)" if name == "xcorr" else ""))
+    theory_overlay(axes[0], run_dir, colors)
     for key in [k for k in RANKS if k in spectra]:
         _summary_line(axes[1], spectra["step"], spectra[key], key, ls="--" if key.endswith("learned") else "-")
     for key in [k for k in spectra if k.endswith("/logdet")]:
@@ -89,6 +91,41 @@ def draw_compare(run_dirs: list[Path], modes: int = 8) -> Figure:
     axes[0].set_title("Eigenvalues of C, top %d modes" % modes)
     _finish(fig, axes, f"{len(run_dirs)} runs")
     return fig
+
+
+def theory_overlay(ax, run_dir: Path, colors) -> None:
+    """Dashed: the predicted eigenvalues of C from `run_dir/theory/curves.npz` (written by
+    sslkit-theory; the ODE from the run's initial weights), one per measured mode's colour.
+    Nothing when the run has no prediction."""
+    path = Path(run_dir) / "theory" / "curves.npz"
+    if not path.exists():
+        return
+    curves = np.load(path)
+    for k, color in enumerate(colors[: curves["ode"].shape[1]]):
+        ax.plot(curves["step"], curves["ode"][:, k], color=color, lw=0.8, ls="--",
+                label="predicted (ODE)" if k == 0 else None)
+
+
+def theory_table(run_dir: str | Path) -> str | None:
+    """The table mode / γ / predicted half-time (closed form and ODE) / measured / relative
+    error of the closed form, in steps, from `run_dir/theory/modes.json` and the run's
+    spectra, for the modes predicted or measured to cross ½ within the run; None when the
+    run has no prediction."""
+    path = Path(run_dir) / "theory" / "modes.json"
+    if not path.exists():
+        return None
+    theory = json.loads(path.read_text())
+    spectra = load(run_dir)
+    measured = crossing_times(spectra["step"].astype(float), spectra["xcorr"])
+    rows = [f"{'mode':>4} {'gamma':>9} {'predicted':>10} {'ODE':>10} {'measured':>10} {'rel. error':>10}"]
+    for k, (g, pred, ode) in enumerate(zip(theory["gamma"], theory["half_time_steps"],
+                                           theory["ode_half_time_steps"])):
+        meas = measured[k] if k < len(measured) else np.nan
+        ode = np.nan if ode is None else ode
+        if np.isnan(meas) and pred > spectra["step"][-1]:
+            continue
+        rows.append(f"{k + 1:>4} {g:>9.4g} {pred:>10.1f} {ode:>10.1f} {meas:>10.1f} {meas / pred - 1:>+10.3f}")
+    return "\n".join(rows)
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:

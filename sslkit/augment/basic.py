@@ -29,7 +29,7 @@ class GaussianNoise(TwoViews):
     """x' = x + std·ε, ε ~ N(0, I) drawn per sample and per coordinate.
 
     With two such views of x ~ N(0, Σ) the expected cross-covariance between the views is
-    Σ itself, so the data spectrum is the γ_k of the stepwise theory (DESIGN §3)."""
+    Σ itself, so the data spectrum is the γ_k of the stepwise theory (docs/theory.md)."""
 
     def __init__(self, std: float = 0.1) -> None:
         self.std = std

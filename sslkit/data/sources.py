@@ -56,7 +56,7 @@ def synthetic(
     """x ~ N(0, diag(σ²)), float32 (n, dim), for theory checks.
 
     σ² is `spectrum` when given (length `dim`, all > 0), else the power law
-    σ²_k = 2^(−decay·k), k = 0 … dim−1 (decay = 0.5 gives γ_k = 2^(−k/2) of DESIGN §3).
+    σ²_k = 2^(−decay·k), k = 0 … dim−1 (decay = 0.5 gives γ_k = 2^(−k/2) of docs/theory.md).
     Labels are all zero: the source has no classes.
     """
     if spectrum is None:

@@ -11,7 +11,7 @@ def crossing_steps(steps: np.ndarray, eigvals: np.ndarray, level: float = 0.5) -
     eigenvalue reaches `level`, for each k; -1 where it never does.
 
     For the cross-correlation C of the simplified Barlow Twins loss, whose eigenvalues rise
-    from ≈ 0 to 1, level ½ marks the half-time t_k of mode k (DESIGN §3)."""
+    from ≈ 0 to 1, level ½ marks the half-time t_k of mode k (docs/theory.md)."""
     reached = eigvals >= level
     if not len(steps):
         return np.full(eigvals.shape[1], -1)

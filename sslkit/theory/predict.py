@@ -1,0 +1,93 @@
+"""`sslkit-theory`: the prediction for a training config, written to `run_dir/theory/`.
+
+For the linear model (`backbone=linear`, `projector=identity`) trained with the simplified
+Barlow Twins loss, it rebuilds the run's data, views and initial weights W₀ exactly as
+`sslkit.train` does (same seed, same order), estimates Γ as the mean cross-covariance of
+the first `VIEW_DRAWS` steps' views of the whole data set (the views are redrawn every
+step; Γ is linear in each view, so this mean converges to the operator the expected
+gradient sees), and writes
+
+- `theory/modes.json`: time unit η/(1 − β), γₖ, cₖ(0) from W₀, closed-form half-times
+  and the ODE's ½-crossings (in steps), the init-scale slopes 1/(4ηγₖ) (steps per unit of
+  ln(1/α)), and the loss plateaus D − k;
+- `theory/curves.npz`: `step`, `closed` (T, K) logistic curves, `ode` (T, D) eigenvalues
+  of C from the full matrix ODE started at W₀, `loss` (T,) the ODE's ‖C − I‖²_F.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from sslkit.errors import ConfigError
+from sslkit.models.mlp import Linear
+from sslkit.rng import VIEWS, generator
+from sslkit.theory import stepwise
+
+VIEW_DRAWS = 32  # view pairs of the whole data set averaged into Γ
+CURVE_POINTS = 2000  # at most this many steps on the predicted curves
+
+
+def check_supported(cfg: DictConfig, backbone, projector) -> None:
+    loss = cfg.loss
+    simplified = (loss.get("normalize") == "none" and loss.get("lambd") == 1.0
+                  and loss.get("scale") == 1.0 and loss.get("symmetric"))
+    if not (isinstance(backbone, Linear) and isinstance(projector, torch.nn.Identity) and simplified):
+        raise ConfigError(
+            "sslkit-theory predicts the linear model trained with the simplified Barlow Twins "
+            "loss: backbone=linear, projector=identity, loss=barlow_twins_simplified (got "
+            f"backbone={type(backbone).__name__}, projector={type(projector).__name__}, "
+            f"loss normalize={loss.get('normalize')} lambd={loss.get('lambd')} "
+            f"scale={loss.get('scale')} symmetric={loss.get('symmetric')}). Linearized "
+            "networks are predicted in function space by scripts/theory_ntk.py "
+            "(sslkit.theory.stepwise.integrate_outputs).")
+    if cfg.optim.get("schedule", "constant") != "constant" or cfg.optim.get("weight_decay", 0.0):
+        raise ConfigError(
+            f"sslkit-theory needs optim.schedule=constant and optim.weight_decay=0 (got "
+            f"{cfg.optim.get('schedule')}, {cfg.optim.get('weight_decay')}): the time unit "
+            f"η/(1 − β) assumes a constant rate and the loss alone.")
+
+
+def predict(cfg: DictConfig, run_dir: str | Path) -> Path:
+    """Write `run_dir/theory/` for the run `cfg` describes; returns that directory."""
+    torch.manual_seed(cfg.seed)  # as sslkit.train: data, views, then the initial weights
+    data = instantiate(cfg.data)
+    augment = instantiate(cfg.augment)
+    backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
+    projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
+    check_supported(cfg, backbone, projector)
+
+    gamma_matrix = sum(stepwise.cross_covariance(*augment(data.x, generator(torch.device("cpu"), cfg.seed, VIEWS, 0, s)))
+                       for s in range(VIEW_DRAWS)) / VIEW_DRAWS
+    w0 = backbone.layer.weight.detach().double()
+    gamma, v = stepwise.linear_modes(gamma_matrix)
+    c0 = stepwise.initial_levels(gamma, w0 @ v)
+    tau = stepwise.time_unit(cfg.optim.lr, cfg.optim.get("momentum", 0.0))
+    max_steps = cfg.trainer.max_steps or data.steps_per_epoch * cfg.trainer.max_epochs
+    steps = np.unique(np.linspace(0, max_steps, min(CURVE_POINTS, max_steps + 1)).round()).astype(np.int64)
+    t = torch.from_numpy(steps).double() * tau
+    closed = stepwise.logistic(t, gamma, c0)
+    ode = stepwise.integrate_weights(w0, gamma_matrix, t)
+    d = w0.shape[0]
+
+    out = Path(run_dir) / "theory"
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "curves.npz", step=steps, closed=closed.numpy(), ode=ode.numpy(),
+             loss=stepwise.staircase(ode, d).numpy())
+    summary = {
+        "model": "linear",
+        "time_unit": tau,
+        "gamma": gamma.tolist(),
+        "c0": c0.tolist(),
+        "half_time_steps": (stepwise.half_times(gamma, c0) / tau).tolist(),
+        "ode_half_time_steps": [None if np.isnan(x) else float(x)
+                                for x in stepwise.crossing_times(steps.astype(float), ode.numpy())],
+        "init_scale_slope_steps": (stepwise.init_scale_slope(gamma[: len(c0)]) / tau).tolist(),
+        "plateau_loss": [d - k for k in range(len(c0) + 1)],
+        "view_draws": VIEW_DRAWS,
+    }
+    (out / "modes.json").write_text(json.dumps(summary, indent=1))
+    return out

@@ -1,0 +1,240 @@
+"""Stepwise learning of the simplified Barlow Twins loss (Simon et al. 2023): which
+eigen-modes are learned, when, and what the final embedding is. docs/theory.md derives
+every formula below.
+
+Conventions (those of sslkit's training loop):
+
+- View pairs (x1_n, x2_n), n = 1 … N; embeddings Z1, Z2 (N, D);
+  C = (Z1ᵀZ2 + Z2ᵀZ1) / (2N) and L = ‖C − I‖²_F (`loss=barlow_twins_simplified`).
+- Time t = η·step / (1 − β) for SGD with learning rate η and heavy-ball momentum β
+  (`time_unit`); the run follows the gradient flow dθ/dt = −∇L to O(ηγ₁).
+- Linear model f(x) = W x, W (D, m), W₀ entries N(0, α²/m) (`sslkit.models.Linear`,
+  init_scale α). Its operator is the views' cross-covariance Γ = (X1ᵀX2 + X2ᵀX1)/(2N),
+  eigenpairs (γₖ, vₖ). Kernel form: K the (2N, 2N) Gram matrix of the stacked views
+  [X1; X2], P the swap of each view with its partner; the operator K^{1/2} P K^{1/2}/(2N)
+  has the same non-zero eigenvalues γₖ, with eigenvectors uₖ ∈ R^{2N}.
+- Mode amplitudes aₖ ∈ R^D: aₖ = W₀ vₖ (linear), aₖ = Z₀ᵀ K^{+1/2} uₖ (kernel, Z₀ the
+  outputs on the stacked views at t = 0). While C ≈ 0, aₖ grows as e^{4γₖ t}, and
+  C = Σₖ γₖ aₖ aₖᵀ.
+
+Assumptions of the closed form: small init (cₖ(0) ≪ 1), small ηγ₁ (so steps follow the
+flow), full batch or a batch large enough that the per-step Γ is close to its mean, and
+D ≥ the number of modes to be learned. When they break: D below the number of modes
+stops learning at D modes (only D output directions exist); minibatch noise makes Γ
+fluctuate per step, which blurs and shifts the late, small-γ steps; large η makes the
+discrete growth factor (1 + 4ηγ)² per step differ from e^{8ηγ} (half-times late by ≈ 2ηγ
+relative; unstable for ηγ₁ ≳ ¼).
+"""
+
+import math
+
+import numpy as np
+import torch
+from scipy.integrate import solve_ivp
+from torch import Tensor
+
+
+def time_unit(lr: float, momentum: float = 0.0) -> float:
+    """Time per optimizer step, η/(1 − β): t = time_unit·step."""
+    return lr / (1.0 - momentum)
+
+
+def cross_covariance(x1: Tensor, x2: Tensor) -> Tensor:
+    """Γ = (X1ᵀX2 + X2ᵀX1) / (2N) of paired views (N, ...) flattened to (N, m), float64."""
+    x1, x2 = x1.flatten(1).double(), x2.flatten(1).double()
+    return (x1.T @ x2 + x2.T @ x1) / (2 * len(x1))
+
+
+def _descending_eigh(a: Tensor) -> tuple[Tensor, Tensor]:
+    values, vectors = torch.linalg.eigh((a + a.T) / 2)
+    return values.flip(0), vectors.flip(1)
+
+
+def linear_modes(gamma_matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenpairs (γ (m,), V (m, m)) of Γ, γ descending."""
+    return _descending_eigh(gamma_matrix.double())
+
+
+def _sqrt_psd(k: Tensor, inverse: bool = False, rtol: float = 1e-10) -> Tensor:
+    """K^{1/2}, or the pseudo-inverse K^{+1/2} (eigenvalues below rtol·max dropped)."""
+    w, q = torch.linalg.eigh((k + k.T) / 2)
+    keep = w > rtol * w.max()
+    root = torch.where(keep, w.clamp(min=0).sqrt(), torch.zeros_like(w))
+    if inverse:
+        root = torch.where(keep, 1 / root.clamp(min=torch.finfo(w.dtype).tiny), root)
+    return (q * root) @ q.T
+
+
+def swap(n_pairs: int) -> Tensor:
+    """P (2N, 2N): exchanges row n of the stacked views [X1; X2] with row N + n."""
+    i = torch.arange(2 * n_pairs)
+    return torch.eye(2 * n_pairs, dtype=torch.float64)[(i + n_pairs) % (2 * n_pairs)]
+
+
+def kernel_modes(gram: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenpairs (γ, U) of K^{1/2} P K^{1/2} / (2N) for the Gram matrix K (2N, 2N) of the
+    stacked views [X1; X2], γ descending. For K = XXᵀ (features X) the non-zero γₖ are
+    those of Γ, and vₖ = Xᵀ K^{+1/2} uₖ."""
+    k = gram.double()
+    n = len(k) // 2
+    root = _sqrt_psd(k)
+    return _descending_eigh(root @ swap(n) @ root / (2 * n))
+
+
+def kernel_amplitudes(z0: Tensor, gram: Tensor, u: Tensor) -> Tensor:
+    """aₖ = Z₀ᵀ K^{+1/2} uₖ as the columns of a (D, K) matrix (Z₀ (2N, D): outputs on the
+    stacked views at t = 0)."""
+    return z0.double().T @ _sqrt_psd(gram.double(), inverse=True) @ u
+
+
+def initial_levels(gamma: Tensor, amplitudes: Tensor) -> Tensor:
+    """cₖ(0) for the closed form, from the run's actual initialisation.
+
+    `amplitudes` (D, K) holds aₖ (W₀vₖ, or Z₀ᵀK^{+1/2}uₖ). Mode k is learned in the output
+    directions the earlier modes left free: once modes 1 … k−1 have saturated along
+    directions spanning a₁ … aₖ₋₁, (C − I) vanishes on them and only the part of aₖ
+    orthogonal to them keeps growing. With the QR factorisation A = QR,
+    cₖ(0) = γₖ R²ₖₖ (leading order in the init scale). Only min(D, K) modes can be learned;
+    the result has that length. For W₀ entries N(0, α²/m), E R²ₖₖ = α²(D − k + 1)/m
+    (`expected_levels`). Batched over leading dimensions of `amplitudes`."""
+    r = torch.linalg.qr(amplitudes.double(), mode="r").R
+    d = min(r.shape[-2:])
+    return gamma[:d] * r.diagonal(dim1=-2, dim2=-1)[..., :d] ** 2
+
+
+def expected_levels(gamma: Tensor, alpha: float, in_dim: int, out_dim: int) -> Tensor:
+    """cₖ(0) = γₖ α² (D − k + 1)/m: `initial_levels` averaged (in R²ₖₖ) over W₀ with entries
+    N(0, α²/m); k = 1 … min(D, K)."""
+    d = min(out_dim, len(gamma))
+    free = out_dim - torch.arange(d, dtype=torch.float64)
+    return gamma[:d] * alpha**2 * free / in_dim
+
+
+def half_times(gamma: Tensor, c0: Tensor) -> Tensor:
+    """tₖ = ln((1 − cₖ(0)) / cₖ(0)) / (8γₖ): when the logistic cₖ(t) crosses ½."""
+    g = gamma[: len(c0)]
+    return torch.log((1 - c0) / c0) / (8 * g)
+
+
+def logistic(t: Tensor, gamma: Tensor, c0: Tensor) -> Tensor:
+    """cₖ(t) = 1 / (1 + (1 − cₖ(0))/cₖ(0) · e^{−8γₖ t}), the solution of dc/dt = 8γc(1 − c):
+    (T,) times → (T, K) eigenvalues of C for aligned initialisation."""
+    g = gamma[: len(c0)]
+    return 1 / (1 + ((1 - c0) / c0) * torch.exp(-8 * g * t.double()[:, None]))
+
+
+def init_scale_slope(gamma: Tensor) -> Tensor:
+    """dtₖ / d ln(1/α) = 1/(4γₖ): cₖ(0) ∝ α², so ln((1 − c₀)/c₀) = 2 ln(1/α) + const + O(c₀)."""
+    return 1 / (4 * gamma)
+
+
+def staircase(eigenvalues: Tensor, out_dim: int) -> Tensor:
+    """The loss Σᵢ (1 − cᵢ)² over the D eigenvalues of C (the off-diagonal part vanishes for
+    aligned modes), from (T, K) predicted eigenvalues; with k modes at 1 and the rest at 0
+    it is D − k."""
+    c = eigenvalues[:, :out_dim]
+    return ((1 - c) ** 2).sum(1) + (out_dim - c.shape[1])
+
+
+def _solve(rhs, y0: np.ndarray, t: np.ndarray, rtol: float) -> np.ndarray:
+    sol = solve_ivp(lambda _, y: rhs(y), (0.0, float(t[-1])), y0, t_eval=t, method="DOP853",
+                    rtol=rtol, atol=1e-14)
+    if not sol.success:
+        raise RuntimeError(f"the ODE integration failed: {sol.message}")
+    return sol.y.T
+
+
+def integrate_weights(w0: Tensor, gamma_matrix: Tensor, t: Tensor, rtol: float = 1e-8) -> Tensor:
+    """The full matrix ODE of the linear model, dW/dt = −∇L = −4 (WΓWᵀ − I) W Γ, from W₀
+    (D, m): the descending eigenvalues of C(t) = W Γ Wᵀ at the times t (T,), (T, D)."""
+    g = gamma_matrix.double().numpy()
+    shape = tuple(w0.shape)
+
+    def rhs(y: np.ndarray) -> np.ndarray:
+        w = y.reshape(shape)
+        wg = w @ g
+        return (-4 * (wg @ w.T - np.eye(shape[0])) @ wg).ravel()
+
+    ws = _solve(rhs, w0.double().numpy().ravel(), t.double().numpy(), rtol).reshape(-1, *shape)
+    c = torch.from_numpy(np.einsum("tdm,mn,ten->tde", ws, g, ws))
+    return torch.linalg.eigvalsh(c).flip(-1)
+
+
+def integrate_outputs(z0: Tensor, ntk: Tensor, t: Tensor, rtol: float = 1e-8,
+                      new_ntk: Tensor | None = None, new_z0: Tensor | None = None):
+    """Function-space gradient flow of a linearized network, dZ/dt = −Θ·∂L/∂Z, on the
+    stacked views (Z (2N, D), rows [views 1; views 2]):
+
+        ∂L/∂Z1 = 2 Z2 (C − I)/N,  ∂L/∂Z2 = 2 Z1 (C − I)/N,
+        (Θ·G)[i, a] = Σ_{j, b} Θ[i, j, a, b] G[j, b],
+
+    with `ntk` the full output-coupled eNTK (2N, 2N, D, D) (`empirical_ntk` layout), or a
+    scalar kernel K as K[:, :, None, None]·I. It is exact for the linearized network: its
+    outputs are Z₀ + J(θ − θ₀), and dθ/dt = −Jᵀ ∂L/∂Z. Returns the descending eigenvalues of
+    C(t) (T, D), and, given `new_ntk` = Θ(x_new, views) (n, 2N, D, D) and the new points'
+    outputs at t = 0, their outputs at the last time (n, D), which move by
+    df(x)/dt = −Θ(x, views)·∂L/∂Z."""
+    n2, d = z0.shape
+    n = n2 // 2
+    theta = _output_matrix(ntk, n2, d)
+    new = None if new_ntk is None else _output_matrix(new_ntk, n2, d, rows=len(new_ntk))
+    y0 = z0.double().numpy().ravel()
+    if new is not None:
+        y0 = np.concatenate([y0, new_z0.double().numpy().ravel()])
+
+    def rhs(y: np.ndarray) -> np.ndarray:
+        z = y[: n2 * d].reshape(n2, d)
+        z1, z2 = z[:n], z[n:]
+        c = (z1.T @ z2 + z2.T @ z1) / (2 * n) - np.eye(d)
+        grad = (2 / n) * np.concatenate([z2 @ c, z1 @ c]).ravel()
+        out = -theta @ grad
+        return out if new is None else np.concatenate([out, -new @ grad])
+
+    ys = _solve(rhs, y0, t.double().numpy(), rtol)
+    zs = torch.from_numpy(ys[:, : n2 * d].reshape(-1, n2, d))
+    c = (zs[:, :n].mT @ zs[:, n:] + zs[:, n:].mT @ zs[:, :n]) / (2 * n)
+    eig = torch.linalg.eigvalsh(c).flip(-1)
+    if new is None:
+        return eig
+    return eig, torch.from_numpy(ys[-1, n2 * d:].reshape(-1, d))
+
+
+def _output_matrix(ntk: Tensor, cols: int, d: int, rows: int | None = None) -> np.ndarray:
+    """Θ[i, j, a, b] → the ((rows·D), (cols·D)) matrix of (i, a), (j, b)."""
+    rows = cols if rows is None else rows
+    return ntk.double().permute(0, 2, 1, 3).reshape(rows * d, cols * d).numpy()
+
+
+def final_embedding(gram: Tensor, u: Tensor, gamma: Tensor, k_new: Tensor) -> Tensor:
+    """The embedding the small-init dynamics converges to, up to an orthogonal rotation of
+    its D outputs: fⱼ(x) = γⱼ^{-1/2} uⱼᵀ K^{+1/2} k_X(x) for the learned modes j (the
+    columns of u, γ their eigenvalues), with k_X(x) = (k(xᵢ, x))ᵢ over the 2N stacked
+    views; `k_new` (2N, n) holds k_X of n new points. Returns (n, d). For a linear model
+    this is γⱼ^{-1/2} vⱼᵀ x: mode j saturated at cⱼ = γⱼ sⱼ² = 1."""
+    return (k_new.double().T @ _sqrt_psd(gram.double(), inverse=True) @ u) / gamma.sqrt()
+
+
+def principal_cosines(f1: Tensor, f2: Tensor) -> Tensor:
+    """Cosines of the principal angles between the column spans of f1 (n, d1) and f2 (n, d2)
+    in Rⁿ (descending, min(d1, d2) of them): the singular values of Q1ᵀQ2 for orthonormal
+    bases Q1, Q2. Their mean is 1 iff one span contains the other."""
+    q1 = torch.linalg.qr(f1.double()).Q
+    q2 = torch.linalg.qr(f2.double()).Q
+    return torch.linalg.svdvals(q1.T @ q2)
+
+
+def crossing_times(t: np.ndarray, eigenvalues: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """For each column (mode) of (T, K) eigenvalues, the time at which it first reaches
+    `level`, linearly interpolated between samples; nan where it never does."""
+    out = np.full(eigenvalues.shape[1], math.nan)
+    for k in range(eigenvalues.shape[1]):
+        above = np.nonzero(eigenvalues[:, k] >= level)[0]
+        if len(above) == 0:
+            continue
+        i = above[0]
+        if i == 0:
+            out[k] = t[0]
+            continue
+        lo, hi = eigenvalues[i - 1, k], eigenvalues[i, k]
+        out[k] = t[i - 1] + (level - lo) / (hi - lo) * (t[i] - t[i - 1])
+    return out
