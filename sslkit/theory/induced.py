@@ -1,6 +1,7 @@
 """Kernel-regime optima of joint-embedding losses and the kernels they induce, after
 Kiani et al. (2022), "Joint embedding self-supervised learning in the kernel regime";
 derived here in the form sslkit implements (docs/theory.md, "Kernel-regime optima").
+The derivation is ours from the paper's setting; the tie-break below is not in its summary.
 
 Setting: n training points (the 2N stacked views) with kernel matrix K (feature map φ,
 K = ΦΦᵀ), an augmentation graph A (n, n) (for view pairs, A = P: each view is adjacent

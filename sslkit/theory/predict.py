@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sslkit.errors import ConfigError
+from sslkit.methods.siamese import Siamese
 from sslkit.models.mlp import Linear
 from sslkit.rng import VIEWS, generator
 from sslkit.theory import stepwise
@@ -31,15 +32,18 @@ VIEW_DRAWS = 32  # view pairs of the whole data set averaged into Γ
 CURVE_POINTS = 2000  # at most this many steps on the predicted curves
 
 
-def check_supported(cfg: DictConfig, backbone, projector) -> None:
+def check_supported(cfg: DictConfig, backbone, projector, method) -> None:
     loss = cfg.loss
     simplified = (loss.get("normalize") == "none" and loss.get("lambd") == 1.0
                   and loss.get("scale") == 1.0 and loss.get("symmetric"))
-    if not (isinstance(backbone, Linear) and isinstance(projector, torch.nn.Identity) and simplified):
+    if not (isinstance(backbone, Linear) and isinstance(projector, torch.nn.Identity)
+            and isinstance(method, Siamese) and simplified):
         raise ConfigError(
             "sslkit-theory predicts the linear model trained with the simplified Barlow Twins "
-            "loss: backbone=linear, projector=identity, loss=barlow_twins_simplified (got "
-            f"backbone={type(backbone).__name__}, projector={type(projector).__name__}, "
+            "loss: method=siamese, backbone=linear, projector=identity, "
+            "loss=barlow_twins_simplified (got "
+            f"method={type(method).__name__}, backbone={type(backbone).__name__}, "
+            f"projector={type(projector).__name__}, "
             f"loss normalize={loss.get('normalize')} lambd={loss.get('lambd')} "
             f"scale={loss.get('scale')} symmetric={loss.get('symmetric')}). Linearized "
             "networks are predicted in function space by scripts/theory_ntk.py "
@@ -58,7 +62,7 @@ def predict(cfg: DictConfig, run_dir: str | Path) -> Path:
     augment = instantiate(cfg.augment)
     backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
     projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
-    check_supported(cfg, backbone, projector)
+    check_supported(cfg, backbone, projector, instantiate(cfg.method, backbone=backbone, projector=projector))
 
     gamma_matrix = sum(stepwise.cross_covariance(*augment(data.x, generator(torch.device("cpu"), cfg.seed, VIEWS, 0, s)))
                        for s in range(VIEW_DRAWS)) / VIEW_DRAWS
