@@ -223,6 +223,10 @@ def test_sslkit_eval_reproduces_the_online_probe_on_the_same_features(config, tm
     assert list((tmp_path / "eval").glob("features-*.pt"))  # cached: a second call reads it
     main([str(tmp_path / "checkpoints" / "last.pt"), "--optimizer", "sgd", "--epochs", "20"])
     assert abs(json.loads((tmp_path / "linear_eval.json").read_text())["top1"] - online) <= 3
+    for kind in ("standard", "views"):  # one augmented copy of the training set each
+        main([str(tmp_path), "--augment", "1", "--augment-kind", kind])
+        result = json.loads((tmp_path / "linear_eval.json").read_text())
+        assert result["train_samples"] == 3000 and result["augment_kind"] == kind
 
 
 def test_report_draws_accuracy_beside_the_eigenvalues_with_the_crossings_on_both(tmp_path):
