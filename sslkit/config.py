@@ -319,7 +319,8 @@ class SpectrumMatrix(str, Enum):
 
     cov = "cov"  # covariance of view 1
     cov2 = "cov2"  # covariance of view 2
-    xcorr = "xcorr"  # symmetrised cross-correlation (z1ᵀz2 + z2ᵀz1)/2N
+    xcorr = "xcorr"  # symmetrised cross-correlation (z1ᵀz2 + z2ᵀz1)/2N of z as the loss sees it
+    xcorr_raw = "xcorr_raw"  # the same of the raw embeddings
     feat_cov = "feat_cov"
     feat_cov2 = "feat_cov2"
     feat_xcorr = "feat_xcorr"
@@ -338,12 +339,12 @@ class SpectrumConfig:
     full_every: int = 100  # complete spectra stored (and tracking checked) every k-th step
     exact_max: int = 256  # exact decomposition every step when min(rank bound, D) <= this
     oversample: int = 16  # extra tracked directions beyond top_k
-    tol: float = 1e-3  # tracked eigenvalues within tol·|λ₁| of an eigenvalue
-    max_iters: int = 10  # subspace iterations per step at most
+    tol: float = 1e-3  # warn when tracked eigenvalues deviate from the exact ones by more than tol·|λ₁|
+    iters: int = 2  # subspace iterations per step (a fixed number: the device never waits)
     rankme_eps: float = 1e-7
-    logdet_eps: float = 1e-4
     level: float = 0.5  # a mode of a cross-correlation is learned when its eigenvalue reaches this
     flush_every: int = 100  # rows buffered in memory before they are appended to disk
+    chunk: int = 32  # steps kept on the device before one bulk copy to the host
 
 
 class WandbMode(str, Enum):

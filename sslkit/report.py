@@ -4,7 +4,7 @@ rank and entropy summaries and the loss, for one run or several overlaid.
 Four panels: (a) the top eigenvalues of the cross-correlation C vs step on a log scale,
 a dot where each first reaches ½; (b) effective rank and RankMe of the embedding
 covariance and the number of learned modes of C; (c) the Gaussian log-det entropy
-½ log det(Σ + εI) of each covariance; (d) the loss and its terms. A run with evaluation
+½ log det Σ on the span of the batch, of each covariance; (d) the loss and its terms. A run with evaluation
 (`eval=...`) gets two more, next to (a): (e) held-out top-1 accuracy vs step, and (f)
 accuracy vs the number of learned modes; the ½-crossings are vertical lines in (a) and (e).
 """
@@ -208,7 +208,7 @@ def _finish(fig, axes, title: str) -> None:
     axes[0].axhline(0.5, color="grey", lw=0.5, ls=":")
     axes[0].set(xlabel="step", ylabel="eigenvalue (log scale); ● first reaches ½")
     axes[1].set(xlabel="step", ylabel="dimensions", title="Effective rank, RankMe, learned modes")
-    axes[2].set(xlabel="step", ylabel="½ log det(Σ + εI)", title="Gaussian log-det entropy")
+    axes[2].set(xlabel="step", ylabel="½ log det Σ (span of the batch)", title="Gaussian log-det entropy")
     axes[3].set(xlabel="step", ylabel="loss", title="Loss and its terms")
     lines = axes[3].get_lines()  # the total loss: the line labelled so, or every run's line
     lines = [line for line in lines if line.get_label() == "loss"] or lines

@@ -34,7 +34,7 @@ def fake_run(run_dir: Path, speed: float = 1.0, init_scale: float = 1e-3, steps:
         for step in range(steps):
             c = (rates * (step + 0.5)).clamp(1e-6, 1.0)
             z = basis * c.sqrt()  # zᵀz/n = diag(c)
-            monitor.observe(step, z, z, z, z)
+            monitor(step, z, z, z, z)
             loss = float(((c - 1) ** 2).sum())
             f.write(json.dumps({"step": step, "epoch": 0, "loss": loss, "invariance": loss, "redundancy": 0.0,
                                 "lr": 0.1, "images_per_s": 1e4}) + "\n")

@@ -10,7 +10,8 @@ import torch
 
 from sslkit.spectrum import (SpectrumMonitor, SubspaceTracker, crossing_steps, factored, load,
                              load_events)
-from sslkit.spectrum.metrics import effective_rank, gaussian_logdet, learned_modes, rankme
+from sslkit.spectrum.metrics import effective_rank, gaussian_logdet, hadamard_gap, learned_modes, rankme, span_rank
+from sslkit.spectrum.tracker import ritz
 
 
 def views(n: int, d: int, seed: int, rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,25 +54,53 @@ def test_factored_eigenvalues_match_numpy(kind, n, d):
 # ------------------------------------------------------------------------------- tracking
 
 
-@pytest.mark.parametrize("kind", ["cov", "xcorr"])
-def test_tracked_eigenvalues_agree_with_eigvalsh(kind):
+def drifting_views(steps: int, n: int = 160, d: int = 200):
     """A training-like sequence: a slowly rotating low-rank signal seen through a new random
-    batch every step. The stored (tracked) top-k stay within tol·|λ₁| of eigvalsh."""
-    n, d, k, tol = 160, 200, 16, 1e-3
+    batch every step, the second view noisier (C is indefinite)."""
     g = torch.Generator().manual_seed(0)
     w = torch.randn(40, d, generator=g, dtype=torch.float64)
-    tracker = SubspaceTracker(d, k, oversample=16, tol=tol, max_iters=20, device=torch.device("cpu"))
-    worst, bounds = 0.0, []
-    for _ in range(12):
+    for _ in range(steps):
         w = w + 0.02 * torch.randn(40, d, generator=g, dtype=torch.float64)
         x = torch.randn(n, 40, generator=g, dtype=torch.float64) * 2.0 ** (-torch.arange(40) / 6)
-        z1, z2 = x @ w, x @ w + 0.05 * torch.randn(n, d, generator=g, dtype=torch.float64)
-        theta, bound, _ = tracker.update(factored(kind, z1, z2))
-        exact = dense_reference(kind, z1, z2)[:k]
-        worst = max(worst, np.abs(theta.numpy() - exact).max() / abs(exact[0]))
-        bounds.append(bound)
-    assert worst <= tol
-    assert max(bounds) <= tol  # converged within max_iters at every step
+        yield x @ w, x @ w + 0.05 * torch.randn(n, d, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kind", ["cov", "xcorr"])
+def test_tracked_eigenvalues_agree_with_eigvalsh(tmp_path, kind):
+    """The default two subspace iterations per step, no early stop: on a training-like
+    sequence the stored (tracked) top-k stay within tol·|λ₁| of eigvalsh at every step, and
+    so does the residual bound."""
+    k, tol = 16, 1e-3
+    monitor = SpectrumMonitor(tmp_path, [kind], top_k=k, full_every=1, exact_max=0, tol=tol, chunk=5)
+    exact = []
+    for step, (z1, z2) in enumerate(drifting_views(12)):
+        chunk = monitor.observe(step, z1, z2, z1, z2)
+        if chunk:
+            monitor.record(chunk)
+        exact.append(dense_reference(kind, z1, z2)[:k])
+    monitor.record(monitor.flush())
+    monitor.close()
+    stored, exact = load(tmp_path), np.array(exact)
+    assert (np.abs(stored[kind] - exact).max(axis=1) <= tol * np.abs(exact[:, 0])).all()
+    assert (stored[f"{kind}/track_err"] <= tol).all() and (stored[f"{kind}/residual"] <= tol).all()
+
+
+def test_tracker_finds_the_largest_eigenvalues_of_an_indefinite_matrix():
+    """C = QΛQᵀ with negative eigenvalues larger in magnitude than the 4th positive one:
+    without a shift, subspace iteration (p = 6) converges to the 6 largest |λ|; with the
+    shift σ > |λ_min| the 4 largest Ritz values are the 4 largest λ."""
+    lam = torch.tensor([1.0, 0.8, 0.6, 0.4, -0.9, -0.85, -0.7, -0.65, 0.1, 0.05], dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    q = torch.linalg.qr(torch.randn(10, 10, generator=g, dtype=torch.float64)).Q
+    n = 10  # xcorr of A = √n·I and B = √n·QΛQᵀ is (AᵀB + BᵀA)/2n = QΛQᵀ
+    m = factored("xcorr", n ** 0.5 * torch.eye(n, dtype=torch.float64), n ** 0.5 * (q * lam) @ q.T)
+    start = torch.linalg.qr(torch.randn(10, 6, dtype=torch.float64, generator=g)).Q
+    for shift, converges in ((0.0, False), (1.1, True)):
+        tracker = SubspaceTracker(10, 4, oversample=2, iters=60, device=torch.device("cpu"))
+        tracker.basis = start
+        theta, residual = ritz(tracker.step(m, shift).numpy(), 4)
+        assert np.allclose(theta, [1.0, 0.8, 0.6, 0.4], atol=1e-8) == converges, theta
+    assert residual.max() < 1e-6  # (uᵀH₂u − θ²)^½ resolves residuals down to ≈ √ε₆₄·|θ|
 
 
 def test_monitor_tracked_rows_and_full_rows_against_eigvalsh(tmp_path):
@@ -79,11 +108,11 @@ def test_monitor_tracked_rows_and_full_rows_against_eigvalsh(tmp_path):
     (every full_every steps) are exact, and track_err is recorded there."""
     tol, top_k, full_every = 1e-3, 8, 4
     monitor = SpectrumMonitor(tmp_path, ["cov", "xcorr"], top_k=top_k, full_every=full_every,
-                              exact_max=0, tol=tol, max_iters=30, flush_every=3)
+                              exact_max=0, tol=tol, iters=30, flush_every=3, chunk=3)
     exact = {"cov": [], "xcorr": []}
     for step in range(10):
         a, b = views(50, 30, seed=step % 3)  # three batches in turn: the matrix keeps changing
-        monitor.observe(step, a.float(), b.float(), a.float(), b.float())
+        monitor(step, a.float(), b.float(), a.float(), b.float())
         for kind in exact:
             exact[kind].append(dense_reference(kind, a.float().double(), b.float().double()))
     monitor.close()
@@ -114,9 +143,10 @@ def test_summaries_of_closed_forms():
         assert effective_rank(projector) == pytest.approx(r, rel=1e-12)
         assert rankme(projector, eps=0.0) == pytest.approx(r, rel=1e-12)
     diag = np.array([4.0, 1.0, 0.25, 1e-3, 0.0])
-    assert gaussian_logdet(diag, eps=1e-4) == pytest.approx(0.5 * np.log(diag + 1e-4).sum(), rel=1e-12)
-    # the same as ½ log det of the matrix itself, via slogdet
-    assert gaussian_logdet(diag, 1e-4) == pytest.approx(0.5 * np.linalg.slogdet(np.diag(diag) + 1e-4 * np.eye(5))[1])
+    assert span_rank(diag, bound=5) == 4 and span_rank(diag, bound=3) == 3
+    assert gaussian_logdet(diag, 4) == pytest.approx(0.5 * np.log(diag[:4]).sum(), rel=1e-12)
+    # with full rank, the same as ½ log det of the matrix itself, via slogdet
+    assert gaussian_logdet(diag[:4], 4) == pytest.approx(0.5 * np.linalg.slogdet(np.diag(diag[:4]))[1])
     assert learned_modes(np.array([1.2, 0.5, 0.4999, -0.7]), 0.5) == 2
 
 
@@ -124,8 +154,8 @@ def test_monitor_summaries_match_definitions_on_embeddings(tmp_path):
     """RankMe from the singular values of the centred embedding matrix (numpy SVD), the
     effective rank and log-det from numpy's eigenvalues, learned modes of C."""
     a, b = views(80, 24, seed=3, rank=10)
-    monitor = SpectrumMonitor(tmp_path, ["cov", "xcorr"], rankme_eps=1e-7, logdet_eps=1e-4)
-    out = monitor.observe(0, a.float(), b.float(), a.float(), b.float())
+    monitor = SpectrumMonitor(tmp_path, ["cov", "xcorr"], rankme_eps=1e-7)
+    out = monitor(0, a.float(), b.float(), a.float(), b.float())
     monitor.close()
     z = a.float().double().numpy()
     sigma = np.linalg.svd(z - z.mean(0), compute_uv=False)
@@ -136,11 +166,54 @@ def test_monitor_summaries_match_definitions_on_embeddings(tmp_path):
     q = np.abs(lam) / np.abs(lam).sum()  # normalised singular values of Σ
     q = q[q > 0]
     assert out["cov/effective_rank"] == pytest.approx(np.exp(-(q * np.log(q)).sum()), rel=1e-9)
-    assert out["cov/logdet"] == pytest.approx(0.5 * np.log(lam.clip(0) + 1e-4).sum(), rel=1e-9)
+    assert out["cov/logdet"] == pytest.approx(0.5 * np.log(lam[:10]).sum(), rel=1e-9)  # rank 10 < D
     c = dense_reference("xcorr", a.float().double(), b.float().double())
     assert out["xcorr/learned"] == (c >= 0.5).sum()
     stored = load(tmp_path)
     assert stored["cov/rankme"][0] == pytest.approx(out["cov/rankme"], rel=1e-6)
+
+
+def test_logdet_on_the_span_of_a_small_batch(tmp_path):
+    """Batch 16, D = 512 (rank ≤ 15): ½ Σ log of the 15 non-zero eigenvalues, from numpy's
+    eigenvalues of the 16×16 Gram matrix; ½ log det(Σ + εI) differs from it by ≈ ½(D − 15) log ε."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(16, 512, generator=g, dtype=torch.float64) @ torch.diag(torch.linspace(0.1, 2, 512, dtype=torch.float64))
+    monitor = SpectrumMonitor(tmp_path, ["cov"])
+    out = monitor(0, z, z, z, z)
+    monitor.close()
+    zc = (z - z.mean(0)).numpy()
+    gram = np.linalg.eigvalsh(zc @ zc.T / 15)[::-1]  # the non-zero eigenvalues of Σ, and one ≈ 0
+    assert out["cov/logdet"] == pytest.approx(0.5 * np.log(gram[:15]).sum(), rel=1e-10)
+    lam = np.r_[gram[:15], np.zeros(512 - 15)]
+    regularised = 0.5 * np.log(lam + 1e-4).sum()
+    assert regularised - out["cov/logdet"] == pytest.approx(0.5 * (512 - 15) * np.log(1e-4), rel=1e-3)
+    assert 0.5 * (512 - 15) * np.log(1e-4) == pytest.approx(-2289, abs=1)  # the README's figure
+
+
+def test_hadamard_gap_against_numpy_and_the_inequality(tmp_path):
+    """Full rank: Σ log Σₖₖ − log det Σ with numpy's slogdet. Rank r < D: log e_r(diag Σ) −
+    log pdet Σ with e_r summed over all r-subsets, and pdet Σ = Σ_S det Σ_SS (Cauchy–Binet).
+    Both ≥ 0, and 0 for a diagonal covariance."""
+    from itertools import combinations
+
+    g = torch.Generator().manual_seed(0)
+    for n, d in ((200, 6), (4, 6)):  # r = 6 = D; r = 3 < D
+        z = torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.randn(d, d, generator=g, dtype=torch.float64)
+        monitor = SpectrumMonitor(tmp_path / f"{n}", ["cov"])
+        gap = monitor(0, z, z, z, z)["cov/hadamard_gap"]
+        monitor.close()
+        sigma = np.cov(z.numpy(), rowvar=False)
+        r = min(n - 1, d)
+        subsets = list(combinations(range(d), r))
+        e_r = sum(np.prod(np.diag(sigma)[list(s)]) for s in subsets)
+        pdet = sum(np.linalg.det(sigma[np.ix_(s, s)]) for s in subsets)
+        assert pdet == pytest.approx(np.prod(np.linalg.eigvalsh(sigma)[::-1][:r]), rel=1e-8)
+        assert gap == pytest.approx(np.log(e_r) - np.log(pdet), rel=1e-8) and gap > 0
+        if r == d:
+            assert gap == pytest.approx(np.log(np.diag(sigma)).sum() - np.linalg.slogdet(sigma)[1], rel=1e-10)
+    diagonal = np.array([3.0, 1.0, 0.5, 0.2])
+    assert hadamard_gap(diagonal, diagonal, [4])[0] == pytest.approx(0, abs=1e-12)
+    assert hadamard_gap(np.r_[diagonal, 0, 0], np.r_[diagonal, 0, 0], [4])[0] == pytest.approx(0, abs=1e-12)
 
 
 # --------------------------------------------------------------------------------- events
@@ -157,7 +230,7 @@ def test_crossing_events_are_appended_as_they_happen(tmp_path):
     seen = []
     for step in range(12):
         z = basis * torch.sqrt((rates * step / 4).clamp(max=1.0))  # C = zᵀz/n = diag(min(rate·t/4, 1))
-        monitor.observe(step, z, z, z, z)
+        monitor(step, z, z, z, z)
         seen.append(len(load_events(tmp_path)))
     monitor.close()
     events = load_events(tmp_path)
@@ -183,7 +256,7 @@ def test_storage_stays_under_200_mb_for_100k_steps_at_d_2048(config, tmp_path):
     sizes = []
     for step in range(spectrum.full_every + 1):
         z1, z2 = torch.randn(32, 2048, generator=g), torch.randn(32, 2048, generator=g)
-        monitor.observe(step, z1, z2, z1 + 1, z2 + 1)
+        monitor(step, z1, z2, z1 + 1, z2 + 1)
         sizes.append(sum(p.stat().st_size for p in (tmp_path / "spectrum").rglob("*") if p.is_file()))
     monitor.close()
     per_step = sizes[2] - sizes[1]
@@ -197,7 +270,7 @@ def test_load_while_writing_returns_complete_rows_only(tmp_path):
     monitor = SpectrumMonitor(tmp_path, ["cov", "xcorr"], flush_every=4)
     for step in range(10):
         a, b = views(30, 5, seed=step)
-        monitor.observe(step, a, b, a, b)
+        monitor(step, a, b, a, b)
         assert len(load(tmp_path)["step"]) == (step + 1) // 4 * 4
     monitor.close()
     summary = tmp_path / "spectrum" / "summary.f4"
@@ -219,7 +292,7 @@ def test_resume_from_state_continues_the_files_exactly(tmp_path, exact_max):
     def run(monitor, steps):
         for s in steps:
             a, b = batches[s]
-            monitor.observe(s, (a * (1 + s)).float(), b.float(), a.float(), b.float())
+            monitor(s, (a * (1 + s)).float(), b.float(), a.float(), b.float())
 
     reference = SpectrumMonitor(tmp_path / "ref", **kwargs)
     run(reference, range(9))
@@ -265,3 +338,33 @@ def test_map_distinct_keeps_a_repeated_tensor_one_object():
     out = map_distinct(lambda t: calls.append(t) or t.double(), (z1, z2, z1, z2))
     assert len(calls) == 2 and out[0] is out[2] and out[1] is out[3]
     assert out[0].dtype == torch.float64 and torch.equal(out[1], z2.double())
+
+
+@pytest.mark.parametrize("loss", ["barlow_twins", "simclr"])
+def test_xcorr_is_the_loss_own_c(config, tmp_path, monkeypatch, loss):
+    """Training on digits: the stored `xcorr` eigenvalues are those of the loss's own C from
+    its reference formula — for Barlow Twins the official main.py's BatchNorm1d(affine=False)
+    views, C = ẑ1ᵀẑ2/N, symmetrised; for SimCLR the unit-sphere views — and `xcorr_raw` those
+    of the raw embeddings. The embeddings are captured as the loss received them."""
+    from sslkit.losses import BarlowTwinsLoss, NTXentLoss
+    from sslkit.train import train
+
+    cls = BarlowTwinsLoss if loss == "barlow_twins" else NTXentLoss
+    seen, forward = [], cls.forward
+    monkeypatch.setattr(cls, "forward", lambda self, z1, z2: seen.append((z1.detach().clone(), z2.detach().clone()))
+                        or forward(self, z1, z2))
+    train(config(f"loss={loss}", "data.batch_size=128", "trainer.max_steps=3",
+                 "spectrum.matrices=[xcorr,xcorr_raw]"), tmp_path)
+    stored = load(tmp_path)
+    for step, (z1, z2) in enumerate(seen):
+        a, b = z1.double().numpy(), z2.double().numpy()
+        if loss == "barlow_twins":
+            bn = torch.nn.BatchNorm1d(a.shape[1], affine=False, dtype=torch.float64)  # training mode
+            x, y = bn(torch.from_numpy(a)).detach().numpy(), bn(torch.from_numpy(b)).detach().numpy()
+        else:
+            x, y = (v / np.linalg.norm(v, axis=1, keepdims=True) for v in (a, b))
+        for name, (p, q) in (("xcorr", (x, y)), ("xcorr_raw", (a, b))):
+            c = p.T @ q / len(p)
+            ref = np.linalg.eigvalsh((c + c.T) / 2)[::-1][: stored[name].shape[1]]
+            np.testing.assert_allclose(stored[name][step], ref, rtol=1e-5, atol=1e-6 * abs(ref[0]))
+    assert len(seen) == 3 and not np.allclose(stored["xcorr"], stored["xcorr_raw"])  # the views matter

@@ -25,6 +25,14 @@ def test_default_experiment_learns_five_separated_steps(config, tmp_path):
     assert_separated_steps(tmp_path, 5)
 
 
+def test_training_leaves_the_thread_settings_alone(config, tmp_path):
+    """Training with the spectrum monitor (and its background thread) on does not change the
+    process's intra-op or inter-op thread counts."""
+    before = torch.get_num_threads(), torch.get_num_interop_threads()
+    train(config("data.batch_size=128", "trainer.max_steps=3"), tmp_path)
+    assert (torch.get_num_threads(), torch.get_num_interop_threads()) == before
+
+
 def test_same_seed_same_run_and_other_seed_differs(config, tmp_path):
     overrides = ("data.batch_size=128", "trainer.max_steps=30")
     train(config(*overrides), tmp_path / "a")

@@ -62,6 +62,12 @@ class BarlowTwinsLoss(nn.Module):
             return z
         return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + 1e-5)
 
+    def spectrum_view(self, z: torch.Tensor) -> torch.Tensor:
+        """The embeddings as this loss sees them before forming C: ẑ (batch-normalised,
+        or z itself with ``normalize="none"``). The spectrum monitor's ``xcorr`` is the
+        symmetrised C of these views, so its eigenvalues are those the loss drives to 1."""
+        return self._normalize(z)
+
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> LossOutput:
         check_views(z1, z2)
         c = self._normalize(z1).T @ self._normalize(z2) / z1.shape[0]

@@ -37,6 +37,12 @@ class NTXentLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
 
+    def spectrum_view(self, z: torch.Tensor) -> torch.Tensor:
+        """The embeddings as this loss sees them: on the unit sphere, z/‖z‖ per sample. The
+        spectrum monitor's ``xcorr`` is C = (ẑ1ᵀẑ2 + ẑ2ᵀẑ1)/2N of these, whose trace is the
+        mean cosine similarity of the positive pairs (the alignment term up to −1/τ)."""
+        return F.normalize(z, dim=1)
+
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> LossOutput:
         check_views(z1, z2)
         n = z1.shape[0]

@@ -53,6 +53,11 @@ class VICRegLoss(nn.Module):
             f"cov_coeff={self.cov_coeff}, eps={self.eps}"
         )
 
+    def spectrum_view(self, z: torch.Tensor) -> torch.Tensor:
+        """The embeddings as this loss sees them: raw (VICReg regularises the raw
+        covariance), so the spectrum monitor's ``xcorr`` is C = (z1ᵀz2 + z2ᵀz1)/2N."""
+        return z
+
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> LossOutput:
         check_views(z1, z2)
         n, d = z1.shape

@@ -1,20 +1,29 @@
 """Everything a run records besides checkpoints — metrics.jsonl, the spectrum monitor, the
-dashboards — done in a background thread, so that the training step never waits for it.
+dashboards — done so that the training step never waits for it.
 
-The loop hands over what it already has: `spectrum(step, out)` queues detached
-references to the step's tensors (on CUDA with an event marking when they are ready; the
-thread computes on its own stream), `log(record)` queues the step's metrics. Items are
-handled in order, so a record is completed with the spectrum summaries of its own step
-before it is written to metrics.jsonl and sent to the dashboards. The queue is bounded:
-if the thread falls behind by `MAX_PENDING` items the loop waits for it.
+`spectrum(step, out)` runs the monitor's device part in the training thread:
+a few products per matrix, launched (on CUDA on the observer's own stream, after the
+step's work) into a ring on the device, copied to the host in bulk every
+`spectrum.chunk` steps (sslkit.spectrum.monitor). Launching there costs less host time
+than from a second Python thread, which would hold the interpreter lock while it launches,
+and on a CPU a second thread would also take cores from the step's own thread pool: the
+training's thread settings are never touched. Everything else — eigenvalues of the small
+matrices, summaries, files, dashboards — runs in a background thread.
+
+`log(record)` queues the step's metrics. A record waits in the thread until the spectrum
+summaries of its own step are known, then it is written to metrics.jsonl and sent to the
+dashboards. The queue is bounded: if the thread falls behind by `MAX_PENDING` items the
+loop waits for it.
 
 `state()` waits until everything queued is written and returns the files' positions for a
 checkpoint; a resumed run passes them back to cut the files to that point.
 """
 
+import contextlib
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +43,14 @@ MAX_PENDING = 8
 
 class Observer:
     def __init__(self, run_dir: str | Path, cfg: DictConfig, device: torch.device, start_step: int = 0,
-                 state: dict[str, Any] | None = None) -> None:
+                 state: dict[str, Any] | None = None, view: Callable[[Tensor], Tensor] | None = None) -> None:
+        """`view`: how the loss maps embeddings before its C (the loss's `spectrum_view`)."""
         self.run_dir = Path(run_dir)
         state = state or {"metrics_bytes": 0, "spectrum": None}
         spectrum = OmegaConf.to_container(cfg.spectrum, resolve=True, enum_to_str=True)
         self.monitor: SpectrumMonitor | None = (
-            instantiate(spectrum, _partial_=True, _convert_="all")(run_dir=self.run_dir, state=state["spectrum"])
+            instantiate(spectrum, _partial_=True, _convert_="all")(run_dir=self.run_dir, state=state["spectrum"],
+                                                             view=view)
             if spectrum.pop("enabled") else None
         )
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -52,30 +63,51 @@ class Observer:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.queue: queue.Queue = queue.Queue(MAX_PENDING)
         self.error: BaseException | None = None
-        self.summary_step, self.summary, self.last_step = -1, {}, start_step
+        self.recorded: dict[int, tuple] = {}  # step → (summaries, top eigenvalues), until sent on
+        self.summaries: dict[int, dict[str, float]] = {}
+        self.recorded_through = -1  # the last step whose spectrum is recorded
+        self.held: list[tuple[dict, int]] = []  # records waiting for the spectra observed before them
+        self.observed = -1  # the last step handed to the monitor
+        self.last_step = start_step
         self.thread = threading.Thread(target=self._work, name="sslkit-observer", daemon=True)
         self.thread.start()
 
     def spectrum(self, step: int, out: StepOutput) -> None:
-        """Queue the spectra of the step's embeddings and features (if the monitor observes
-        this step); never syncs."""
+        """This step's spectra (if the monitor observes this step): the device part now,
+        without waiting for the device; the rest in the thread."""
         if self.monitor is None or not self.monitor.wants(step):
             return
         out = out.map(Tensor.detach)  # keeps `h is z` visible to the monitor
         views = (out.z1, out.z2, out.h1, out.h2)
-        ready = None
-        if self.stream is not None:
-            ready = torch.cuda.Event()
-            ready.record()
-        self._put(("spectrum", step, views, ready))
+        if self.stream is None:
+            chunk = self.monitor.observe(step, *views)
+        else:
+            self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
+            with torch.cuda.stream(self.stream):
+                for t in views:
+                    t.record_stream(self.stream)
+                chunk = self.monitor.observe(step, *views)
+        self.observed = step
+        if chunk is not None:
+            self._put(("spectrum", chunk))
+
+    def _flush_spectrum(self) -> None:
+        """Send the steps still in the monitor's ring to the thread."""
+        if self.monitor is None:
+            return
+        with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+            chunk = self.monitor.flush()
+        if chunk is not None:
+            self._put(("spectrum", chunk))
 
     def log(self, record: dict[str, float]) -> None:
         """Queue a metrics record; it is completed in place with the spectrum summaries of
         its step, written to metrics.jsonl and sent to the dashboards."""
-        self._put(("record", record))
+        self._put(("record", record, self.observed))
 
     def state(self) -> dict[str, Any]:
         """Wait for everything queued, flush, and return the positions for a checkpoint."""
+        self._flush_spectrum()
         self.queue.join()
         self._raise()
         self.metrics.flush()
@@ -84,8 +116,12 @@ class Observer:
 
     def close(self) -> None:
         """Finish the queue, close the files, send the stepwise figure to the dashboards."""
+        if self.error is None:
+            self._flush_spectrum()
         self.queue.put(None)
         self.thread.join()
+        if self.error is None:
+            self._send_spectra(float("inf"))
         self.metrics.close()
         if self.monitor is not None:
             self.monitor.close()
@@ -110,8 +146,6 @@ class Observer:
             raise RuntimeError(f"recording the run failed: {self.error!r}") from self.error
 
     def _work(self) -> None:
-        if self.stream is None:
-            torch.set_num_threads(1)  # this thread's own: the training keeps its threads
         while (item := self.queue.get()) is not None:
             try:
                 if self.error is None:  # after a failure, only drain the queue
@@ -124,24 +158,29 @@ class Observer:
 
     def _handle(self, item: tuple) -> None:
         if item[0] == "spectrum":
-            _, step, views, ready = item
-            if ready is None:
-                self.summary = self.monitor.observe(step, *views)
-            else:
-                with torch.cuda.stream(self.stream):
-                    self.stream.wait_event(ready)
-                    for t in views:
-                        t.record_stream(self.stream)
-                    self.summary = self.monitor.observe(step, *views)
-            self.summary_step = step
-            for sink in self.sinks:
-                sink.log_spectrum(step, self.monitor.latest)
+            chunk = item[1]
+            self.recorded.update(self.monitor.record(chunk))
+            self.recorded_through = chunk.steps[-1]
         else:
-            record = item[1]
-            if record["step"] == self.summary_step:
-                record.update(self.summary)
-            self.metrics.write(record)
-            self.last_step = record["step"]
-            scalars = {k: v for k, v in record.items() if k != "step"}
+            self.held.append(item[1:])
+        while self.held and self.held[0][1] <= self.recorded_through:  # every spectrum before it recorded
+            self._write(self.held.pop(0)[0])
+
+    def _write(self, record: dict) -> None:
+        """Send the recorded spectra up to the record's step to the dashboards, in step
+        order, then the record, completed with its step's summaries."""
+        self._send_spectra(record["step"])
+        record.update(self.summaries.pop(record["step"], {}))
+        self.summaries.clear()
+        self.metrics.write(record)
+        self.last_step = record["step"]
+        scalars = {k: v for k, v in record.items() if k != "step"}
+        for sink in self.sinks:
+            sink.log_scalars(record["step"], scalars)
+
+    def _send_spectra(self, through: float) -> None:
+        for step in [s for s in self.recorded if s <= through]:
+            summaries, rows = self.recorded.pop(step)
+            self.summaries[step] = summaries
             for sink in self.sinks:
-                sink.log_scalars(record["step"], scalars)
+                sink.log_spectrum(step, rows)

@@ -1,5 +1,6 @@
 """The two matrices whose spectra show stepwise learning (Simon et al. 2023, §3)."""
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -83,6 +84,15 @@ class Factored:
         zeros = values.new_zeros(self.dim - self.rows)
         return torch.cat([values, zeros]).sort(descending=True).values
 
+    def small(self) -> Tensor:
+        """The r×r symmetric matrix, r = min(m, D), from which `small_eigenvalues` gets all
+        of M's eigenvalues: M itself when D ≤ m; else the Gram matrix s·FFᵀ (J = I) or
+        FFᵀ (the swap). One product, no decomposition: it can be formed on the device every
+        step and decomposed later, in bulk, on the host."""
+        if self.dim <= self.rows:
+            return self.dense()
+        return (self.scale if not self.swap else 1.0) * (self.f @ self.f.T)
+
     def _core(self, r: Tensor) -> Tensor:
         """s·RJRᵀ, symmetrised against rounding."""
         core = self.scale * ((r.roll(self.rows // 2, dims=1) if self.swap else r) @ r.T)
@@ -98,3 +108,22 @@ def factored(kind: str, a: Tensor, b: Tensor) -> Factored:
         return Factored((a, b), 1 / (2 * n))
     x = a if kind == "cov" else b
     return Factored((x - x.mean(dim=0),), 1 / max(n - 1, 1))
+
+
+def small_eigenvalues(small: np.ndarray, dim: int, swap: bool, scale: float) -> np.ndarray:
+    """All `dim` eigenvalues (descending, float64) of each matrix M whose `Factored.small`
+    is `small`, (..., r, r). When r = dim that is M. Otherwise the missing dim − r are 0 and
+    the others are those of the Gram matrix (J = I) or, for the swap with G = FFᵀ = UΛUᵀ,
+    those of s·(UΛ^½)ᵀ J (UΛ^½): JG = JFFᵀ has the non-zero eigenvalues of FᵀJF, and
+    Λ^½UᵀJUΛ^½ is similar to JG."""
+    small = np.asarray(small, dtype=np.float64)
+    r = small.shape[-1]
+    if swap and r < dim:
+        lam, u = np.linalg.eigh((small + np.swapaxes(small, -1, -2)) / 2)
+        root = u * np.sqrt(np.clip(lam, 0, None))[..., None, :]
+        small = scale * np.swapaxes(root, -1, -2) @ np.roll(root, r // 2, axis=-2)
+    values = np.linalg.eigvalsh((small + np.swapaxes(small, -1, -2)) / 2)[..., ::-1]
+    if r < dim:
+        values = np.concatenate([values, np.zeros((*values.shape[:-1], dim - r))], axis=-1)
+        values = -np.sort(-values, axis=-1)
+    return values
