@@ -1,13 +1,28 @@
 """The cost of the per-step spectrum monitor: the same training with spectrum=off and with
-spectrum=every_step, alternated in one process, several times.
+spectrum=every_step, alternated in one process, several times; or (`monitor`) the monitor
+alone on random embeddings.
 
     python scripts/bench_spectrum.py [CASE] [--steps N] [--repeats R] [-- OVERRIDES...]
+    python scripts/bench_spectrum.py monitor [--batch 256] [--dim 2048] [--feat-dim 512]
+                                             [--device cuda] [--step-ms 12.5]
 
 CASE is `digits` (the default experiment), `resnet18` (ResNet-18, CIFAR stem, 2048-d
 projector, batch 32, on 32×32 random images written in the CIFAR-10 format: the step costs
 what a CIFAR step costs), `mlp2048` (an MLP of width 2048 with a 2048-d projector, batch 32)
 or `tracked` (as mlp2048 at batch 256, where the covariances have rank > spectrum.exact_max
 and the top eigenvalues are tracked by subspace iteration).
+
+`monitor` times `SpectrumMonitor` with the default matrices (cov, xcorr with Barlow Twins'
+batch-normalised view, feat_cov) on random float32 embeddings (batch × dim) and features
+(batch × feat-dim) of two correlated views, on the given device, as the observer runs it:
+per step, the host time of `observe` in the calling thread (launches only on CUDA, on a
+side stream), the device time of its work (CUDA events), and the host time of `record`
+(the observer thread's share: eigenvalues, summaries, files). It prints each as a median
+over steps (warm-up excluded) and the fraction of a training step of `--step-ms` ms (the
+tuned BT ResNet-18 step at batch 256 on an H100, 256/20 525 pairs/s, by default); the last
+line is
+
+    monitor_fraction: F     (host time in the training thread / step)
 
 A step's time is the loop's own measurement (batch size / images_per_s in metrics.jsonl at
 trainer.log_every=1): with the monitor on it includes any wait for the background thread,
@@ -61,7 +76,74 @@ def step_times(run_dir: Path, batch_size: int, skip: int) -> np.ndarray:
     return np.array([batch_size / r["images_per_s"] for r in rows[skip:]])
 
 
+def bench_monitor(batch: int, dim: int, feat_dim: int, device: str, step_ms: float, steps: int) -> None:
+    """The monitor alone (module docstring, `monitor`)."""
+    import torch
+
+    from sslkit.losses import BarlowTwinsLoss
+    from sslkit.spectrum import SpectrumMonitor
+
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    g = torch.Generator(dev).manual_seed(0)
+    mix = torch.randn(dim, dim, generator=g, device=dev) * torch.logspace(0, -3, dim, device=dev)
+    feats = torch.randn(feat_dim, feat_dim, generator=g, device=dev) * torch.logspace(0, -3, feat_dim, device=dev)
+    batches = []
+    for _ in range(8):  # a few distinct batches in turn
+        x = torch.randn(batch, dim, generator=g, device=dev)
+        y = torch.randn(batch, feat_dim, generator=g, device=dev)
+        noise = lambda t: 0.3 * torch.randn(t.shape, generator=g, device=dev)  # noqa: E731
+        batches.append((x @ mix, (x + noise(x)) @ mix, y @ feats, (y + noise(y)) @ feats))
+    stream = torch.cuda.Stream(dev) if cuda else None
+    host, device_ms, record_ms = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        monitor = SpectrumMonitor(tmp, ["cov", "xcorr", "feat_cov"], view=BarlowTwinsLoss().spectrum_view)
+        for step in range(steps):
+            z1, z2, h1, h2 = batches[step % len(batches)]
+            if cuda:
+                stream.wait_stream(torch.cuda.current_stream(dev))
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            tick = time.perf_counter()
+            if cuda:
+                with torch.cuda.stream(stream):
+                    start.record()
+                    chunk = monitor.observe(step, z1, z2, h1, h2)
+                    end.record()
+            else:
+                chunk = monitor.observe(step, z1, z2, h1, h2)
+            host.append(time.perf_counter() - tick)
+            if cuda:
+                end.synchronize()
+                device_ms.append(start.elapsed_time(end) / 1e3)
+            if chunk is not None:
+                tick = time.perf_counter()
+                monitor.record(chunk)
+                record_ms.append((time.perf_counter() - tick) / len(chunk.steps))
+        monitor.close()
+        print(f"tracked: {[n for n, p in monitor.plans.items() if p.tracked]}; chunk {monitor.chunk} steps")
+    skip = steps // 4
+    med = lambda xs: 1e3 * float(np.median(xs[skip:] if len(xs) > 2 * skip else xs))  # noqa: E731
+    print(f"monitor on {dev} ({torch.cuda.get_device_name(dev) if cuda else 'CPU'}), batch {batch}, dim {dim}, "
+          f"feat_dim {feat_dim}, {steps} steps (first {skip} left out)")
+    print(f"training thread, host: {med(host):.3f} ms/step")
+    if cuda:
+        print(f"device (side stream): {med(device_ms):.3f} ms/step")
+    print(f"observer thread, host (record): {med(record_ms):.3f} ms/step")
+    print(f"monitor_fraction: {med(host) / step_ms:.4f}")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "monitor":
+        parser = argparse.ArgumentParser(description="the spectrum monitor alone on random embeddings")
+        parser.add_argument("mode", choices=["monitor"])
+        parser.add_argument("--batch", type=int, default=256)
+        parser.add_argument("--dim", type=int, default=2048)
+        parser.add_argument("--feat-dim", type=int, default=512)
+        parser.add_argument("--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu")
+        parser.add_argument("--step-ms", type=float, default=1e3 * 256 / 20525)
+        parser.add_argument("--steps", type=int, default=200)
+        a = parser.parse_args()
+        return bench_monitor(a.batch, a.dim, a.feat_dim, a.device, a.step_ms, a.steps)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("case", nargs="?", default="digits", choices=sorted(CASES))
     parser.add_argument("--steps", type=int, default=None, help="steps per run (default: per case)")

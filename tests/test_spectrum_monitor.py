@@ -353,7 +353,7 @@ def test_xcorr_is_the_loss_own_c(config, tmp_path, monkeypatch, loss):
     seen, forward = [], cls.forward
     monkeypatch.setattr(cls, "forward", lambda self, z1, z2: seen.append((z1.detach().clone(), z2.detach().clone()))
                         or forward(self, z1, z2))
-    train(config(f"loss={loss}", "data.batch_size=128", "trainer.max_steps=3",
+    train(config(f"loss={loss}", "device=cpu", "data.batch_size=128", "trainer.max_steps=3",
                  "spectrum.matrices=[xcorr,xcorr_raw]"), tmp_path)
     stored = load(tmp_path)
     for step, (z1, z2) in enumerate(seen):
@@ -368,3 +368,34 @@ def test_xcorr_is_the_loss_own_c(config, tmp_path, monkeypatch, loss):
             ref = np.linalg.eigvalsh((c + c.T) / 2)[::-1][: stored[name].shape[1]]
             np.testing.assert_allclose(stored[name][step], ref, rtol=1e-5, atol=1e-6 * abs(ref[0]))
     assert len(seen) == 3 and not np.allclose(stored["xcorr"], stored["xcorr_raw"])  # the views matter
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_observe_never_synchronises_and_matches_the_cpu(tmp_path):
+    """After the first step (which seeds the tracker once), `observe` and `flush` run under
+    torch.cuda.set_sync_debug_mode("error"): no host synchronisation. The stored spectra
+    equal the CPU monitor's (exact paths to float64 rounding, tracked within tol)."""
+    kwargs = dict(matrices=["cov", "xcorr", "feat_cov"], top_k=16, full_every=4, exact_max=100, chunk=3)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        monitor = SpectrumMonitor(tmp_path / device, **kwargs)
+        for step, (z1, z2) in enumerate(drifting_views(9, n=96, d=200)):
+            z1, z2 = z1.float().to(device), z2.float().to(device)
+            h1, h2 = z1[:, :48], z2[:, :48]
+            if device == "cuda" and step > 0:
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                chunk = monitor.observe(step, z1, z2, h1, h2)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            if chunk is not None:
+                monitor.record(chunk)
+        if (chunk := monitor.flush()) is not None:
+            monitor.record(chunk)
+        monitor.close()
+        runs[device] = load(tmp_path / device)
+    cpu, cuda = runs["cpu"], runs["cuda"]
+    assert cpu["xcorr/track_err"][0] < 1e-12 and "xcorr/residual" in cpu  # 2N = 192 > exact_max: tracked
+    for name in ("cov", "feat_cov"):
+        np.testing.assert_allclose(cuda[name], cpu[name], rtol=1e-5, atol=1e-6 * np.abs(cpu[name]).max())
+    assert np.abs(cuda["xcorr"] - cpu["xcorr"]).max() <= 2e-3 * np.abs(cpu["xcorr"][:, 0]).max()

@@ -114,16 +114,27 @@ def small_eigenvalues(small: np.ndarray, dim: int, swap: bool, scale: float) -> 
     """All `dim` eigenvalues (descending, float64) of each matrix M whose `Factored.small`
     is `small`, (..., r, r). When r = dim that is M. Otherwise the missing dim − r are 0 and
     the others are those of the Gram matrix (J = I) or, for the swap with G = FFᵀ = UΛUᵀ,
-    those of s·(UΛ^½)ᵀ J (UΛ^½): JG = JFFᵀ has the non-zero eigenvalues of FᵀJF, and
-    Λ^½UᵀJUΛ^½ is similar to JG."""
+    those of s·RᵀJR for any R with G = FFᵀ = RRᵀ: JG = JFFᵀ has the non-zero eigenvalues
+    of FᵀJF, and RᵀJR is similar to JG (`_swap_core`)."""
     small = np.asarray(small, dtype=np.float64)
     r = small.shape[-1]
     if swap and r < dim:
-        lam, u = np.linalg.eigh((small + np.swapaxes(small, -1, -2)) / 2)
-        root = u * np.sqrt(np.clip(lam, 0, None))[..., None, :]
-        small = scale * np.swapaxes(root, -1, -2) @ np.roll(root, r // 2, axis=-2)
+        small = scale * _swap_core(small)
     values = np.linalg.eigvalsh((small + np.swapaxes(small, -1, -2)) / 2)[..., ::-1]
     if r < dim:
         values = np.concatenate([values, np.zeros((*values.shape[:-1], dim - r))], axis=-1)
         values = -np.sort(-values, axis=-1)
     return values
+
+
+def _swap_core(gram: np.ndarray) -> np.ndarray:
+    """RᵀJR for G = RRᵀ, each of the (..., 2N, 2N) Gram matrices G = FFᵀ: R = L, the
+    Cholesky factor, when G is positive definite (F of full row rank, the usual case);
+    else R = UΛ^½ from G = UΛUᵀ."""
+    half = gram.shape[-1] // 2
+    try:
+        root = np.linalg.cholesky(gram)
+    except np.linalg.LinAlgError:
+        lam, u = np.linalg.eigh(gram)
+        root = u * np.sqrt(np.clip(lam, 0, None))[..., None, :]
+    return np.swapaxes(root, -1, -2) @ np.roll(root, half, axis=-2)

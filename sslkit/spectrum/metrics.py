@@ -58,17 +58,31 @@ def gaussian_logdet(eigvals: np.ndarray, rank: int) -> float:
 
 
 def log_elementary_symmetric(x: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """log e_r(x) for each row of x (T, D) ≥ 0 and its r (T,), by the recursion
-    e_j(x₁…x_k) = e_j(x₁…x_{k−1}) + x_k e_{j−1}(x₁…x_{k−1}) in log space (O(D·max r))."""
-    x, r = np.atleast_2d(np.asarray(x, dtype=np.float64)), np.asarray(r)
-    logs = np.full((len(x), int(r.max()) + 1), -np.inf)
-    logs[:, 0] = 0.0
+    """log e_r(x) for each row of x (T, D) ≥ 0 and its r (T,), r ≤ the number of x > 0.
+
+    With t > 0 and pₖ = xₖt/(1 + xₖt), Π(1 + xₖtz) / Π(1 + xₖt) = Π(1 − pₖ + pₖz) is the
+    generating function of a Poisson-binomial count, so log e_r(x) = log P[r] + Σ log(1 + xₖt)
+    − r log t. t is chosen (bisection) so that the count's mean Σpₖ is r: P[r] is then near
+    the mode, and the recursion P ← (1 − pₖ)P + pₖ·(P shifted by one), all in [0, 1], loses
+    nothing to overflow or cancellation. O(D·max r)."""
+    x, r = np.atleast_2d(np.asarray(x, dtype=np.float64)), np.asarray(r).reshape(-1)
     with np.errstate(divide="ignore"):
         logx = np.log(x)
+    lo = np.full(len(x), -np.log(x.max(axis=1)) - 60)
+    hi = np.full(len(x), -np.log(np.where(x > 0, x, np.inf).min(axis=1)) + 60)
+    for _ in range(100):  # bisection on u = log t: Σ sigmoid(log x + u) = r
+        mid = (lo + hi) / 2
+        above = (0.5 * (1 + np.tanh((logx + mid[:, None]) / 2))).sum(axis=1) > r
+        hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+    u = (lo + hi) / 2
+    p = 0.5 * (1 + np.tanh((logx + u[:, None]) / 2))
+    prob = np.zeros((len(x), int(r.max()) + 1))
+    prob[:, 0] = 1.0
     for k in range(x.shape[1]):
-        top = min(k + 1, logs.shape[1] - 1)
-        logs[:, 1: top + 1] = np.logaddexp(logs[:, 1: top + 1], logx[:, k: k + 1] + logs[:, :top])
-    return logs[np.arange(len(x)), r]
+        top = min(k + 1, prob.shape[1] - 1)
+        prob[:, 1: top + 1] = prob[:, 1: top + 1] * (1 - p[:, k: k + 1]) + prob[:, :top] * p[:, k: k + 1]
+        prob[:, 0] *= 1 - p[:, k]
+    return np.log(prob[np.arange(len(x)), r]) + np.logaddexp(0, logx + u[:, None]).sum(axis=1) - r * u
 
 
 def hadamard_gap(diagonals: np.ndarray, eigvals: np.ndarray, ranks: np.ndarray) -> np.ndarray:

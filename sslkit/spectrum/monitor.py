@@ -192,9 +192,7 @@ class SpectrumMonitor:
             return cache.setdefault(id(t), t.detach().double())
 
         z1, z2, h1, h2 = (f64(t) for t in (z1, z2, h1, h2))
-        viewed = (z1, z2) if self.view is None else tuple(f64(self.view(t)) for t in (z1, z2))
-        if self.view is not None and all(torch.equal(v, t) for v, t in zip(viewed, (z1, z2))):
-            viewed = (z1, z2)
+        viewed = (z1, z2) if self.view is None else (self.view(z1), self.view(z2))  # z itself if raw
         return {("z", False): (z1, z2), ("z", True): viewed, ("h", False): (h1, h2), ("h", True): (h1, h2)}
 
     def _plan(self, views: dict[tuple[str, bool], tuple]) -> None:
