@@ -79,7 +79,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         save_run_info(cfg, run_dir, device)
         # metrics.jsonl, spectra and dashboards, in a background thread; files cut back to `logs`
         observer = Observer(run_dir, cfg, device, start, logs,
-                            view=getattr(loss_fn, "spectrum_view", None))  # xcorr is the loss's own C
+                            view=getattr(run.loss_fn, "spectrum_view", None))  # xcorr is the loss's own C
 
     def save_checkpoint(step: int) -> None:
         nonlocal last_ckpt
