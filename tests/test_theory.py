@@ -227,12 +227,14 @@ def test_half_times_grow_with_ln_one_over_alpha_at_slope_one_over_four_gamma(con
     half = []
     for alpha in alphas:
         cfg = config("experiment=theory_linear_synthetic", f"backbone.init_scale={alpha}",
-                     "trainer.max_steps=1200")
+                     "trainer.max_steps=1600")
         train(cfg, tmp_path / str(alpha))
         spectra = load(tmp_path / str(alpha))
         half.append(S.crossing_times(spectra["step"].astype(float), spectra["xcorr"])[:4])
     predicted = json.loads((predict(cfg, tmp_path / "theory") / "modes.json").read_text())
     slopes = np.polyfit(np.log(1 / np.array(alphas)), np.array(half), 1)[0]
+    print("half-times", np.array(half).round(1).tolist(), "slopes", slopes.round(2).tolist(),
+          "predicted", np.round(predicted["init_scale_slope_steps"][:4], 2).tolist())
     np.testing.assert_allclose(slopes, predicted["init_scale_slope_steps"][:4], rtol=0.05)
 
 
