@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The default experiment (experiment=stepwise_digits); extra Hydra overrides via ARGS="...".
+# The default experiment (experiment=stepwise_digits, configs/train.yaml); extra Hydra overrides via ARGS="...".
 train: setup
-	$(BIN)/sslkit-train experiment=stepwise_digits $(ARGS)
+	$(BIN)/sslkit-train $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)

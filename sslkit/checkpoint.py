@@ -11,6 +11,7 @@ an unreadable `last.pt` makes `load_latest` fall back to the previous file.
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,57 @@ log = logging.getLogger(__name__)
 # (more steps, a different progress display or checkpoint cadence).
 RESUMABLE_CHANGES = ("trainer.max_steps", "trainer.max_epochs", "trainer.progress", "trainer.report",
                      "trainer.resume", "trainer.checkpoint_every", "trainer.keep_checkpoints")
+START_OVER = ("trainer.resume=overwrite to discard it and start again from step 0, or a new directory "
+              "with hydra.run.dir=...")
+
+
+def find(cfg: DictConfig, run_dir: Path, device: torch.device, main: bool = True
+         ) -> tuple[dict[str, Any], Path] | None:
+    """The checkpoint to resume from, per trainer.resume, checked against the current
+    config; None to start from step 0. A run directory that already holds a run (its
+    metrics.jsonl or a checkpoint) is never written over unless asked:
+
+    auto       resume from its newest readable checkpoint; refuse if it has none;
+    never      refuse;
+    overwrite  delete its metrics, spectra and checkpoints (the `main` process) and start
+               again, with a warning;
+    PATH       resume from that checkpoint file (new logs if it is another run's).
+
+    Every process decides from the same files; nothing may write them until all have."""
+    resume, ckpt_dir = cfg.trainer.resume, run_dir / "checkpoints"
+    metrics = run_dir / "metrics.jsonl"
+    held = (metrics.exists() and metrics.stat().st_size > 0) or any(ckpt_dir.glob("*.pt"))
+    if resume == "overwrite":
+        if held and main:
+            log.warning("trainer.resume=overwrite: deleting the run in %s (metrics.jsonl, spectrum/, "
+                        "checkpoints/) and starting again from step 0", run_dir)
+            metrics.unlink(missing_ok=True)
+            for d in (ckpt_dir, run_dir / "spectrum"):
+                shutil.rmtree(d, ignore_errors=True)
+        return None
+    if resume == "never":
+        if held:
+            raise ConfigError(f"{run_dir} already holds a run and trainer.resume=never. Resume it with "
+                              f"trainer.resume=auto, or use {START_OVER}.")
+        return None
+    if resume == "auto":
+        found = load_latest(ckpt_dir, device)
+        if found is None and held:
+            raise ConfigError(
+                f"{run_dir} already holds a run but no readable checkpoint in {ckpt_dir} (see the warnings "
+                f"above, or none was written yet), so it cannot be resumed; starting again would write over "
+                f"its logs. Use {START_OVER}.")
+    elif Path(resume).is_file():
+        found = load(Path(resume), device), Path(resume)
+        if held and found[1].parent.resolve() != ckpt_dir.resolve():
+            raise ConfigError(f"trainer.resume={resume} would start new logs in {run_dir}, which already "
+                              f"holds a run. Choose a new directory with hydra.run.dir=....")
+    else:
+        raise ConfigError(f"trainer.resume={resume!r} is neither auto, never, overwrite, nor an existing "
+                          f"checkpoint file.")
+    if found is not None:
+        check_same_config(found[0]["config"], cfg, found[1])
+    return found
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
@@ -121,7 +173,7 @@ def check_same_config(saved_yaml: str, cfg: DictConfig, path: Path) -> None:
         raise ConfigError(
             f"The checkpoint {path} was written with a different config; resuming it would not "
             f"continue the same run. Mismatching keys:\n" + "\n".join(diff)
-            + "\nUse the original overrides, a new hydra.run.dir, or trainer.resume=never."
+            + f"\nUse the original overrides to resume it, or {START_OVER}."
         )
 
 

@@ -1,15 +1,27 @@
-"""Command-line entry points: `sslkit-train`, `sslkit-theory` (Hydra) and `sslkit-report`."""
+"""Command-line entry points: `sslkit-train`, `sslkit-theory` (Hydra) and `sslkit-report`.
+
+A mistake in the command is reported before any training starts, as one paragraph on
+stderr (`sslkit-train: error: ...`, exit status 2), by the first process only under
+torchrun: overrides naming no group or key are caught before Hydra composes; the run
+directory (or a sweep's directory) and every job of a `-m` sweep are checked by `Checks`,
+a Hydra callback that runs before the first job; the rest by `train` before its loop.
+"""
 
 import argparse
+import difflib
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
 
-from sslkit.config import register_configs
+from sslkit.config import TrainConfig, register_configs
 from sslkit.errors import ConfigError, Preempted
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
@@ -22,6 +34,25 @@ def _config_error(exc: BaseException | None) -> ConfigError | None:
     return exc
 
 
+def _is_main() -> bool:
+    """Whether this is the process that reports (rank 0, or the only one)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _fail(message: str, status: int = 2) -> None:
+    """Print `sslkit-train: <message>` once (from rank 0) and exit with `status`."""
+    if _is_main():
+        print(f"sslkit-train: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def _resume_command(run_dir: Path) -> str:
+    """The command that continues the run in `run_dir`: this job's overrides, its directory."""
+    task = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.run.dir=")]
+    launcher = "torchrun ... $(which sslkit-train)" if "RANK" in os.environ else "sslkit-train"
+    return f"{launcher} {shlex.join([*task, f'hydra.run.dir={run_dir}'])}"
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def _train(cfg: DictConfig) -> None:
     from sslkit.report import stepwise_figure
@@ -31,20 +62,88 @@ def _train(cfg: DictConfig) -> None:
     try:
         train(cfg, run_dir)
     except Preempted as exc:
-        print(f"sslkit-train: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _fail(f"{exc} Resume with: {_resume_command(run_dir)}", exc.exit_code)
+    except KeyboardInterrupt:
+        checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+        _fail("interrupted (Ctrl-C) without a checkpoint of this moment; "
+              + (f"{_resume_command(run_dir)} resumes from {checkpoints[-1]}." if checkpoints
+                 else "nothing to resume."), 130)
     except Exception as exc:
         if (error := _config_error(exc)) is None:
             raise
-        print(f"sslkit-train: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if cfg.trainer.report and cfg.spectrum.enabled:
-        print(f"figure: {stepwise_figure(run_dir)}")
-    print(f"run directory: {run_dir}")
+        _fail(f"error: {error}")
+    if _is_main():
+        if cfg.trainer.report and cfg.spectrum.enabled and (run_dir / "metrics.jsonl").exists():
+            print(f"figure: {stepwise_figure(run_dir)}")
+        print(f"run directory: {run_dir}")
+
+
+class Checks(Callback):
+    """Hydra callback (configs/train.yaml, hydra.callbacks): before the run, or before the
+    first job of a sweep, the output directory must be writable; a sweep's jobs are each
+    composed and checked with `sslkit.train.check` before any of them trains."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._writable(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from sslkit.train import check
+
+        self._writable(config.hydra.sweep.dir, "hydra.sweep.dir")
+        loader = GlobalHydra.instance().config_loader()
+        overrides = OverridesParser.create(config_loader=loader).parse_overrides(list(config.hydra.overrides.task))
+        jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+        for num, job in enumerate(jobs):
+            job_cfg = loader.load_sweep_config(config, list(job))
+            with read_write(job_cfg), open_dict(job_cfg):
+                del job_cfg["hydra"]
+            try:
+                check(job_cfg)
+            except Exception as exc:
+                if (error := _config_error(exc)) is None:
+                    raise
+                _fail(f"error: sweep job {num} ({' '.join(job)}), checked before any job trains: {error}")
+
+    @staticmethod
+    def _writable(directory: str, key: str) -> None:
+        """The nearest existing folder of `directory` accepts new files."""
+        path = Path(directory).absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            _fail(f"error: {key}={directory} cannot be written: {existing} is "
+                  + ("not a folder" if not existing.is_dir() else "read-only")
+                  + f". Choose a writable directory with {key}=DIR.")
+
+
+# `key=~/path` as a shell would expand it in an assignment; Hydra's grammar has no `~`.
+_HOME = re.compile(r"^(\+{0,2}[\w.@/-]+=)~(?=/|$)")
+
+
+def _known_override(arg: str) -> str | None:
+    """None if the override `arg` names a config group or a key; else the message."""
+    key = arg.split("=", 1)[0].lstrip("+~")
+    head = re.split(r"[./@]", key, maxsplit=1)[0]
+    groups = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
+    keys = sorted({*TrainConfig.__dataclass_fields__, *groups})
+    if not head or head in keys:
+        return None
+    value = arg.split("=", 1)[1] if "=" in arg else ""
+    close = difflib.get_close_matches(head, keys, n=1)
+    fix = f"Did you mean {close[0]}{key[len(head):]}={value}? " if close else ""
+    return (f"error: {arg}: '{head}' is neither a config group nor a key. {fix}Groups (configs/): "
+            f"{', '.join(g for g in groups if g != 'hydra')}; top-level keys: seed, device, trainer.")
 
 
 def train_main() -> None:
     register_configs()
+    sys.argv[1:] = [_HOME.sub(lambda m: m.group(1) + str(Path.home()), a) for a in sys.argv[1:]]
+    for arg in sys.argv[1:]:
+        if "=" in arg and not arg.startswith("-") and (message := _known_override(arg)):
+            _fail(message)
     _train()
 
 

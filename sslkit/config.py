@@ -59,7 +59,7 @@ class TrainerConfig:
     report: bool = True  # write stepwise.png into the run directory when training ends
     checkpoint_every: int = 1000  # steps; a checkpoint is also written at the end
     keep_checkpoints: int = 2
-    resume: str = "auto"  # auto (from run_dir/checkpoints if there), never, or a checkpoint path
+    resume: str = "auto"  # auto (from run_dir/checkpoints if there), never, overwrite, or a checkpoint path
     on_nan: OnNaN = OnNaN.stop  # skip: drop the update of a step whose loss is not finite
     # sslkit.accel: auto = the fast setting on CUDA (bf16, true, true), the plain one on the CPU
     precision: str = "auto"  # auto | fp32 | tf32 | bf16

@@ -75,17 +75,32 @@ def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model)
 
 
-def gather(out: StepOutput, d: Dist, features: bool = False) -> StepOutput:
-    """The step's global batch: each tensor's (n, ·) slices of the ranks concatenated in
-    rank order into (W·n, ·), the features h only if `features` (the feat_* spectra need
-    them); gradients flow back to each rank's own slice. A tensor held twice is gathered
-    once and stays one object (an identity projector's h is its z)."""
+def barrier(d: Dist) -> None:
+    """Wait until every rank gets here."""
+    if d.enabled:
+        dist.barrier()
+
+
+def rows(batch_size: int, d: Dist, rank: int | None = None) -> slice:
+    """Rank r's contiguous rows of a global batch of B samples: [⌊rB/W⌋, ⌊(r+1)B/W⌋).
+    The W slices cover the batch in rank order; their sizes differ by at most one when W
+    does not divide B."""
+    r = d.rank if rank is None else rank
+    return slice(r * batch_size // d.world_size, (r + 1) * batch_size // d.world_size)
+
+
+def gather(out: StepOutput, d: Dist, batch_size: int, features: bool = False) -> StepOutput:
+    """The step's global batch of `batch_size` rows: each tensor's slices of the ranks
+    (`rows`) concatenated in rank order, the features h only if `features` (the feat_*
+    spectra need them); gradients flow back to each rank's own slice. Slices are
+    zero-padded to the largest for the all-gather and the padding dropped. A tensor held
+    twice is gathered once and stays one object (an identity projector's h is its z)."""
     if not d.enabled:
         return out
-    return out.map(lambda t: torch.cat(all_gather(t), dim=0), features)
+    sizes = [len(range(batch_size)[rows(batch_size, d, r)]) for r in range(d.world_size)]
 
+    def gather_one(t: Tensor) -> Tensor:
+        padded = torch.cat([t, t.new_zeros(max(sizes) - len(t), *t.shape[1:])])
+        return torch.cat([part[:n] for part, n in zip(all_gather(padded), sizes)])
 
-def shard(batch: Tensor, d: Dist) -> Tensor:
-    """Rank r's contiguous slice of a global batch (its size must divide by the world size)."""
-    n = len(batch) // d.world_size
-    return batch[d.rank * n : (d.rank + 1) * n]
+    return out.map(gather_one, features)

@@ -14,9 +14,12 @@ class NonFiniteLossError(ConfigError, FloatingPointError):
 
 
 class Preempted(Exception):
-    """Training stopped on SIGTERM / SIGUSR1 after writing a checkpoint.
+    """Training stopped on SIGINT / SIGTERM / SIGUSR1 after writing a checkpoint.
 
-    `sslkit-train` then exits with status 255, as submitit's own handler does after a
-    preemption (`sys.exit(-1)`); relaunching the same command resumes the run."""
+    `sslkit-train` then exits with `exit_code`: 130 after Ctrl-C, 255 after a preemption
+    signal, as submitit's own handler does (`sys.exit(-1)`); relaunching the same command
+    in the same run directory resumes the run."""
 
-    exit_code = 255
+    def __init__(self, message: str, exit_code: int = 255) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

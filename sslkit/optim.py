@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.optim.sgd import sgd
 
 from sslkit.config import Schedule
+from sslkit.errors import ConfigError
 
 
 class LARS(torch.optim.Optimizer):
@@ -91,6 +92,9 @@ def build_optimizer(
     torch optimizers get `fused=True` (the device-side skip of `guarded_step`); SGD's
     momentum buffers start at zero rather than at the first gradient (the same for
     dampening 0), so that a skipped first step leaves no uninitialised buffer behind."""
+    if not cfg.lr > 0:
+        raise ConfigError(f"optim.lr={cfg.lr} would not train: the learning rate must be > 0, e.g. optim.lr=0.1 "
+                          f"(sgd, lars) or optim.lr=1e-3 (adamw).")
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim > 1]},

@@ -1,15 +1,19 @@
 """Figures from run directories: the stepwise picture of Simon et al. (2023, Fig. 1) with the
 rank and entropy summaries and the loss, for one run or several overlaid.
 
-Four panels: (a) the top eigenvalues of the cross-correlation C vs step on a log scale,
-a dot where each first reaches ½; (b) effective rank and RankMe of the embedding
-covariance and the number of learned modes of C; (c) the Gaussian log-det entropy
-½ log det Σ on the span of the batch, of each covariance; (d) the loss and its terms. A run with evaluation
-(`eval=...`) gets two more, next to (a): (e) held-out top-1 accuracy vs step, and (f)
-accuracy vs the number of learned modes; the ½-crossings are vertical lines in (a) and (e).
+Four panels over the same steps: (a) the top eigenvalues of the cross-correlation C vs
+step on a log scale, one colour per mode (colour bar), a dot where each first reaches ½,
+and a ▾ at the bottom for a step where one is ≤ 0 (a log scale cannot draw it); (b)
+effective rank and RankMe of the embedding covariance and the number of learned modes of
+C; (c) the Gaussian log-det entropy ½ log det Σ on the span of the batch, of each covariance; (d) the loss and
+its terms. The title names the loss, backbone, learning rate, init scale and batch. A run
+with evaluation (`eval=...`) gets two more, next to (a): (e) held-out top-1 accuracy vs
+step, and (f) accuracy vs the number of learned modes; the ½-crossings are vertical lines
+in (a) and (e).
 """
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import BoundaryNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from sslkit.config import flatten  # noqa: E402
@@ -26,12 +32,14 @@ from sslkit.theory.stepwise import crossing_times  # noqa: E402
 
 NOT_LOSS = ("step", "epoch", "lr", "images_per_s")
 RANKS = ("cov/effective_rank", "cov/rankme", "xcorr/effective_rank", "xcorr/learned")  # panel (b)
-COMPARED_RANKS = {"xcorr/learned": "-", "cov/effective_rank": ":"}  # panel (b) with several runs
+COMPARED_RANKS = {"xcorr/learned": "-", "cov/effective_rank": ":", "cov/rankme": "--"}  # panel (b), several runs
+TERM_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))  # panel (d), several runs: loss, terms
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """metrics.jsonl's records; null (a non-finite value) is read as NaN."""
     with open(Path(run_dir) / "metrics.jsonl") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [{k: np.nan if v is None else v for k, v in json.loads(line).items()} for line in f if line.strip()]
 
 
 def stepwise_figure(run_dir: str | Path, modes: int = 12) -> Path:
@@ -45,18 +53,23 @@ def compare_figure(run_dirs: list[Path], out: Path, modes: int = 8) -> Path:
 
 
 def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
-    """The four panels for one run: the top `modes` eigenvalues of C, one colour each."""
+    """The four panels for one run: the top `modes` eigenvalues of C, coloured by mode
+    number (colour bar); the title gives the settings that shape the curves."""
     run_dir = Path(run_dir)
     spectra, metrics = load(run_dir), read_metrics(run_dir)
     fig, axes = _axes(accuracy=bool(accuracy_keys(metrics)))
     name = _cross_correlation(spectra)
     eig = spectra[name][:, :modes]
-    colors = plt.cm.viridis(np.linspace(0, 0.9, eig.shape[1]))
+    cmap = plt.get_cmap("viridis", eig.shape[1])
+    colors = [cmap(k) for k in range(eig.shape[1])]
     for k in range(eig.shape[1]):
-        _eigenvalue_line(axes[0], spectra["step"], eig[:, k], colors[k], f"λ{k + 1}" if k < 8 else None)
+        _eigenvalue_line(axes[0], spectra["step"], eig[:, k], colors[k], None)
+    bar = fig.colorbar(ScalarMappable(BoundaryNorm(np.arange(eig.shape[1] + 1) + 0.5, eig.shape[1]), cmap),
+                       ax=axes[0], pad=0.01, ticks=range(1, eig.shape[1] + 1))
+    bar.set_label("mode k (λ_k, largest first)")
     if len(axes) > 4:
         _accuracy_panels(axes[0], axes[4], axes[5], spectra, metrics, crossing_steps(spectra["step"], eig), colors)
-    axes[0].set_title(f"Eigenvalues of {name}" + (" (C)" if name == "xcorr" else ""))
+    axes[0].set_title(f"Top {eig.shape[1]} eigenvalues of {name}" + (" (C)" if name == "xcorr" else ""))
     theory_overlay(axes[0], run_dir, colors)
     for key in [k for k in RANKS if k in spectra]:
         _summary_line(axes[1], spectra["step"], spectra[key], key, ls="--" if key.endswith("learned") else "-")
@@ -66,30 +79,45 @@ def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
     axes[3].plot(mstep, [m["loss"] for m in metrics], color="black", lw=1.5, label="loss")
     for key in _loss_terms(metrics):
         axes[3].plot(mstep, [m.get(key, np.nan) for m in metrics], lw=1, label=key)
-    _finish(fig, axes, run_dir.name)
+    _finish(fig, axes, f"{describe(read_config(run_dir))}\n{run_dir}", [spectra["step"], mstep])
     return fig
 
 
 def draw_compare(run_dirs: list[Path], modes: int = 8) -> Figure:
-    """The four panels for several runs, one colour each, labelled by the config keys in
-    which they differ."""
+    """The four panels for several runs, one colour each, labelled (legend below the
+    panels) by the config keys in which they differ; line styles tell the summaries and the
+    loss terms apart."""
     fig, axes = _axes()
     colors = plt.cm.tab10(np.arange(len(run_dirs)) % 10)
+    steps, terms = [], {}
     for run_dir, label, color in zip(run_dirs, run_labels(run_dirs), colors):
         spectra, metrics = load(run_dir), read_metrics(run_dir)
         eig = spectra[_cross_correlation(spectra)][:, :modes]
         for k in range(eig.shape[1]):
-            _eigenvalue_line(axes[0], spectra["step"], eig[:, k], color, label if k == 0 else None)
+            _eigenvalue_line(axes[0], spectra["step"], eig[:, k], color, textwrap.fill(label, 60) if k == 0 else None)
         for key, ls in COMPARED_RANKS.items():
             if key in spectra:
                 _summary_line(axes[1], spectra["step"], spectra[key], None, color=color, ls=ls)
         if "cov/logdet" in spectra:
-            _summary_line(axes[2], spectra["step"], spectra["cov/logdet"], label, color=color)
-        axes[3].plot([m["step"] for m in metrics], [m["loss"] for m in metrics], color=color, lw=1.2, label=label)
-    for key, ls in COMPARED_RANKS.items():  # colours are the runs (legend of panel a); styles the summaries
-        axes[1].plot([], [], color="black", ls=ls, label=key)
-    axes[0].set_title("Eigenvalues of C, top %d modes" % modes)
-    _finish(fig, axes, f"{len(run_dirs)} runs")
+            _summary_line(axes[2], spectra["step"], spectra["cov/logdet"], None, color=color)
+        mstep = [m["step"] for m in metrics]
+        for key, ls in zip(["loss", *_loss_terms(metrics)], TERM_STYLES):
+            terms.setdefault(key, ls)
+            axes[3].plot(mstep, [m.get(key, np.nan) for m in metrics], color=color, ls=ls,
+                         lw=1.2 if key == "loss" else 0.8)
+        steps += [spectra["step"], mstep]
+    for ax, styles in ((axes[1], COMPARED_RANKS), (axes[3], terms)):  # colours: runs; styles: series
+        for key, ls in styles.items():
+            ax.plot([], [], color="black", ls=ls, label=key)
+    axes[0].set_title(f"Top {modes} eigenvalues of C")
+    configs = [read_config(d) for d in run_dirs]
+    same = {k: v for k, v in configs[0].items() if all(c.get(k) == v for c in configs[1:])}
+    differ = sorted({k for c in configs for k in c} - set(same))
+    _finish(fig, axes, f"{len(run_dirs)} runs of {describe(same)}"
+            + (f"\nthey differ in {', '.join(differ)}" if differ else ""), steps)
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].get_legend().remove()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), fontsize=7)
     return fig
 
 
@@ -128,13 +156,43 @@ def theory_table(run_dir: str | Path) -> str | None:
     return "\n".join(rows)
 
 
+def read_config(run_dir: str | Path) -> dict:
+    """The run's config.yaml as {"dotted.key": value}; {} when it is missing."""
+    path = Path(run_dir) / "config.yaml"
+    return flatten(yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def describe(config: dict) -> str:
+    """The settings that shape the curves, from a flattened config: loss (and its
+    settings), backbone (width, init scale), optimizer and learning rate, data and batch."""
+    def short(key: str) -> str:
+        return str(config.get(key, "?")).rsplit(".", 1)[-1]
+
+    def settings(group: str, skip: tuple[str, ...] = ()) -> str:
+        items = [f"{k.split('.', 1)[1]}={v}" for k, v in config.items()
+                 if k.startswith(group + ".") and k.count(".") == 1 and not k.endswith(("._target_", *skip))]
+        return ", ".join(items)
+
+    parts = []
+    if "loss._target_" in config:
+        parts.append(f"{short('loss._target_').removesuffix('Loss')} ({settings('loss')})")
+    if "backbone.network" in config or "backbone.init_scale" in config:
+        arch = config.get("backbone.arch") or short("backbone.network")
+        keys = [k for k in ("out_dim", "width", "depth", "init_scale") if f"backbone.{k}" in config]
+        parts.append(f"{arch} " + ", ".join(f"{k}={config[f'backbone.{k}']}" for k in keys))
+    if "optim.lr" in config:
+        parts.append(f"{short('optim._target_') if 'optim._target_' in config else 'optimizer'} "
+                     f"lr={config['optim.lr']}")
+    if "data.batch_size" in config:
+        parts.append(f"{short('data._target_') if 'data._target_' in config else 'data'}, "
+                     f"batch {config['data.batch_size']}")
+    return " · ".join(parts) or "(no config.yaml)"
+
+
 def run_labels(run_dirs: list[Path]) -> list[str]:
     """`key=value` for the config keys in which the runs differ (from each config.yaml);
     the directory names when the configs are the same or missing."""
-    configs = []
-    for run_dir in run_dirs:
-        path = Path(run_dir) / "config.yaml"
-        configs.append(flatten(yaml.safe_load(path.read_text())) if path.exists() else {})
+    configs = [read_config(d) for d in run_dirs]
     keys = sorted({k for c in configs for k in c if len({repr(d.get(k)) for d in configs}) > 1})
     if not keys or len(run_dirs) == 1:
         return [Path(d).name for d in run_dirs]
@@ -153,8 +211,11 @@ def _loss_terms(metrics: list[dict]) -> list[str]:
 
 
 def _eigenvalue_line(ax, steps: np.ndarray, values: np.ndarray, color, label: str | None) -> None:
-    positive = np.where(values > 0, values, np.nan)  # log scale: zero and negative values are gaps
-    ax.plot(steps, positive, color=color, lw=0.8, alpha=0.9, label=label)
+    """The eigenvalue on the log scale; where it is ≤ 0 the line breaks and a ▾ at the
+    bottom of the axis marks the step (`_mark_non_positive`, once the axis range is set)."""
+    positive = np.where(values > 0, values, np.nan)
+    line, = ax.plot(steps, positive, color=color, lw=0.8, alpha=0.9, label=label)
+    line.non_positive = steps[values <= 0]
     crossed = crossing_steps(steps, values[:, None])[0]
     if crossed >= 0:
         ax.plot(crossed, 0.5, "o", color=color, ms=4)
@@ -197,28 +258,48 @@ def _accuracy_panels(ax_eig, ax_acc, ax_modes, spectra: dict[str, np.ndarray], m
 def _axes(accuracy: bool = False):
     """Panels (a)–(d) in a 2 × 2 grid; with `accuracy`, a 2 × 3 grid whose top row is (a), (e), (f)."""
     if not accuracy:
-        fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+        fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), layout="constrained")
         return fig, axes.ravel()
-    fig, grid = plt.subplots(2, 3, figsize=(18, 8), constrained_layout=True)
+    fig, grid = plt.subplots(2, 3, figsize=(18, 8.5), layout="constrained")
     return fig, [grid[0, 0], grid[1, 0], grid[1, 1], grid[1, 2], grid[0, 1], grid[0, 2]]
 
 
-def _finish(fig, axes, title: str) -> None:
+def _mark_non_positive(ax) -> None:
+    """A ▾ at the bottom of the log axis for every step at which an eigenvalue is ≤ 0
+    (a log scale cannot draw it), and a note saying so."""
+    bottom, count = ax.get_ylim()[0], 0
+    for line in list(ax.get_lines()):
+        steps = getattr(line, "non_positive", np.empty(0))
+        if len(steps):
+            ax.plot(steps, np.full(len(steps), bottom), "v", color=line.get_color(), ms=3, clip_on=False)
+            count += len(steps)
+    ax.set_ylim(bottom=bottom)
+    if count:
+        ax.text(0.01, 0.01, f"▾ eigenvalue ≤ 0 ({count} points), drawn at the axis floor", transform=ax.transAxes,
+                fontsize=7, va="bottom")
+
+
+def _finish(fig, axes, title: str, steps: list) -> None:
+    """Axis labels and scales; every panel spans the same steps (those of all series)."""
+    steps = np.concatenate([np.asarray(s, dtype=float) for s in steps if len(s)] or [[0.0]])
+    for ax in axes[:4]:
+        ax.set_xlim(steps.min(), max(steps.max(), steps.min() + 1))
     axes[0].set_yscale("log")
+    _mark_non_positive(axes[0])
     axes[0].axhline(0.5, color="grey", lw=0.5, ls=":")
     axes[0].set(xlabel="step", ylabel="eigenvalue (log scale); ● first reaches ½")
     axes[1].set(xlabel="step", ylabel="dimensions", title="Effective rank, RankMe, learned modes")
     axes[2].set(xlabel="step", ylabel="½ log det Σ (span of the batch)", title="Gaussian log-det entropy")
     axes[3].set(xlabel="step", ylabel="loss", title="Loss and its terms")
-    lines = axes[3].get_lines()  # the total loss: the line labelled so, or every run's line
-    lines = [line for line in lines if line.get_label() == "loss"] or lines
+    lines = [line for line in axes[3].get_lines() if len(line.get_ydata())]  # drawn lines; the total
+    lines = [line for line in lines if line.get_label() == "loss"] or lines  # loss: labelled so, or every run
     loss = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in lines] or [[]])
     if np.isfinite(loss).any() and np.nanmin(loss) > 0 and np.nanmax(loss) > 100 * np.nanmin(loss):
         axes[3].set_yscale("log")  # the loss spans orders of magnitude
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, ncol=2)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 150, replace_whitespace=False), fontsize=9)
 
 
 def _save(fig, stem: Path) -> Path:

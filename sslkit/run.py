@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import sslkit
-from sslkit.errors import ConfigError
+from sslkit.errors import ConfigError, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,8 @@ def total_steps(trainer: DictConfig, steps_per_epoch: int) -> int:
     return min(budgets)
 
 
-def check_run_dir(run_dir: Path, resume: str, checkpoint_bytes: int) -> None:
-    """Before training: the directory is writable, has room for two checkpoints, and with
-    trainer.resume=never holds no earlier run."""
-    if resume == "never" and (run_dir / "metrics.jsonl").exists():
-        raise ConfigError(
-            f"{run_dir} already holds a run (metrics.jsonl exists) and trainer.resume=never. "
-            f"Pick a new directory with hydra.run.dir=..., or resume it with trainer.resume=auto."
-        )
+def check_run_dir(run_dir: Path, checkpoint_bytes: int) -> None:
+    """Before training: the directory is writable and has room for two checkpoints."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-test-{os.getpid()}"
@@ -71,17 +65,27 @@ def check_run_dir(run_dir: Path, resume: str, checkpoint_bytes: int) -> None:
 
 
 class StopSignal:
-    """SIGTERM and SIGUSR1 (SLURM preemption, `--signal=USR1@90`) set `received`; the loop
-    finishes its step, checkpoints and exits. Handlers are restored on exit."""
+    """SIGINT (Ctrl-C), SIGTERM and SIGUSR1 (SLURM preemption, `--signal=USR1@90`) set
+    `received`; the loop finishes its step, checkpoints and exits with `exit_code`: 130
+    after SIGINT (128 + 2, as a shell reports Ctrl-C), 255 after the others (as submitit's
+    preemption handler does). A second Ctrl-C interrupts at once (KeyboardInterrupt).
+    Handlers are restored on exit."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self) -> None:
         self.received: str | None = None
 
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.received == "SIGINT" else 255
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received == "SIGINT" and signum == signal.SIGINT:
+            raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
-        log.warning("received %s: stopping after this step with a checkpoint", self.received)
+        log.warning("received %s: stopping after this step with a checkpoint%s", self.received,
+                    " (Ctrl-C again stops at once, without one)" if signum == signal.SIGINT else "")
 
     def __enter__(self) -> "StopSignal":
         self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
@@ -102,6 +106,34 @@ def non_finite_message(values: dict[str, float], step: int, last_checkpoint: Pat
         f"warm-up: lower optim.lr, use optim.schedule=warmup_cosine with optim.warmup_steps>0, "
         f"or for VICReg use optim=lars; trainer.on_nan=skip drops such steps instead."
     )
+
+
+class SkippedSteps:
+    """trainer.on_nan=skip: the first step with a non-finite loss is explained in full,
+    later ones are counted (`summary` at the end); `IN_A_ROW` of them in a row stop the run,
+    which has then diverged: without updates the weights keep giving a non-finite loss."""
+
+    IN_A_ROW = 10
+
+    def __init__(self) -> None:
+        self.count, self.row, self.first = 0, 0, None
+
+    def skip(self, step: int, message: str) -> None:
+        self.count, self.row = self.count + 1, self.row + 1
+        if self.first is None:
+            self.first = step
+            log.warning("%s Skipped (trainer.on_nan=skip); further such steps are counted, and %d in a row "
+                        "stop the run.", message, self.IN_A_ROW)
+        if self.row >= self.IN_A_ROW:
+            raise NonFiniteLossError(f"{self.row} steps in a row had a non-finite loss, up to step {step}: the run "
+                                     f"has diverged and trainer.on_nan=skip cannot continue it. {message}")
+
+    def ok(self) -> None:
+        self.row = 0
+
+    def summary(self, steps: int) -> str:
+        return (f"trainer.on_nan=skip dropped the update of {self.count} of {steps} steps (the first at step "
+                f"{self.first}): their loss was not finite.")
 
 
 def save_run_info(cfg: DictConfig, run_dir: Path, device: torch.device) -> None:

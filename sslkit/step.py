@@ -21,7 +21,7 @@ from sslkit.errors import ConfigError
 from sslkit.losses import LossOutput
 from sslkit.methods import StepOutput, check_loss
 from sslkit.optim import build_optimizer, guarded_step
-from sslkit.rng import VIEWS, generator
+from sslkit.rng import VIEWS, generator, seed_globals
 from sslkit.run import total_steps
 from sslkit.spectrum import reads_features
 
@@ -43,33 +43,37 @@ class Step:
     @classmethod
     def build(cls, cfg: DictConfig, device: torch.device, rank: distributed.Dist = distributed.Dist()) -> "Step":
         accel = Accel.resolve(cfg.trainer, device)
-        torch.manual_seed(cfg.seed)  # initial weights; batch order and views use sslkit.rng
+        seed_globals(cfg.seed)  # initial weights; batch order and views use sslkit.rng
         data = instantiate(cfg.data).to(device)
-        if data.batch_size % rank.world_size:
-            raise ConfigError(f"data.batch_size={data.batch_size} is the global batch and must divide "
-                              f"by the number of processes, {rank.world_size}.")
+        if data.batch_size < rank.world_size:
+            raise ConfigError(f"data.batch_size={data.batch_size} is the global batch, split over {rank.world_size} "
+                              f"processes: each needs a sample. Use data.batch_size>={rank.world_size} or fewer "
+                              f"processes.")
         augment = instantiate(cfg.augment)
         backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
         projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
         net = accel.prepare(instantiate(cfg.method, backbone=backbone, projector=projector).to(device))
         loss_fn = instantiate(cfg.loss)
         check_loss(net, loss_fn)  # the loss takes what the method gives it
+        if hasattr(loss_fn, "check_batch"):  # a loss that needs more than one sample says so
+            loss_fn.check_batch(data.batch_size)
         steps = total_steps(cfg.trainer, data.steps_per_epoch)
         optimizer, scheduler = build_optimizer(cfg.optim, net, steps)
         model = accel.compiled(distributed.wrap(net, rank, device))
         return cls(cfg, rank, accel, data, augment, net, model, accel.compiled(loss_fn), optimizer, scheduler, steps)
 
     def views(self, x: Tensor, step: int) -> tuple[Tensor, Tensor]:
-        """This rank's two views of the global batch x at `step`, in the model's layout."""
-        x = distributed.shard(x, self.rank)
-        v1, v2 = self.augment(x, generator(x.device, self.cfg.seed, VIEWS, self.rank.rank, step))
+        """This rank's two views of the global batch x at `step`, in the model's layout: its
+        rows of the views one process would make (the parameters of the whole batch are drawn)."""
+        v1, v2 = self.augment(x, generator(x.device, self.cfg.seed, VIEWS, step), distributed.rows(len(x), self.rank))
         return self.accel.layout(v1), self.accel.layout(v2)
 
     def forward(self, v1: Tensor, v2: Tensor) -> tuple[StepOutput, LossOutput]:
         """The method's outputs of the global batch, in float32, and the loss on them."""
         with self.accel.autocast():
             s: StepOutput = self.model(v1, v2)
-        s = distributed.gather(s.map(Tensor.float), self.rank, self.rank.enabled and reads_features(self.cfg.spectrum))
+        s = distributed.gather(s.map(Tensor.float), self.rank, self.data.batch_size,
+                               self.rank.enabled and reads_features(self.cfg.spectrum))
         return s, self.loss_fn(s.z1, s.z2, **s.extra)
 
     def backward(self, out: LossOutput) -> Tensor:

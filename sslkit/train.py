@@ -28,7 +28,7 @@ from sslkit.errors import ConfigError, NonFiniteLossError, Preempted
 from sslkit.eval import Evaluation
 from sslkit.methods import StepOutput
 from sslkit.records import Observer
-from sslkit.run import StopSignal, check_run_dir, non_finite_message, resolve_device, save_run_info
+from sslkit.run import SkippedSteps, StopSignal, check_run_dir, non_finite_message, resolve_device, save_run_info
 from sslkit.step import HostValues, Step
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,17 @@ class Pending:
     values: HostValues  # finite, loss, terms
 
 
+def check(cfg: DictConfig) -> None:
+    """The checks `train` makes before its first step, without a run directory and without
+    training (for every job of a sweep before the first trains): build on the CPU, then
+    views, embeddings and loss of two samples of the first batch."""
+    resolve_device(cfg.device.value)
+    run = Step.build(cfg, torch.device("cpu"))
+    _, x, _ = next(run.data.batches(cfg.seed))
+    with torch.no_grad():
+        run.forward(*run.views(x[:2], 0))
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     """Train the model `cfg` describes in `run_dir` (config.yaml, env.json, metrics.jsonl,
     spectrum/, checkpoints/), resuming from its last checkpoint if there is one.
@@ -58,10 +69,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     net, optimizer, scheduler, steps = run.net, run.optimizer, run.scheduler, run.steps
     evaluation = Evaluation.build(cfg, run.data, run.augment, net, device, steps) if rank.is_main else None
 
-    if rank.is_main:
-        check_run_dir(run_dir, cfg.trainer.resume, checkpoint_bytes=3 * sum(p.nbytes for p in net.parameters()))
+    check_run_dir(run_dir, checkpoint_bytes=3 * sum(p.nbytes for p in net.parameters()))
     start, logs, last_ckpt = 0, None, None  # logs: the record files' positions (None: new files)
-    if (found := find_checkpoint(cfg, ckpt_dir, device)) is not None:
+    found = checkpoint.find(cfg, run_dir, device, rank.is_main)
+    distributed.barrier(rank)  # every rank has read the run directory before rank 0 writes to it
+    if found is not None:
         state, last_ckpt = found
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -73,6 +85,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         if last_ckpt.parent.resolve() == ckpt_dir.resolve():  # this run's own logs continue
             logs = state["logs"]
         log.info("resuming from %s at step %d", last_ckpt, start)
+        if start >= steps:  # config.yaml and the logs stay as they are
+            log.warning("%s already holds %d steps, trainer.max_steps=%s / max_epochs=%s ask for %d: nothing to "
+                        "train. Raise trainer.max_steps above %d to continue the run.", run_dir, start,
+                        cfg.trainer.max_steps, cfg.trainer.max_epochs, steps, start)
+            return {}
 
     observe = rank.is_main  # logs, spectra and checkpoints come from rank 0 only
     if observe:
@@ -109,7 +126,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             message = non_finite_message(values, p.step, last_ckpt)
             if cfg.trainer.on_nan == "stop":
                 raise NonFiniteLossError(message)
-            log.warning(message + " Skipped (trainer.on_nan=skip).")
+            skipped.skip(p.step, message)
+        else:
+            skipped.ok()
         if not observe:
             return
         observer.spectrum(p.step, p.out)  # queued, detached: no sync
@@ -124,6 +143,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             progress.update(done - progress.n)
             logged, tick = done, now
 
+    skipped = SkippedSteps()
     pending: Pending | None = None
     with run.accel.matmul_precision(), StopSignal() as stop, progress:
         try:
@@ -143,27 +163,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                     if observe:
                         save_checkpoint(done)
                 if stop.received:
-                    raise Preempted(f"stopped by {stop.received} after step {step}; checkpoint "
-                                    f"{last_ckpt}. Relaunch the same command to resume.")
+                    raise Preempted(f"stopped by {stop.received} after step {step}; checkpoint {last_ckpt}.",
+                                    stop.exit_code)
         finally:
             if observe:
                 observer.close()
+    if skipped.count:
+        log.warning(skipped.summary(steps - start))
     return record
 
-
-def find_checkpoint(cfg: DictConfig, ckpt_dir: Path, device: torch.device):
-    """The checkpoint to resume from, per trainer.resume (auto | never | a path), checked
-    against the current config; None to start from step 0."""
-    resume = cfg.trainer.resume
-    if resume == "never":
-        return None
-    if resume == "auto":
-        found = checkpoint.load_latest(ckpt_dir, device)
-    elif Path(resume).is_file():
-        found = checkpoint.load(Path(resume), device), Path(resume)
-    else:
-        raise ConfigError(f"trainer.resume={resume!r} is neither auto, never, nor an existing "
-                          f"checkpoint file.")
-    if found is not None:
-        checkpoint.check_same_config(found[0]["config"], cfg, found[1])
-    return found

@@ -26,9 +26,13 @@ def on_cpu(*overrides: str) -> list[str]:
 
 def compose_config(*overrides: str) -> DictConfig:
     """The config `sslkit-train <overrides>` would run, on the CPU unless `overrides` name a
-    device, with the progress bar off."""
+    device, with the progress bar off; without an `experiment=` override, that of
+    `sslkit-train ~experiment <overrides>` (the bare defaults of configs/train.yaml rather
+    than the default experiment)."""
+    preset = [] if any(o.startswith("experiment=") for o in overrides) else ["~experiment"]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[*on_cpu(*overrides), "trainer.progress=false", "trainer.report=false"])
+        return compose("train", overrides=[*preset, *on_cpu(*overrides), "trainer.progress=false",
+                                           "trainer.report=false"])
 
 
 @pytest.fixture

@@ -1,6 +1,10 @@
 """The shell interface: `sslkit-train` with Hydra overrides, `sslkit-report`, and the
 messages a researcher sees for bad input."""
 
+import json
+import logging
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +13,7 @@ import pytest
 
 from sslkit.errors import ConfigError, NonFiniteLossError
 from sslkit.spectrum import load
-from sslkit.train import train
+from sslkit.train import check, train
 
 from conftest import on_cpu
 
@@ -121,3 +125,91 @@ def test_every_experiment_preset_composes_and_builds(config, tmp_path):
         backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
         instantiate(cfg.projector, in_dim=backbone.out_dim)
         instantiate(cfg.loss), instantiate(cfg.augment)
+
+
+def test_plain_sslkit_train_is_the_default_experiment():
+    """`sslkit-train` with no arguments composes exactly `make train`'s preset."""
+    from hydra import compose, initialize_config_dir
+
+    from sslkit.cli import CONFIG_DIR
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        plain, preset = compose("train"), compose("train", overrides=["experiment=stepwise_digits"])
+    assert plain == preset
+    make = (Path(__file__).parents[1] / "Makefile").read_text()
+    assert "\t$(BIN)/sslkit-train $(ARGS)\n" in make
+
+
+def test_data_sets_get_their_own_views_without_augment(config):
+    """data=cifar10 alone: the cifar recipe (CIFAR-10 statistics), not the digits shifts."""
+    cfg = config("data=cifar10")
+    assert cfg.augment._target_ == "sslkit.augment.ImageViews"
+    assert list(cfg.augment.mean) == [0.4914, 0.4822, 0.4465]
+    assert config("data=synthetic").augment._target_ == "sslkit.augment.GaussianNoise"
+    assert config("data=cifar10", "augment=simclr").augment.view1.blur_p == 0.5  # an explicit choice wins
+
+
+def test_unknown_group_and_tilde_paths_from_the_shell(tmp_path):
+    """optimizer=adamw (and Hydra's +optimizer=adamw) are refused naming optim=adamw;
+    data.root=~/... reaches the data check as the home directory's path."""
+    for arg in ("optimizer=adamw", "+optimizer=adamw"):
+        done = sslkit_train(arg, cwd=tmp_path)
+        assert done.returncode == 2 and "Did you mean optim=adamw?" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    done = subprocess.run([BIN / "sslkit-train", "data=cifar10", "data.root=~/nowhere"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300, env={**os.environ, "HOME": str(tmp_path)})
+    assert done.returncode == 2 and f"data.root={tmp_path}/nowhere is not a directory" in done.stderr, done.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("metrics.jsonl"))
+
+
+def test_a_sweep_checks_every_job_before_the_first_trains(tmp_path):
+    done = sslkit_train("-m", "data.batch_size=256,5000,128", "trainer.max_steps=2", f"hydra.sweep.dir={tmp_path / 's'}",
+                        cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("sslkit-train: error: sweep job 1 (data.batch_size=5000")
+    assert "choose 1 <= data.batch_size <= 1797" in done.stderr
+    assert not list(tmp_path.rglob("metrics.jsonl")), "no job may train"
+
+
+def test_an_unwritable_run_directory_is_one_message(tmp_path):
+    (tmp_path / "file").write_text("")
+    done = sslkit_train(f"hydra.run.dir={tmp_path / 'file' / 'run'}", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr == (f"sslkit-train: error: hydra.run.dir={tmp_path / 'file' / 'run'} cannot be written: "
+                           f"{tmp_path / 'file'} is not a folder. Choose a writable directory with hydra.run.dir=DIR.\n")
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    (["loss=simclr", "data.batch_size=1"], r"data.batch_size=1 is too small for SimCLR .* no negatives"),
+    (["loss=barlow_twins", "data.batch_size=1"], r"data.batch_size=1 is too small for Barlow Twins .*constant"),
+    (["loss=vicreg", "data.batch_size=1"], r"data.batch_size=1 is too small for VICReg: .*N - 1 = 0"),
+    (["optim.lr=0"], r"optim.lr=0.0 would not train: .* e.g. optim.lr=0.1"),
+])
+def test_settings_that_would_train_nothing_are_refused(config, tmp_path, overrides, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        check(config(*overrides))
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_batch_one_works_for_the_loss_that_allows_it(config, tmp_path):
+    """The simplified Barlow Twins loss (no normalisation) is defined at batch 1."""
+    train(config("loss=barlow_twins_simplified", "data.batch_size=1", "trainer.max_steps=2"), tmp_path)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_rgb_statistics_on_grey_images_suggest_values_that_work(config, tmp_path):
+    with pytest.raises(ConfigError, match=r"augment.mean=\[0.485,0.456,0.406\] .* 1-channel images") as error:
+        check(config("augment=simclr"))
+    fix = re.search(r"(augment.mean=\S+) (augment.std=\S+)\.$", str(error.value)).groups()
+    train(config("augment=simclr", *fix, "trainer.max_steps=2"), tmp_path)
+
+
+def test_on_nan_skip_of_a_diverged_run_stops_with_one_warning(config, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING), pytest.raises(NonFiniteLossError, match=r"10 steps in a row .*diverged"):
+        train(config("experiment=stepwise_digits", "optim.lr=1e9", "trainer.max_steps=100",
+                     "trainer.on_nan=skip"), tmp_path)
+    assert caplog.text.count("Skipped (trainer.on_nan=skip)") == 1
+    text = (tmp_path / "metrics.jsonl").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert any(r["loss"] is None for r in rows) and len(rows) < 100

@@ -1,5 +1,6 @@
 """Data-parallel training: 2 processes (torchrun, gloo on CPU) against 1 process with the
-same global batch, for all three losses."""
+same global batch and random views, for all three losses, the digits views and the image
+views; a global batch that does not divide by the number of processes."""
 
 import json
 import subprocess
@@ -9,41 +10,66 @@ from pathlib import Path
 import pytest
 import torch
 
+from sslkit.augment import GaussianNoise, ImageViews, ShiftNoise, ViewSpec
+from sslkit.distributed import Dist, rows
 from sslkit.spectrum import load
 
 from conftest import on_cpu
 
 BIN = Path(sys.executable).parent
-# Deterministic views (noise std 0) so that both runs see the same global batches; no
-# BatchNorm, whose statistics are per process on CPU (no SyncBatchNorm).
-RUN = ("data=synthetic", "augment=gaussian_noise", "augment.std=0", "backbone=mlp", "backbone.width=64",
-       "projector=identity", "data.batch_size=256", "trainer.max_steps=20", "trainer.progress=false",
+# Random views (noise std 0.1); no BatchNorm, whose statistics are per process on CPU (no
+# SyncBatchNorm). The global batch of 255 splits into 127 + 128.
+RUN = ("~experiment", "data=synthetic", "augment=gaussian_noise", "backbone=mlp", "backbone.width=64",
+       "projector=identity", "data.batch_size=255", "trainer.max_steps=20", "trainer.progress=false",
        "trainer.report=false")
 
 
-def run(run_dir: Path, loss: str, processes: int) -> None:
+def run(run_dir: Path, processes: int, *overrides: str) -> subprocess.CompletedProcess:
     launcher = [BIN / "torchrun", f"--nproc_per_node={processes}", BIN / "sslkit-train"] if processes > 1 \
         else [BIN / "sslkit-train"]
-    done = subprocess.run([*launcher, f"loss={loss}", *on_cpu(*RUN), f"hydra.run.dir={run_dir}"],
+    done = subprocess.run([*launcher, *on_cpu(*overrides), f"hydra.run.dir={run_dir}"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", ["barlow_twins", "simclr", "vicreg"])
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, loss):
-    run(tmp_path / "one", loss, 1)
-    run(tmp_path / "two", loss, 2)
-    curves = [[json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
-              for d in ("one", "two")]
+    run(tmp_path / "one", 1, f"loss={loss}", *RUN)
+    two = run(tmp_path / "two", 2, f"loss={loss}", *RUN)
+    assert two.stdout.count("run directory:") == 1, "only rank 0 reports"
+    assert_same_training(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("views", ["digits", "simclr"])
+def test_two_processes_match_one_with_random_image_views(tmp_path, views):
+    """augment=digits (shifts and pixel noise) on digits; augment=simclr (crops, flips,
+    jitter, grayscale, blur) on CIFAR files. Global batch 63 = 31 + 32."""
+    from test_sources import write_cifar10
+
+    data = ("data=digits",) if views == "digits" else ("data=cifar10", f"data.root={tmp_path / 'cifar'}")
+    if views == "simclr":
+        write_cifar10(tmp_path / "cifar", n=20)
+    overrides = ("~experiment", *data, f"augment={views}", "backbone=mlp", "backbone.width=64",
+                 "projector=identity", "data.batch_size=63", "trainer.max_steps=20", "trainer.progress=false",
+                 "trainer.report=false")
+    run(tmp_path / "one", 1, *overrides)
+    run(tmp_path / "two", 2, *overrides)
+    assert_same_training(tmp_path / "one", tmp_path / "two")
+
+
+def assert_same_training(one_dir: Path, two_dir: Path) -> None:
+    curves = [[json.loads(line)["loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
+              for d in (one_dir, two_dir)]
     assert len(curves[0]) == len(curves[1]) == 20
     torch.testing.assert_close(torch.tensor(curves[1]), torch.tensor(curves[0]), rtol=1e-5, atol=0)
-    one, two = (torch.load(tmp_path / d / "checkpoints" / "last.pt", weights_only=True)["model"]
-                for d in ("one", "two"))
+    one, two = (torch.load(d / "checkpoints" / "last.pt", weights_only=True)["model"] for d in (one_dir, two_dir))
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-7, msg=key)
     # rank 0 records the spectra of the global batch, backbone features (feat_cov) included
-    spectra = [load(tmp_path / d) for d in ("one", "two")]
+    spectra = [load(d) for d in (one_dir, two_dir)]
     for name in ("cov", "xcorr", "feat_cov"):
         torch.testing.assert_close(torch.from_numpy(spectra[1][name]), torch.from_numpy(spectra[0][name]),
                                    rtol=1e-4, atol=1e-6, msg=name)
@@ -59,3 +85,28 @@ def test_submitit_local_sweep_runs_to_completion(tmp_path):
     assert len(runs) == 4 and all(len(r.read_text().splitlines()) == 3 for r in runs)
     configs = {(r.parent / "config.yaml").read_text().split("seed: ")[1].split("\n")[0] for r in runs}
     assert configs == {"0", "1"}
+
+
+@pytest.mark.parametrize("world_size, batch", [(2, 255), (3, 64), (4, 4)])
+def test_rank_rows_cover_the_global_batch_in_order(world_size, batch):
+    parts = [range(batch)[rows(batch, Dist(r, world_size))] for r in range(world_size)]
+    assert [i for part in parts for i in part] == list(range(batch))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+@pytest.mark.parametrize("augment", [
+    GaussianNoise(0.1),
+    ShiftNoise(max_shift=2, std=0.1, mean=0.3),
+    ImageViews(ViewSpec(blur_p=0.5, solarize_p=0.3), ViewSpec(crop_scale=None, flip_p=0.5), size=16,
+               mean=[0.5, 0.4, 0.3], std=[0.2, 0.2, 0.2]),
+])
+def test_views_of_a_rank_are_its_rows_of_the_one_process_views(augment):
+    """Each rank's views, from the step's generator, are exactly its rows of the views one
+    process makes of the whole global batch (here 3 ranks, batch 7 = 2 + 2 + 3)."""
+    shape = (7, 5) if isinstance(augment, GaussianNoise) else (7, 3, 20, 20)
+    x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    whole = augment(x, torch.Generator().manual_seed(1))
+    for r in range(3):
+        part = augment(x, torch.Generator().manual_seed(1), rows(len(x), Dist(r, 3)))
+        for view, ref in zip(part, whole):
+            assert torch.equal(view, ref[rows(len(x), Dist(r, 3))])

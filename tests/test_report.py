@@ -19,12 +19,20 @@ from sslkit.spectrum import SpectrumMonitor, crossing_steps, load
 BIN = Path(sys.executable).parent
 
 
-def fake_run(run_dir: Path, speed: float = 1.0, init_scale: float = 1e-3, steps: int = 30) -> None:
+CONFIG = {"seed": 0, "loss": {"_target_": "sslkit.losses.BarlowTwinsLoss", "lambd": 1.0, "normalize": "none"},
+          "backbone": {"network": "sslkit.models.Linear", "out_dim": 6},
+          "optim": {"_target_": "torch.optim.SGD", "lr": 0.1}, "data": {"_target_": "sslkit.data.digits", "batch_size": 120}}
+
+
+def fake_run(run_dir: Path, speed: float = 1.0, init_scale: float = 1e-3, steps: int = 30,
+             skipped: tuple[int, ...] = ()) -> None:
     """A run directory as sslkit-train writes it, with known spectra: C = diag(c(t)), the
-    k-th entry rising linearly at rate speed/(k + 1) per step, capped at 1."""
+    k-th entry rising linearly at rate speed/(k + 1) per step, capped at 1; the last mode is
+    exactly 0 for the first 5 steps. Steps in `skipped` have no spectrum (as after a
+    non-finite loss)."""
     run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(
-        {"seed": 0, "backbone": {"init_scale": init_scale, "out_dim": 6}, "optim": {"lr": 0.1}}))
+    config = {**CONFIG, "backbone": {**CONFIG["backbone"], "init_scale": init_scale}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     n, d = 120, 6
     g = torch.Generator().manual_seed(0)
     basis = torch.linalg.qr(torch.randn(n, d, generator=g, dtype=torch.float64)).Q * math.sqrt(n)
@@ -33,8 +41,10 @@ def fake_run(run_dir: Path, speed: float = 1.0, init_scale: float = 1e-3, steps:
     with open(run_dir / "metrics.jsonl", "w") as f:
         for step in range(steps):
             c = (rates * (step + 0.5)).clamp(1e-6, 1.0)
+            c[-1] = 0.0 if step < 5 else c[-1]
             z = basis * c.sqrt()  # zᵀz/n = diag(c)
-            monitor(step, z, z, z, z)
+            if step not in skipped:
+                monitor(step, z, z, z, z)
             loss = float(((c - 1) ** 2).sum())
             f.write(json.dumps({"step": step, "epoch": 0, "loss": loss, "invariance": loss, "redundancy": 0.0,
                                 "lr": 0.1, "images_per_s": 1e4}) + "\n")
@@ -45,7 +55,7 @@ def test_stepwise_figure_marks_each_half_crossing_on_a_log_scale(tmp_path):
     fake_run(tmp_path / "run")
     spectra = load(tmp_path / "run")
     fig = draw_stepwise(tmp_path / "run", modes=6)
-    eig, ranks, entropy, loss = fig.axes
+    eig, ranks, entropy, loss, colorbar = fig.axes
     assert eig.get_yscale() == "log"
     crossed = crossing_steps(spectra["step"], spectra["xcorr"])
     dots = [line for line in eig.get_lines() if line.get_marker() == "o"]
@@ -63,7 +73,7 @@ def test_runs_are_labelled_by_the_config_keys_that_differ(tmp_path):
     runs = sorted(tmp_path.iterdir())
     assert run_labels(runs) == [f"backbone.init_scale={s}" for s in (0.0001, 0.001, 0.01)]
     fig = draw_compare(runs)
-    legend = [t.get_text() for t in fig.axes[3].get_legend().get_texts()]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == run_labels(runs)
     assert run_labels(runs[:1]) == [runs[0].name]
 
@@ -98,3 +108,43 @@ def test_a_run_without_spectra_or_metrics_is_explained(tmp_path, capsys):
             report_main([str(tmp_path / run)])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.startswith("sslkit-report: error:") and reason in err
+
+
+def test_stepwise_figure_says_what_ran_and_tells_every_mode_apart(tmp_path):
+    """Title: loss, backbone, lr, init scale, batch. Modes: one colour each, from a colour
+    bar with a tick per mode. A zero eigenvalue (mode 6, steps 0-4) is drawn as ▾ at the
+    axis floor and said so. After skipped spectrum steps all panels span the same steps."""
+    fake_run(tmp_path / "run", skipped=tuple(range(20, 30)))
+    fig = draw_stepwise(tmp_path / "run", modes=6)
+    title = fig._suptitle.get_text()
+    for text in ("BarlowTwins", "lambd=1.0", "Linear", "init_scale=0.001", "lr=0.1", "batch 120"):
+        assert text in title, (text, title)
+    eig, *_, colorbar = fig.axes
+    lines = [line for line in eig.get_lines() if hasattr(line, "non_positive")]  # one per mode
+    colours = {tuple(line.get_color()) for line in lines}
+    assert len(lines) == 6 and len(colours) == 6
+    assert [t.get_text() for t in colorbar.get_yticklabels()] == [str(k) for k in range(1, 7)]
+    floor = [line for line in eig.get_lines() if line.get_marker() == "v"]
+    assert len(floor) == 1 and list(floor[0].get_xdata()) == [0, 1, 2, 3, 4]
+    assert np.all(floor[0].get_ydata() == eig.get_ylim()[0])
+    assert any("≤ 0" in t.get_text() for t in eig.texts)
+    assert {ax.get_xlim() for ax in fig.axes[:4]} == {(0.0, 29.0)}, "panels must span the same steps"
+
+
+def test_comparison_shows_rankme_loss_terms_and_a_title_of_what_differs(tmp_path):
+    for scale in (1e-2, 1e-3):
+        fake_run(tmp_path / f"alpha{scale}", init_scale=scale)
+    runs = sorted(tmp_path.iterdir())
+    fig = draw_compare(runs)
+    title = fig._suptitle.get_text()
+    assert "2 runs of" in title and "BarlowTwins" in title and "differ in backbone.init_scale" in title
+    ranks, loss = fig.axes[1], fig.axes[3]
+    assert "cov/rankme" in ranks.get_legend_handles_labels()[1]
+    assert {"loss", "invariance", "redundancy"} <= set(loss.get_legend_handles_labels()[1])
+    rankme = load(runs[0])["cov/rankme"]
+    assert any(np.allclose(line.get_ydata(), rankme) for line in ranks.get_lines() if len(line.get_ydata()))
+    fig.savefig(tmp_path / "c.png")  # drawn: every label inside the figure
+    box = fig.get_window_extent()
+    for text in fig.legends[0].get_texts():
+        extent = text.get_window_extent()
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1, text.get_text()

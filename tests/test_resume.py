@@ -39,8 +39,12 @@ def final_state(run_dir: Path) -> dict:
 
 
 def assert_same_run(a: Path, b: Path) -> None:
+    """Weights, optimizer state, RNG states (Python, NumPy, torch), logs and spectra."""
     sa, sb = final_state(a), final_state(b)
     assert sa["step"] == sb["step"]
+    ra, rb = sa["rng"], sb["rng"]
+    assert ra["python"] == rb["python"] and torch.equal(ra["torch"], rb["torch"])
+    assert torch.equal(ra["numpy"]["keys"], rb["numpy"]["keys"]) and ra["numpy"]["pos"] == rb["numpy"]["pos"]
     for key in sa["model"]:
         assert torch.equal(sa["model"][key], sb["model"][key]), key
     for p, q in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
@@ -84,8 +88,10 @@ def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
     assert_same_run(reference, killed)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_stop_signal_checkpoints_within_one_step_and_resumes(tmp_path, sig):
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 255), (signal.SIGUSR1, 255)])
+def test_stop_signal_checkpoints_within_one_step_and_resumes(tmp_path, sig, status):
+    """Ctrl-C like a preemption: the step finishes, a checkpoint, one line naming the command
+    that resumes, and that command continues the run."""
     run = tmp_path / "run"
     proc = launch(run, "trainer.max_steps=100000", "trainer.checkpoint_every=100000")
     while lines(run) < 5:
@@ -93,13 +99,20 @@ def test_stop_signal_checkpoints_within_one_step_and_resumes(tmp_path, sig):
         time.sleep(0.01)
     proc.send_signal(sig)
     sent = time.perf_counter()
-    assert proc.wait(timeout=60) == 255
+    assert proc.wait(timeout=60) == status
     stopped_after = lines(run)
     state = final_state(run)
     assert state["step"] == stopped_after, "the checkpoint must hold exactly the logged steps"
-    assert f"stopped by {signal.Signals(sig).name}" in proc.stderr.read()
+    last = proc.stderr.read().strip().splitlines()[-1]
+    assert last.startswith(f"sslkit-train: stopped by {signal.Signals(sig).name} after step {stopped_after - 1}")
     # one step of this model takes milliseconds; allow for process teardown on a busy machine
     assert time.perf_counter() - sent < 30
+    if sig == signal.SIGINT:
+        command = last.split("Resume with: ")[1].replace("trainer.max_steps=100000", f"trainer.max_steps={stopped_after + 2}")
+        done = subprocess.run(command.replace("sslkit-train", str(BIN / "sslkit-train"), 1), shell=True,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert lines(run) == stopped_after + 2 and final_state(run)["step"] == stopped_after + 2
 
 
 def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(config, tmp_path, caplog):
@@ -117,17 +130,43 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(config, tmp_path
 
 
 def test_checkpoint_from_another_config_lists_the_differences(config, tmp_path):
+    """... and the fix it suggests, trainer.resume=overwrite, starts the new run."""
     train(config("trainer.max_steps=4", "data.batch_size=256"), tmp_path)
+    changed = ("trainer.max_steps=3", "data.batch_size=256", "optim.lr=0.2", "seed=3")
     with pytest.raises(ConfigError, match=r"different config(.|\n)*optim.lr: checkpoint 0.1, now 0.2"
-                                          r"(.|\n)*seed: checkpoint 0, now 3"):
-        train(config("trainer.max_steps=8", "data.batch_size=256", "optim.lr=0.2", "seed=3"), tmp_path)
+                                          r"(.|\n)*seed: checkpoint 0, now 3(.|\n)*trainer.resume=overwrite"):
+        train(config(*changed), tmp_path)
+    train(config(*changed, "trainer.resume=overwrite"), tmp_path)
+    assert len(metrics(tmp_path)) == 3 and final_state(tmp_path)["step"] == 3
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt", "step_00000003.pt"]
 
 
-def test_finished_run_relaunched_does_nothing(config, tmp_path):
+def test_finished_run_relaunched_does_nothing(config, tmp_path, caplog):
+    """Not even with fewer steps: config.yaml keeps the steps the run holds, and a warning says so."""
     train(config("trainer.max_steps=4", "data.batch_size=256"), tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in ("metrics.jsonl", "config.yaml")}
+    train(config("trainer.max_steps=4", "data.batch_size=256"), tmp_path)
+    with caplog.at_level(logging.WARNING):
+        train(config("trainer.max_steps=2", "data.batch_size=256"), tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert "already holds 4 steps" in caplog.text and "nothing to train" in caplog.text
+
+
+def test_a_run_without_a_readable_checkpoint_is_not_written_over(config, tmp_path, caplog):
+    """Every checkpoint unreadable: refused, naming trainer.resume=overwrite; that option
+    then starts again from step 0, with a warning."""
+    overrides = ("data.batch_size=256", "trainer.max_steps=4", "trainer.checkpoint_every=2")
+    train(config(*overrides), tmp_path)
+    for path in (tmp_path / "checkpoints").glob("*.pt"):
+        path.write_bytes(b"\x00garbage")
     before = (tmp_path / "metrics.jsonl").read_bytes()
-    train(config("trainer.max_steps=4", "data.batch_size=256"), tmp_path)
+    with pytest.raises(ConfigError, match=r"already holds a run but no readable checkpoint.*trainer.resume=overwrite"):
+        train(config(*overrides), tmp_path)
     assert (tmp_path / "metrics.jsonl").read_bytes() == before
+    with caplog.at_level(logging.WARNING):
+        train(config(*overrides, "trainer.resume=overwrite"), tmp_path)
+    assert "trainer.resume=overwrite: deleting the run" in caplog.text
+    assert (tmp_path / "metrics.jsonl").read_bytes().count(b"\n") == 4 and final_state(tmp_path)["step"] == 4
 
 
 def test_unwritable_run_directory_fails_before_training(config, tmp_path):

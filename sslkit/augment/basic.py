@@ -12,17 +12,21 @@ def as_float(x: Tensor) -> Tensor:
 
 
 class TwoViews:
-    """Two views drawn independently from the same random transformation `view`."""
+    """Two views drawn independently from the same random transformation `view`.
 
-    def view(self, x: Tensor, generator: torch.Generator) -> Tensor:
+    `view(x, generator, rows)` makes the views of `x[rows]` only, with the random values
+    every sample of the whole batch x would draw: a process holding a slice of the global
+    batch gets exactly the rows one process would make (sslkit.distributed.rows)."""
+
+    def view(self, x: Tensor, generator: torch.Generator, rows: slice) -> Tensor:
         raise NotImplementedError
 
     def clean(self, x: Tensor) -> Tensor:
         """The input as the backbone sees it, without the random part (for evaluation)."""
         return as_float(x)
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return self.view(x, generator), self.view(x, generator)
+    def __call__(self, x: Tensor, generator: torch.Generator, rows: slice = slice(None)) -> tuple[Tensor, Tensor]:
+        return self.view(x, generator, rows), self.view(x, generator, rows)
 
 
 class GaussianNoise(TwoViews):
@@ -34,9 +38,9 @@ class GaussianNoise(TwoViews):
     def __init__(self, std: float = 0.1) -> None:
         self.std = std
 
-    def view(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        x = as_float(x)
-        return x + self.std * torch.randn(x.shape, generator=generator, device=x.device)
+    def view(self, x: Tensor, generator: torch.Generator, rows: slice = slice(None)) -> Tensor:
+        noise = torch.randn(x.shape, generator=generator, device=x.device)[rows]
+        return as_float(x[rows]) + self.std * noise
 
 
 class ShiftNoise(TwoViews):
@@ -50,19 +54,21 @@ class ShiftNoise(TwoViews):
         """Unshifted and noise-free: x − mean."""
         return as_float(x) - self.mean
 
-    def view(self, x: Tensor, generator: torch.Generator) -> Tensor:
+    def view(self, x: Tensor, generator: torch.Generator, rows: slice = slice(None)) -> Tensor:
         if x.ndim != 4:
             raise ConfigError(
                 f"augment=digits shifts images and expects batches of shape (B, C, H, W), "
                 f"got {tuple(x.shape)}. For vector data (e.g. data=synthetic) use "
                 f"augment=gaussian_noise."
             )
-        b, c, h, w = x.shape
         s = self.max_shift
+        dy, dx = torch.randint(0, 2 * s + 1, (2, len(x), 1), generator=generator, device=x.device)[:, rows]
+        noise = torch.randn(x.shape, generator=generator, device=x.device)[rows]
+        x = x[rows]
+        b, c, h, w = x.shape
         padded = torch.nn.functional.pad(as_float(x) - self.mean, (s, s, s, s))
-        dy, dx = torch.randint(0, 2 * s + 1, (2, b, 1), generator=generator, device=x.device)
         rows = (dy + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
         cols = (dx + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
         batch = torch.arange(b, device=x.device)[:, None, None]
         shifted = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
-        return shifted + self.std * torch.randn(shifted.shape, generator=generator, device=x.device)
+        return shifted + self.std * noise

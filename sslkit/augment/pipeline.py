@@ -10,7 +10,7 @@ solarize probabilities that differ between the views) are settings, not code.
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -94,6 +94,11 @@ class ViewParams:
     blurred: Tensor  # (B,) bool
     sigma: Tensor  # (B,) blur σ in pixels
     solarize: Tensor  # (B,) bool
+
+    def __getitem__(self, rows: slice) -> "ViewParams":
+        """The parameters of the samples `rows`."""
+        crops = Crops(*(getattr(self.crops, f.name)[rows] for f in fields(Crops)))
+        return ViewParams(crops, *(getattr(self, f.name)[rows] for f in fields(self)[1:]))
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> Tensor:
@@ -205,10 +210,19 @@ class ImageViews:
                 f"shape (B, C, H, W) with C = 1 or 3, got "
                 f"{tuple(x.shape)}. For vector data (e.g. data=synthetic) use augment=gaussian_noise."
             )
-        if len(self.mean) not in (1, x.shape[1]) or len(self.std) not in (1, x.shape[1]):
+        c = x.shape[1]
+        if len(self.mean) not in (1, c) or len(self.std) not in (1, c):
+            values = x.float() / (255 if x.dtype == torch.uint8 else 1)
+            mean, std = values.mean((0, 2, 3)).tolist(), values.std((0, 2, 3)).tolist()
+
+            def show(t):
+                return "[" + ",".join(f"{v:.3g}" for v in t) + "]"
+
             raise ConfigError(
-                f"augment.mean={self.mean.tolist()} and augment.std={self.std.tolist()} must have 1 or "
-                f"{x.shape[1]} values for {x.shape[1]}-channel images."
+                f"augment.mean={show(self.mean.tolist())} and augment.std={show(self.std.tolist())} are "
+                f"per-channel statistics for {len(self.mean)}-channel images, but the data has {c}-channel "
+                f"images. Give {'1 value' if c == 1 else f'1 or {c} values'} each, e.g. this batch's statistics: augment.mean={show(mean)} "
+                f"augment.std={show(std)}."
             )
 
     def clean(self, x: Tensor) -> Tensor:
@@ -220,7 +234,9 @@ class ImageViews:
             v = torch.nn.functional.interpolate(v, (self.size, self.size), mode="bilinear", antialias=True)
         return (v - self.mean.to(v.device).reshape(1, -1, 1, 1)) / self.std.to(v.device).reshape(1, -1, 1, 1)
 
-    def __call__(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def __call__(self, x: Tensor, generator: torch.Generator, rows: slice = slice(None)) -> tuple[Tensor, Tensor]:
+        """The two views of x[rows]; every sample's parameters are those it draws as a
+        sample of the whole batch x (see TwoViews)."""
         self._check(x)
         b, c, h, w = x.shape
         size = (self.size, self.size) if self.size is not None else (h, w)
@@ -231,7 +247,7 @@ class ImageViews:
             self.mean, self.std = (t.to(x.device) for t in (self.mean, self.std))
         mean, std = (t.reshape(1, -1, 1, 1) for t in (self.mean, self.std))
         v1, v2 = (
-            apply_view(x, sample_view(spec, b, h, w, generator), spec, size, mean, std, self.stages)
+            apply_view(x[rows], sample_view(spec, b, h, w, generator)[rows], spec, size, mean, std, self.stages)
             for spec in self.views
         )
         return v1, v2

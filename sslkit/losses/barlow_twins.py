@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sslkit.errors import ConfigError
 from sslkit.losses.output import LossOutput, check_views, off_diagonal
 
 _NORMALIZE = ("batchnorm", "none")
@@ -67,6 +68,14 @@ class BarlowTwinsLoss(nn.Module):
         or z itself with ``normalize="none"``). The spectrum monitor's ``xcorr`` is the
         symmetrised C of these views, so its eigenvalues are those the loss drives to 1."""
         return self._normalize(z)
+
+    def check_batch(self, n: int) -> None:
+        """Batch normalisation needs two samples: one is standardised to 0, C = 0 and the
+        loss is the constant D."""
+        if n < 2 and self.normalize == "batchnorm":
+            raise ConfigError(f"data.batch_size={n} is too small for Barlow Twins with loss.normalize=batchnorm: "
+                              f"one sample standardises to 0, so C = 0 and the loss is a constant. Use "
+                              f"data.batch_size>=2 (or loss=barlow_twins_simplified, which does not normalise).")
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> LossOutput:
         check_views(z1, z2)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslkit.errors import ConfigError
 from sslkit.losses.output import LossOutput, check_views
 
 
@@ -42,6 +43,12 @@ class NTXentLoss(nn.Module):
         spectrum monitor's ``xcorr`` is C = (ẑ1ᵀẑ2 + ẑ2ᵀẑ1)/2N of these, whose trace is the
         mean cosine similarity of the positive pairs (the alignment term up to −1/τ)."""
         return F.normalize(z, dim=1)
+
+    def check_batch(self, n: int) -> None:
+        """At N = 1 there are 2N − 2 = 0 negatives and the loss is exactly 0."""
+        if n < 2:
+            raise ConfigError(f"data.batch_size={n} is too small for SimCLR (NT-Xent): with one sample there are "
+                              f"no negatives and the loss is exactly 0. Use data.batch_size>=2.")
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> LossOutput:
         check_views(z1, z2)

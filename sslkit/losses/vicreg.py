@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sslkit.errors import ConfigError
 from sslkit.losses.output import LossOutput, check_views, off_diagonal
 
 
@@ -57,6 +58,12 @@ class VICRegLoss(nn.Module):
         """The embeddings as this loss sees them: raw (VICReg regularises the raw
         covariance), so the spectrum monitor's ``xcorr`` is C = (z1ᵀz2 + z2ᵀz1)/2N."""
         return z
+
+    def check_batch(self, n: int) -> None:
+        """The unbiased variance and covariance divide by N − 1."""
+        if n < 2:
+            raise ConfigError(f"data.batch_size={n} is too small for VICReg: its variance and covariance divide "
+                              f"by N - 1 = 0. Use data.batch_size>=2.")
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> LossOutput:
         check_views(z1, z2)

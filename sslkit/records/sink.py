@@ -1,6 +1,7 @@
 """What every dashboard implements, and the run directory's own metrics log."""
 
 import json
+import math
 from pathlib import Path
 from typing import Protocol
 
@@ -24,8 +25,10 @@ class Sink(Protocol):
 
 
 class MetricsFile:
-    """`run_dir/metrics.jsonl`, one JSON line per logged step. A resumed run passes the size
-    its checkpoint recorded (`bytes`): what was written after it is cut off."""
+    """`run_dir/metrics.jsonl`, one JSON line per logged step; a non-finite value (a step
+    skipped with trainer.on_nan=skip) is written as null, so every line is strict JSON. A
+    resumed run passes the size its checkpoint recorded (`bytes`): what was written after
+    it is cut off."""
 
     def __init__(self, path: Path, start_bytes: int = 0) -> None:
         self.file = open(path, "ab")
@@ -37,7 +40,8 @@ class MetricsFile:
         return self.file.tell()
 
     def write(self, record: dict[str, float]) -> None:
-        self.file.write((json.dumps(record) + "\n").encode())
+        finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+        self.file.write((json.dumps(finite, allow_nan=False) + "\n").encode())
 
     def flush(self) -> None:
         self.file.flush()
