@@ -23,7 +23,7 @@ from conftest import on_cpu
 
 BIN = Path(sys.executable).parent
 # An MLP large enough (≈ 4 MB of weights) that a checkpoint write takes a noticeable time.
-RUN = ("backbone=mlp", "backbone.width=1024", "backbone.depth=1", "data.batch_size=256",
+RUN = ("~experiment", "backbone=mlp", "backbone.width=1024", "backbone.depth=1", "data.batch_size=256",
        "optim.momentum=0.9", "trainer.max_steps=40", "trainer.checkpoint_every=2",
        "trainer.keep_checkpoints=2", "trainer.progress=false", "trainer.report=false")
 
@@ -216,5 +216,5 @@ def test_resume_from_a_path_starts_new_logs_at_that_step(config, tmp_path):
     train(config(*overrides, "trainer.max_steps=8", f"trainer.resume={ckpt}"), tmp_path / "second")
     assert metrics(tmp_path / "second") == metrics(tmp_path / "reference")[4:]
     assert list(load(tmp_path / "second")["step"]) == [4, 5, 6, 7]
-    with pytest.raises(ConfigError, match="trainer.resume='nope.pt' is neither auto, never, nor an existing"):
+    with pytest.raises(ConfigError, match="trainer.resume='nope.pt' is neither auto, never, overwrite, nor an existing"):
         train(config(*overrides, "trainer.resume=nope.pt"), tmp_path / "third")
