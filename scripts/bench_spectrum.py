@@ -53,11 +53,11 @@ from sslkit.train import train
 
 CASES = {
     "digits": ["experiment=stepwise_digits"],
-    "resnet18": ["backbone=resnet18", "projector=mlp", "projector.hidden_dims=[2048]", "projector.out_dim=2048",
+    "resnet18": ["~experiment", "backbone=resnet18", "projector=mlp", "projector.hidden_dims=[2048]", "projector.out_dim=2048",
                  "data=cifar10", "data.split=test", "data.batch_size=32", "augment=cifar", "loss=barlow_twins"],
-    "mlp2048": ["backbone=mlp", "backbone.width=2048", "projector=mlp", "projector.hidden_dims=[2048]",
+    "mlp2048": ["~experiment", "backbone=mlp", "backbone.width=2048", "projector=mlp", "projector.hidden_dims=[2048]",
                 "projector.out_dim=2048", "data.batch_size=32", "loss=barlow_twins"],
-    "tracked": ["backbone=mlp", "backbone.width=2048", "projector=mlp", "projector.hidden_dims=[2048]",
+    "tracked": ["~experiment", "backbone=mlp", "backbone.width=2048", "projector=mlp", "projector.hidden_dims=[2048]",
                 "projector.out_dim=2048", "data.batch_size=256", "loss=barlow_twins"],
 }
 QUIET = ["trainer.log_every=1", "trainer.progress=false", "trainer.report=false", "trainer.checkpoint_every=1000000"]

@@ -28,7 +28,7 @@ METHODS = {
     "SimCLR": ["loss=simclr"],
     "VICReg": ["loss=vicreg", "optim=lars"],
 }
-COMMON = ["backbone=mlp", "projector=mlp", "data.split=train", "eval=[online_probe,knn]", "spectrum=off",
+COMMON = ["~experiment", "backbone=mlp", "projector=mlp", "data.split=train", "eval=[online_probe,knn]", "spectrum=off",
           "trainer.progress=false", "trainer.report=false"]
 
 

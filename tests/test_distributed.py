@@ -110,3 +110,17 @@ def test_views_of_a_rank_are_its_rows_of_the_one_process_views(augment):
         part = augment(x, torch.Generator().manual_seed(1), rows(len(x), Dist(r, 3)))
         for view, ref in zip(part, whole):
             assert torch.equal(view, ref[rows(len(x), Dist(r, 3))])
+
+
+@pytest.mark.slow
+def test_torchrun_reports_once_from_rank_0(tmp_path):
+    """A config error: one message, from rank 0; the default experiment's global batch of
+    1797 (not divisible by 2) trains, and only rank 0 reports its figure and directory."""
+    launcher = [BIN / "torchrun", "--nproc_per_node=2", BIN / "sslkit-train", "device=cpu", "trainer.progress=false"]
+    done = subprocess.run([*launcher, "optim.lr=0", f"hydra.run.dir={tmp_path / 'bad'}"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode != 0 and done.stderr.count("sslkit-train: error: optim.lr=0.0") == 1, done.stderr
+    done = subprocess.run([*launcher, "trainer.max_steps=3", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("figure:") == 1 and done.stdout.count("run directory:") == 1
