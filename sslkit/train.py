@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from sslkit import checkpoint, distributed
-from sslkit.errors import ConfigError, NonFiniteLossError, Preempted
+from sslkit.errors import NonFiniteLossError, Preempted
 from sslkit.eval import Evaluation
 from sslkit.methods import StepOutput
 from sslkit.records import Observer
