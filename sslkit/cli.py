@@ -21,10 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from sslkit.config import TrainConfig, register_configs
+from sslkit.config import CONFIG_DIR, TrainConfig, register_configs
 from sslkit.errors import ConfigError, Preempted
-
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 def _config_error(exc: BaseException | None) -> ConfigError | None:

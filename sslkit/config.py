@@ -1,17 +1,29 @@
 """Structured configs: the typed schema that every YAML file in `configs/` is checked against.
 
-Each option file in a config group starts with `defaults: [<schema>, _self_]`, so Hydra
-merges it onto one of the dataclasses below. A misspelled key or a value of the wrong
+Each option file in a config group starts with `defaults: [/schema/<group>/<name>@_here_,
+_self_]`, so Hydra merges it onto a dataclass. A misspelled key or a value of the wrong
 type then fails at composition with OmegaConf's message, which names the full key
 (e.g. `optim.lr`) and the value; an enum field lists its allowed values.
+
+Most schemas are read from the code: an option file that names its class or function
+with `_target_` gets the schema `derive(target)` builds from that callable's signature
+(`register_configs` finds these files), so a parameter's type and default are written
+once, in the code, and the file holds only what differs. The schemas below are written
+by hand where the config holds more than one constructor's arguments (data, backbones,
+optimizers, views, spectrum, evaluation) or no constructor at all (train, trainer).
 """
 
-from dataclasses import dataclass, field
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional, Union
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from hydra.utils import get_object
+from omegaconf import MISSING, OmegaConf
 
 from sslkit.augment.pipeline import ViewSpec
 
@@ -31,11 +43,6 @@ class Schedule(str, Enum):
 class OnNaN(str, Enum):
     stop = "stop"
     skip = "skip"
-
-
-class Normalize(str, Enum):
-    batchnorm = "batchnorm"
-    none = "none"
 
 
 class Parameterization(str, Enum):
@@ -188,53 +195,7 @@ class ResNetConfig(BackboneConfig):
     in_channels: Optional[int] = None  # null: the data's channels
 
 
-@dataclass
-class IdentityProjectorConfig:
-    _target_: str = "torch.nn.Identity"
-
-
-@dataclass
-class MLPProjectorConfig:
-    _target_: str = "sslkit.models.Projector"
-    hidden_dims: list[int] = field(default_factory=lambda: [256])
-    out_dim: int = 256
-    init_scale: float = 1.0  # multiplies the last Linear's initial weights
-
-
-@dataclass
-class LinearProjectorConfig:
-    _target_: str = "sslkit.models.linear_projector"
-    out_dim: int = 256
-    init_scale: float = 1.0
-
-
-@dataclass
-class SiameseConfig:
-    _target_: str = "sslkit.methods.Siamese"
-
-
-@dataclass
-class BYOLMethodConfig:
-    _target_: str = "sslkit.methods.BYOL"
-    hidden_dims: list[int] = field(default_factory=lambda: [4096])  # the predictor's
-    tau: float = 0.996  # τ₀ of the target's moving average; τ rises to 1 by a cosine
-
-
 # --- augmentations ----------------------------------------------------------------------
-@dataclass
-class GaussianNoiseConfig:
-    _target_: str = "sslkit.augment.GaussianNoise"
-    std: float = 0.1
-
-
-@dataclass
-class ShiftNoiseConfig:
-    _target_: str = "sslkit.augment.ShiftNoise"
-    max_shift: int = 1
-    std: float = 0.1
-    mean: float = 0.0
-
-
 @dataclass
 class ImageViewsConfig:
     """The view settings are `sslkit.augment.ViewSpec` itself; `_convert_: object` hands
@@ -251,35 +212,6 @@ class ImageViewsConfig:
 
 
 # --- losses -----------------------------------------------------------------------------
-@dataclass
-class BarlowTwinsConfig:
-    _target_: str = "sslkit.losses.BarlowTwinsLoss"
-    lambd: float = 0.0051
-    scale: float = 1.0
-    normalize: Normalize = Normalize.batchnorm
-    symmetric: bool = False
-
-
-@dataclass
-class NTXentConfig:
-    _target_: str = "sslkit.losses.NTXentLoss"
-    temperature: float = 0.5
-
-
-@dataclass
-class BYOLConfig:
-    _target_: str = "sslkit.methods.BYOLLoss"
-
-
-@dataclass
-class VICRegConfig:
-    _target_: str = "sslkit.losses.VICRegLoss"
-    sim_coeff: float = 25.0
-    std_coeff: float = 25.0
-    cov_coeff: float = 1.0
-    eps: float = 1e-4
-
-
 # --- optimizers -------------------------------------------------------------------------
 @dataclass
 class OptimConfig:
@@ -347,32 +279,6 @@ class SpectrumConfig:
     chunk: int = 32  # steps kept on the device before one bulk copy to the host
 
 
-class WandbMode(str, Enum):
-    online = "online"
-    offline = "offline"
-    disabled = "disabled"
-
-
-@dataclass
-class WandbConfig:
-    _target_: str = "sslkit.records.wandb.WandbSink"
-    mode: WandbMode = WandbMode.online  # online falls back to offline without an API key
-    project: str = "sslkit"
-    entity: Optional[str] = None
-    name: Optional[str] = None  # default: the run directory's name
-    tags: list[str] = field(default_factory=list)
-    spectrum_every: int = 100  # spectrum heat-map every k-th step
-    modes: int = 32  # top eigenvalues per matrix shown in heat-maps and line series
-
-
-@dataclass
-class TensorBoardConfig:
-    _target_: str = "sslkit.records.tensorboard.TensorBoardSink"
-    log_dir: Optional[str] = None  # default: RUN_DIR/tensorboard
-    spectrum_every: int = 100  # eigenvalue histograms and heat-maps every k-th step
-    modes: int = 32
-
-
 # --- evaluation -------------------------------------------------------------------------
 class ProbeFeatures(str, Enum):
     backbone = "backbone"  # h, the backbone's output
@@ -434,13 +340,9 @@ SCHEMAS = {
     "data": {"digits": DigitsConfig, "synthetic": SyntheticConfig, "cifar10": Cifar10Config,
              "cifar100": Cifar100Config, "stl10": STL10Config, "imagefolder": ImageFolderConfig},
     "backbone": {"linear": LinearConfig, "mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig},
-    "projector": {"identity": IdentityProjectorConfig, "mlp": MLPProjectorConfig, "linear": LinearProjectorConfig},
-    "method": {"siamese": SiameseConfig, "byol": BYOLMethodConfig},
-    "augment": {"gaussian_noise": GaussianNoiseConfig, "digits": ShiftNoiseConfig, "views": ImageViewsConfig},
-    "loss": {"barlow_twins": BarlowTwinsConfig, "ntxent": NTXentConfig, "vicreg": VICRegConfig, "byol": BYOLConfig},
+    "augment": {"views": ImageViewsConfig},
     "optim": {"sgd": SGDConfig, "lars": LARSConfig, "adamw": AdamWConfig},
     "spectrum": {"spectrum": SpectrumConfig},
-    "logger": {"wandb": WandbConfig, "tensorboard": TensorBoardConfig},
     "eval": {"online_probe": OnlineProbeConfig, "knn": KNNConfig},
 }
 
@@ -455,11 +357,68 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def register_configs() -> None:
+# Arguments the run passes when it builds a part (train.py, the Observer): not config keys.
+BUILT_WITH = frozenset({"in_shape", "in_dim", "backbone", "projector", "params", "run_dir", "run_config",
+                        "start_step", "state"})
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+def _config_type(tp: Any) -> Any:
+    """An annotation as OmegaConf takes it: `X | None` → Optional[X], list[X] kept, plain
+    types and enums kept, anything else untyped (Any)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        inner = [_config_type(a) for a in args if a is not type(None)]
+        kind = inner[0] if len(inner) == 1 else Union[tuple(inner)]
+        return Optional[kind] if type(None) in args else kind
+    if origin is list:
+        return list[_config_type(args[0])] if args else list[Any]
+    if tp in (int, float, bool, str) or (isinstance(tp, type) and issubclass(tp, Enum)):
+        return tp
+    return Any
+
+
+def derive(target: str) -> type:
+    """The schema of `_target_: target`, read from the signature of the class or function
+    it names: `_target_`, then one field per parameter (except BUILT_WITH and *args /
+    **kwargs) with the parameter's annotation and default (required when it has none)."""
+    obj = get_object(target)
+    hints = typing.get_type_hints(obj.__init__ if isinstance(obj, type) else obj)
+    fields: list[tuple] = [("_target_", str, field(default=target))]
+    for p in inspect.signature(obj).parameters.values():
+        if p.name in BUILT_WITH or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        default = MISSING if p.default is p.empty else p.default
+        value = field(default_factory=lambda d=default: list(d)) if isinstance(default, list) else field(default=default)
+        fields.append((p.name, _config_type(hints.get(p.name, Any)), value))
+    name = obj.__name__ if isinstance(obj, type) else obj.__name__.title().replace("_", "")
+    return make_dataclass(f"{name}Config", fields)
+
+
+def derived_options(config_dir: Path | str = CONFIG_DIR) -> dict[str, dict[str, str]]:
+    """{group: {schema name: target}} for the option files of `config_dir` that name a
+    `_target_` and a schema (`/schema/<group>/<name>`) not written by hand in SCHEMAS."""
+    found: dict[str, dict[str, str]] = {}
+    for path in sorted(Path(config_dir).glob("*/*.yaml")):
+        node = OmegaConf.load(path)
+        schemas = [d.split("@")[0].split("/") for d in node.get("defaults", []) if isinstance(d, str)
+                   and d.startswith("/schema/")]
+        if "_target_" in node and schemas:
+            group, name = schemas[0][2], schemas[0][3]
+            if name not in SCHEMAS.get(group, {}):
+                found.setdefault(group, {})[name] = node["_target_"]
+    return found
+
+
+def register_configs(config_dir: Path | str = CONFIG_DIR) -> None:
     """Store the schemas under `schema/`: `schema/train`, and `schema/<group>/<name>` for
-    the option files to extend (`defaults: [/schema/<group>/<name>@_here_, _self_]`)."""
+    the option files to extend (`defaults: [/schema/<group>/<name>@_here_, _self_]`): the
+    hand-written SCHEMAS and those derived from the `_target_` of the files in `config_dir`."""
     cs = ConfigStore.instance()
     cs.store(group="schema", name="train", node=TrainConfig)
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
+    for group, targets in derived_options(config_dir).items():
+        for name, target in targets.items():
+            cs.store(group=f"schema/{group}", name=name, node=derive(target))

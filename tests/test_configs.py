@@ -3,16 +3,20 @@ the files in configs/ (a new YAML file is covered with no edit here), after the
 lightning-hydra-template's test_configs.py."""
 
 import pickle
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torchvision.io import write_png
 
 from conftest import compose_config
+from sslkit.config import derive
 from sslkit.eval import Evaluation
+from sslkit.losses.barlow_twins import Normalize
 from sslkit.methods import check_loss
 from sslkit.optim import build_optimizer
 from sslkit.records import Observer
@@ -69,3 +73,27 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
     if group in ("spectrum", "logger"):
         (tmp_path / "run").mkdir()
         Observer(tmp_path / "run", cfg, torch.device("cpu")).close()
+
+
+def test_option_files_do_not_repeat_the_constructors_defaults():
+    """A file whose schema is read from its `_target_` holds only what differs from that
+    callable's defaults: each default is written once, in the code."""
+    repeated = []
+    for path in sorted(CONFIGS.glob("*/*.yaml")):
+        node = OmegaConf.load(path)
+        if "_target_" not in node:
+            continue
+        schema = derive(node["_target_"])
+        defaults = {f.name: f.default for f in fields(schema) if f.default is not MISSING}
+        for key, value in node.items():
+            if key in defaults and key != "_target_" and value == getattr(defaults[key], "value", defaults[key]):
+                repeated.append(f"{path.relative_to(CONFIGS)}: {key}: {value}")
+    assert not repeated, f"values equal to the constructor's default: {repeated}"
+
+
+def test_derived_schemas_type_and_default_every_parameter():
+    """The schema of a target is its signature: BarlowTwinsLoss's keys, enum and defaults."""
+    schema = {f.name: f for f in fields(derive("sslkit.losses.BarlowTwinsLoss"))}
+    assert list(schema) == ["_target_", "lambd", "scale", "normalize", "symmetric"]
+    assert schema["normalize"].type is Normalize and schema["lambd"].default == 0.0051
+    assert [f.name for f in fields(derive("sslkit.models.Projector"))] == ["_target_", "hidden_dims", "out_dim"]

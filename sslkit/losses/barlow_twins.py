@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 import torch
 from torch import nn
 
 from sslkit.errors import ConfigError
 from sslkit.losses.output import LossOutput, check_views, off_diagonal
 
-_NORMALIZE = ("batchnorm", "none")
+
+
+class Normalize(str, Enum):
+    batchnorm = "batchnorm"  # per view and dimension, over the batch
+    none = "none"
 
 
 class BarlowTwinsLoss(nn.Module):
@@ -41,12 +47,12 @@ class BarlowTwinsLoss(nn.Module):
         self,
         lambd: float = 0.0051,
         scale: float = 1.0,
-        normalize: str = "batchnorm",
+        normalize: Normalize = Normalize.batchnorm,
         symmetric: bool = False,
     ) -> None:
         super().__init__()
-        if normalize not in _NORMALIZE:
-            raise ValueError(f"normalize must be one of {_NORMALIZE}, got {normalize!r}.")
+        if normalize not in tuple(Normalize):
+            raise ValueError(f"normalize must be one of {tuple(m.value for m in Normalize)}, got {normalize!r}.")
         self.lambd = lambd
         self.scale = scale
         self.normalize = normalize

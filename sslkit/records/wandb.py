@@ -11,6 +11,7 @@ import logging
 import netrc
 import os
 import uuid
+from enum import Enum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -33,9 +34,15 @@ def has_api_key() -> bool:
         return False
 
 
+class WandbMode(str, Enum):
+    online = "online"  # falls back to offline without an API key
+    offline = "offline"
+    disabled = "disabled"
+
+
 class WandbSink:
     def __init__(self, run_dir: str | Path, run_config: dict[str, Any], start_step: int = 0,
-                 mode: str = "online", project: str = "sslkit", entity: str | None = None,
+                 mode: WandbMode = WandbMode.online, project: str = "sslkit", entity: str | None = None,
                  name: str | None = None, tags: list[str] | None = None,
                  spectrum_every: int = 100, modes: int = 32) -> None:
         self.history = SpectrumHistory("wandb", spectrum_every, modes)
