@@ -82,30 +82,28 @@ def find(cfg: DictConfig, run_dir: Path, device: torch.device, main: bool = True
     return found
 
 
-def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    """Python, NumPy, torch CPU (and CUDA) RNG states, plus the named torch generators."""
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU (and CUDA) RNG states. (Batch order and views come from
+    counter-based streams, sslkit.rng, which need no state.)"""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
                   "has_gauss": has_gauss, "gauss": gauss},
         "torch": torch.get_rng_state(),
-        "generators": {name: g.get_state() for name, g in generators.items()},
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state:
         torch.cuda.set_rng_state_all(state["cuda"])
-    for name, g in generators.items():
-        g.set_state(state["generators"][name])
 
 
 def save(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:

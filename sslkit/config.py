@@ -9,8 +9,8 @@ Most schemas are read from the code: an option file that names its class or func
 with `_target_` gets the schema `derive(target)` builds from that callable's signature
 (`register_configs` finds these files), so a parameter's type and default are written
 once, in the code, and the file holds only what differs. The schemas below are written
-by hand where the config holds more than one constructor's arguments (data, backbones,
-optimizers, views, spectrum, evaluation) or no constructor at all (train, trainer).
+by hand where the config holds keys that no constructor takes (data, optimizers, views,
+spectrum, evaluation) or has no constructor at all (train, trainer).
 """
 
 import inspect
@@ -26,6 +26,7 @@ from hydra.utils import get_object
 from omegaconf import MISSING, OmegaConf
 
 from sslkit.augment.pipeline import ViewSpec
+from sslkit.optim import Schedule
 
 
 class Device(str, Enum):
@@ -34,27 +35,9 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-class Schedule(str, Enum):
-    constant = "constant"
-    cosine = "cosine"
-    warmup_cosine = "warmup_cosine"
-
-
 class OnNaN(str, Enum):
     stop = "stop"
     skip = "skip"
-
-
-class Parameterization(str, Enum):
-    standard = "standard"
-    ntk = "ntk"
-
-
-class ResNetArch(str, Enum):
-    resnet18 = "resnet18"
-    resnet34 = "resnet34"
-    resnet50 = "resnet50"
-    wide_resnet50_2 = "wide_resnet50_2"
 
 
 @dataclass
@@ -146,55 +129,6 @@ class ImageFolderConfig(FileDataConfig):
 
 
 # --- models -----------------------------------------------------------------------------
-@dataclass
-class BackboneConfig:
-    """Keys shared by every backbone. `network` (a class or function taking `in_shape`) is
-    built with the option's other keys; `linearized`, `center` and `offset_scale` wrap it in
-    sslkit.models.Linearized (sslkit.models.build_backbone)."""
-
-    _target_: str = "sslkit.models.build_backbone"
-    network: str = MISSING
-    linearized: bool = False  # first-order Taylor expansion around the initial parameters θ₀
-    center: bool = False  # drop f(x; θ₀): the output is J(θ − θ₀) alone
-    offset_scale: float = 0.0  # θ − θ₀ starts at offset_scale·N(0, I)
-
-
-@dataclass
-class LinearConfig(BackboneConfig):
-    network: str = "sslkit.models.Linear"
-    out_dim: int = 64
-    init_scale: float = 1.0
-
-
-@dataclass
-class MLPConfig(BackboneConfig):
-    network: str = "sslkit.models.MLP"
-    width: int = 512
-    depth: int = 2
-    out_dim: int = 64
-    init_scale: float = 1.0  # multiplies the read-out weights, hence the output, at initialisation
-    parameterization: Parameterization = Parameterization.standard
-    bias_scale: float = 0.1  # β of the ntk parameterization
-
-
-@dataclass
-class CNNConfig(MLPConfig):
-    network: str = "sslkit.models.CNN"
-    width: int = 128
-    depth: int = 1
-    in_channels: Optional[int] = None  # null: the data's channels
-
-
-@dataclass
-class ResNetConfig(BackboneConfig):
-    network: str = "sslkit.models.resnet"
-    arch: ResNetArch = ResNetArch.resnet18
-    cifar_stem: bool = True  # 3x3 stride-1 first convolution, no max-pool
-    zero_init_residual: bool = False
-    width_multiplier: int = 1  # bottleneck width 64·k (resnet50, wide_resnet50_2 only)
-    in_channels: Optional[int] = None  # null: the data's channels
-
-
 # --- augmentations ----------------------------------------------------------------------
 @dataclass
 class ImageViewsConfig:
@@ -339,7 +273,6 @@ class TrainConfig:
 SCHEMAS = {
     "data": {"digits": DigitsConfig, "synthetic": SyntheticConfig, "cifar10": Cifar10Config,
              "cifar100": Cifar100Config, "stl10": STL10Config, "imagefolder": ImageFolderConfig},
-    "backbone": {"linear": LinearConfig, "mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig},
     "augment": {"views": ImageViewsConfig},
     "optim": {"sgd": SGDConfig, "lars": LARSConfig, "adamw": AdamWConfig},
     "spectrum": {"spectrum": SpectrumConfig},
@@ -378,27 +311,35 @@ def _config_type(tp: Any) -> Any:
     return Any
 
 
-def derive(target: str) -> type:
-    """The schema of `_target_: target`, read from the signature of the class or function
-    it names: `_target_`, then one field per parameter (except BUILT_WITH and *args /
-    **kwargs) with the parameter's annotation and default (required when it has none)."""
-    obj = get_object(target)
-    hints = typing.get_type_hints(obj.__init__ if isinstance(obj, type) else obj)
-    fields: list[tuple] = [("_target_", str, field(default=target))]
-    for p in inspect.signature(obj).parameters.values():
-        if p.name in BUILT_WITH or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        default = MISSING if p.default is p.empty else p.default
-        value = field(default_factory=lambda d=default: list(d)) if isinstance(default, list) else field(default=default)
-        fields.append((p.name, _config_type(hints.get(p.name, Any)), value))
+def derive(*targets: str) -> type:
+    """The schema of an option that builds `targets[0]`, read from the signatures of the
+    classes or functions `targets` name: `_target_`, then one field per parameter (except
+    BUILT_WITH and *args / **kwargs) with the parameter's annotation and default (required
+    when it has none). A wrapper's fields come first; the schema is named after the last."""
+    fields: list[tuple] = [("_target_", str, field(default=targets[0]))]
+    for target in targets:
+        obj = get_object(target)
+        hints = typing.get_type_hints(obj.__init__ if isinstance(obj, type) else obj)
+        for p in inspect.signature(obj).parameters.values():
+            if p.name in BUILT_WITH or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            default = MISSING if p.default is p.empty else p.default
+            value = field(default_factory=lambda d=default: list(d)) if isinstance(default, list) else field(default=default)
+            fields.append((p.name, _config_type(hints.get(p.name, Any)), value))
     name = obj.__name__ if isinstance(obj, type) else obj.__name__.title().replace("_", "")
     return make_dataclass(f"{name}Config", fields)
 
 
-def derived_options(config_dir: Path | str = CONFIG_DIR) -> dict[str, dict[str, str]]:
-    """{group: {schema name: target}} for the option files of `config_dir` that name a
+def option_targets(node: Any) -> tuple[str, ...]:
+    """The callables an option file builds: its `_target_` and, for a wrapper such as
+    sslkit.models.build_backbone, the one its `network` key names."""
+    return (node["_target_"], *([node["network"]] if "network" in node else []))
+
+
+def derived_options(config_dir: Path | str = CONFIG_DIR) -> dict[str, dict[str, tuple[str, ...]]]:
+    """{group: {schema name: targets}} for the option files of `config_dir` that name a
     `_target_` and a schema (`/schema/<group>/<name>`) not written by hand in SCHEMAS."""
-    found: dict[str, dict[str, str]] = {}
+    found: dict[str, dict[str, tuple[str, ...]]] = {}
     for path in sorted(Path(config_dir).glob("*/*.yaml")):
         node = OmegaConf.load(path)
         schemas = [d.split("@")[0].split("/") for d in node.get("defaults", []) if isinstance(d, str)
@@ -406,7 +347,7 @@ def derived_options(config_dir: Path | str = CONFIG_DIR) -> dict[str, dict[str, 
         if "_target_" in node and schemas:
             group, name = schemas[0][2], schemas[0][3]
             if name not in SCHEMAS.get(group, {}):
-                found.setdefault(group, {})[name] = node["_target_"]
+                found.setdefault(group, {})[name] = option_targets(node)
     return found
 
 
@@ -421,4 +362,4 @@ def register_configs(config_dir: Path | str = CONFIG_DIR) -> None:
             cs.store(group=f"schema/{group}", name=name, node=node)
     for group, targets in derived_options(config_dir).items():
         for name, target in targets.items():
-            cs.store(group=f"schema/{group}", name=name, node=derive(target))
+            cs.store(group=f"schema/{group}", name=name, node=derive(*target))

@@ -11,6 +11,7 @@ SGD and AdamW are built with `fused=True`, whose kernels read PyTorch's AMP flag
 
 import inspect
 import math
+from enum import Enum
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -18,8 +19,13 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.optim.sgd import sgd
 
-from sslkit.config import Schedule
 from sslkit.errors import ConfigError
+
+
+class Schedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+    warmup_cosine = "warmup_cosine"
 
 
 class LARS(torch.optim.Optimizer):

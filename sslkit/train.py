@@ -78,7 +78,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        checkpoint.set_rng_state(state["rng"], {})
+        checkpoint.set_rng_state(state["rng"])
         if evaluation is not None:
             evaluation.load_state_dict(state["eval"])
         start = state["step"]
@@ -105,7 +105,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             "model": net.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": checkpoint.rng_state({}),
+            "rng": checkpoint.rng_state(),
             "config": checkpoint.config_yaml(cfg),
             "logs": observer.state(),  # waits until everything logged so far is written
             "eval": evaluation.state_dict() if evaluation is not None else None,

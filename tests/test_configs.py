@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torchvision.io import write_png
 
 from conftest import compose_config
-from sslkit.config import derive
+from sslkit.config import derive, option_targets
 from sslkit.eval import Evaluation
 from sslkit.losses.barlow_twins import Normalize
 from sslkit.methods import check_loss
@@ -83,7 +83,7 @@ def test_option_files_do_not_repeat_the_constructors_defaults():
         node = OmegaConf.load(path)
         if "_target_" not in node:
             continue
-        schema = derive(node["_target_"])
+        schema = derive(*option_targets(node))
         defaults = {f.name: f.default for f in fields(schema) if f.default is not MISSING}
         for key, value in node.items():
             if key in defaults and key != "_target_" and value == getattr(defaults[key], "value", defaults[key]):

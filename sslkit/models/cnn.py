@@ -5,10 +5,9 @@ import math
 
 from torch import Tensor, nn
 
-from sslkit.config import Parameterization
 from sslkit.errors import ConfigError
 from sslkit.models.images import image_channels
-from sslkit.models.layers import conv3x3, dense
+from sslkit.models.layers import Parameterization, conv3x3, dense
 
 
 class CNN(nn.Module):

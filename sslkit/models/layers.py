@@ -13,11 +13,15 @@ fan_in is the number of inputs of one output unit (in_channels·k² for a convol
 """
 
 import math
+from enum import Enum
 
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sslkit.config import Parameterization
+
+class Parameterization(str, Enum):
+    standard = "standard"
+    ntk = "ntk"
 
 
 class NTKLinear(nn.Linear):

@@ -5,8 +5,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sslkit.config import Parameterization
-from sslkit.models.layers import dense
+from sslkit.models.layers import Parameterization, dense
 
 
 def _features(in_shape: tuple[int, ...]) -> int:

@@ -1,12 +1,20 @@
 """torchvision ResNets as backbones: optional CIFAR stem, input channels from the data,
 the classifier removed so the output is the globally pooled feature vector."""
 
+from enum import Enum
+
 import torchvision
 from torch import nn
 
-from sslkit.config import ResNetArch
 from sslkit.errors import ConfigError
 from sslkit.models.images import image_channels
+
+
+class ResNetArch(str, Enum):
+    resnet18 = "resnet18"
+    resnet34 = "resnet34"
+    resnet50 = "resnet50"
+    wide_resnet50_2 = "wide_resnet50_2"
 
 
 def resnet(
