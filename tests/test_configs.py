@@ -96,4 +96,4 @@ def test_derived_schemas_type_and_default_every_parameter():
     schema = {f.name: f for f in fields(derive("sslkit.losses.BarlowTwinsLoss"))}
     assert list(schema) == ["_target_", "lambd", "scale", "normalize", "symmetric"]
     assert schema["normalize"].type is Normalize and schema["lambd"].default == 0.0051
-    assert [f.name for f in fields(derive("sslkit.models.Projector"))] == ["_target_", "hidden_dims", "out_dim"]
+    assert [f.name for f in fields(derive("sslkit.models.Projector"))] == ["_target_", "hidden_dims", "out_dim", "init_scale"]
