@@ -65,12 +65,12 @@ def test_the_new_loss_trains_and_its_keys_are_checked(extended, tmp_path):
 
 
 def test_the_new_backbone_recipe_and_source_build(extended):
-    cfg = extended("backbone=lenet", "backbone.width=4", "augment=light", "augment.mean=[0.5]", "augment.std=[0.25]")
+    cfg = extended("~experiment", "backbone=lenet", "backbone.width=4", "augment=light", "augment.mean=[0.5]", "augment.std=[0.25]")
     backbone = instantiate(cfg.backbone, in_shape=(1, 8, 8))
     assert backbone(torch.zeros(2, 1, 8, 8)).shape == (2, 84) and backbone.net[0].out_channels == 4
-    linearized = instantiate(extended("backbone=lenet", "backbone.linearized=true").backbone, in_shape=(1, 8, 8))
+    linearized = instantiate(extended("~experiment", "backbone=lenet", "backbone.linearized=true").backbone, in_shape=(1, 8, 8))
     assert linearized(torch.zeros(2, 1, 8, 8)).shape == (2, 84)
     v1, v2 = instantiate(cfg.augment)(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.Generator().manual_seed(0))
     assert v1.shape == v2.shape == (4, 1, 8, 8)
-    data = instantiate(extended("data=moons", "data.n=64", "data.batch_size=32").data)
+    data = instantiate(extended("~experiment", "data=moons", "augment=gaussian_noise", "data.n=64", "data.batch_size=32").data)
     assert data.x.shape == (64, 2) and set(data.y.tolist()) == {0, 1}
