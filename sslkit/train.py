@@ -40,11 +40,11 @@ class Pending:
 
     step: int
     epoch: int
-    y: Tensor  # the batch's labels, for the evaluation
     lr: float
     out: StepOutput
     terms: list[str]
     values: HostValues  # finite, loss, terms
+    accuracy: dict[str, float]  # held-out accuracies of the weights after this step's update
 
 
 def check(cfg: DictConfig) -> None:
@@ -132,12 +132,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         if not observe:
             return
         observer.spectrum(p.step, p.out)  # queued, detached: no sync
-        accuracy = evaluation.after_step(p.step, p.out, p.y) if evaluation is not None else {}
         done = p.step + 1
-        if done % log_every == 0 or done == steps or accuracy:
+        if done % log_every == 0 or done == steps or p.accuracy:
             now = time.perf_counter()
             record = {"step": p.step, "epoch": p.epoch, **values, "lr": p.lr,
-                      "images_per_s": run.data.batch_size * (done - logged) / (now - tick), **accuracy}
+                      "images_per_s": run.data.batch_size * (done - logged) / (now - tick), **p.accuracy}
             observer.log(record)  # completed with the step's spectrum summaries
             progress.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
             progress.update(done - progress.n)
@@ -152,10 +151,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                 finite = run.backward(out)
                 lr = scheduler.get_last_lr()[0]
                 run.update(step, finite)
+                # the probes see these weights now, before the next step changes them
+                accuracy = evaluation.after_step(step, s, y) if evaluation is not None else {}
                 if pending is not None:  # the previous step, while the device computes this one
                     finish(pending)
-                pending = Pending(step, epoch, y, lr, s, list(out.terms),
-                                  HostValues([finite, out.loss, *out.terms.values()]))
+                pending = Pending(step, epoch, lr, s, list(out.terms),
+                                  HostValues([finite, out.loss, *out.terms.values()]), accuracy)
                 done = step + 1
                 if done % ckpt_every == 0 or done == steps or stop.received:
                     finish(pending)

@@ -207,13 +207,14 @@ def test_data_without_a_held_out_split_is_a_config_error(config, tmp_path):
 def test_sslkit_eval_reproduces_the_online_probe_on_the_same_features(config, tmp_path):
     """`sslkit-eval RUN_DIR` (features cached from last.pt, L-BFGS) gives the online probe's
     final held-out accuracy within 1 point when both see the same features: the network is
-    frozen (optim.lr=0) and the views are the clean images (no shift, no noise). This
+    frozen in effect (optim.lr=1e-12; 0 is refused as a run that would not train) and the
+    views are the clean images (no shift, no noise). This
     sidesteps the two ways a real run's online probe differs, features that move while it
     trains and augmented inputs; the README's table reports that gap on real runs."""
     from sslkit.eval.offline import main
 
     train(config("backbone=mlp", "backbone.width=64", "projector=mlp", "data.batch_size=256",
-                 "trainer.max_steps=200", "optim.lr=0", "augment.std=0", "augment.max_shift=0",
+                 "trainer.max_steps=200", "optim.lr=1e-12", "augment.std=0", "augment.max_shift=0",
                  "spectrum=off", "eval=online_probe", "eval.every=100"), tmp_path)
     online = rows(tmp_path)[-1]["eval/probe/backbone/top1"]
     main([str(tmp_path)])
@@ -257,3 +258,16 @@ def test_report_draws_accuracy_beside_the_eigenvalues_with_the_crossings_on_both
         assert vertical == sorted(crossed[crossed >= 0].tolist()) and len(vertical) >= 3
     learned = np.interp([r["step"] for r in rows[4::5]], spectra["step"], spectra["xcorr/learned"])
     np.testing.assert_allclose(modes.get_lines()[0].get_xdata(), learned)
+
+
+def test_accuracy_is_of_the_step_it_is_logged_at(config, tmp_path):
+    """The accuracies logged at step p are those of the weights after update p: a run stopped
+    after 2 steps (whose last evaluation follows its last update) logs at step 1 what a
+    longer run logs there. Constant learning rate, so both runs take the same first steps."""
+    base = (*EVAL_BASE, "eval=[knn]", "eval.every=2", "eval.knn.features=[backbone,projector]",
+            "optim.schedule=constant", "optim.lr=0.5")
+    train(config(*base, "trainer.max_steps=2"), tmp_path / "short")
+    train(config(*base, "trainer.max_steps=6"), tmp_path / "long")
+    at_step_1 = [{k: v for k, v in r.items() if k.startswith("eval/")} for d in ("short", "long")
+                 for r in rows(tmp_path / d) if r["step"] == 1]
+    assert at_step_1[0] and at_step_1[0] == at_step_1[1]
