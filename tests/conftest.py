@@ -19,9 +19,11 @@ needs_wandb = pytest.mark.skipif(not HAS_WANDB, reason="wandb is not installed")
 
 
 def on_cpu(*overrides: str) -> list[str]:
-    """`overrides` with device=cpu in front unless they name a device: the tests check the
-    CPU path, also on a machine with a GPU (the CUDA paths have tests of their own)."""
-    return list(overrides) if any(o.startswith("device=") for o in overrides) else ["device=cpu", *overrides]
+    """`overrides` with device=cpu at the end unless they name a device: the tests check the
+    CPU path, also on a machine with a GPU (the CUDA paths have tests of their own). At the
+    end, because Hydra's command line takes no override between flags such as `-m` and the
+    overrides after them."""
+    return list(overrides) if any(o.startswith("device=") for o in overrides) else [*overrides, "device=cpu"]
 
 
 def compose_config(*overrides: str) -> DictConfig:

@@ -248,7 +248,8 @@ def test_report_draws_accuracy_beside_the_eigenvalues_with_the_crossings_on_both
     crossed = crossing_steps(spectra["step"], spectra["xcorr"][:, :6])
     fig = draw_stepwise(tmp_path / "run", modes=6)
     eig, accuracy, modes = fig.axes[:3]  # the top row
-    assert len(fig.axes) == 6 and eig.get_yscale() == "log"
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]  # and the modes' colour bar
+    assert len(panels) == 6 and eig.get_yscale() == "log"
     curve = next(line for line in accuracy.get_lines() if line.get_label() == "knn20/backbone")
     np.testing.assert_array_equal(curve.get_xdata(), [r["step"] for r in rows[4::5]])
     np.testing.assert_array_equal(curve.get_ydata(), [10.0 + r["step"] for r in rows[4::5]])
