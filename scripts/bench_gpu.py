@@ -31,7 +31,6 @@ import argparse
 import json
 import pickle
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import nullcontext

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from torch import Tensor
 from tqdm import tqdm
 
 from sslkit import checkpoint, distributed

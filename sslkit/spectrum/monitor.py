@@ -55,7 +55,7 @@ from torch import Tensor
 
 from sslkit.errors import ConfigError
 from sslkit.spectrum import metrics
-from sslkit.spectrum.compute import Factored, factored, small_eigenvalues
+from sslkit.spectrum.compute import factored, small_eigenvalues
 from sslkit.spectrum.events import CrossingLog
 from sslkit.spectrum.store import SpectrumWriter
 from sslkit.spectrum.tracker import SubspaceTracker, ritz
