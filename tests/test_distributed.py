@@ -46,10 +46,14 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, loss):
 @pytest.mark.parametrize("views", ["digits", "simclr"])
 def test_two_processes_match_one_with_random_image_views(tmp_path, views):
     """augment=digits (shifts and pixel noise) on digits; augment=simclr (crops, flips,
-    jitter, grayscale, blur) on CIFAR files. Global batch 63 = 31 + 32."""
+    jitter, grayscale, blur) on CIFAR files. Global batch 63 = 31 + 32. On CIFAR pixels at
+    lr 0.1 the embeddings' largest variance grows to 3e7 within 20 steps, and float32
+    round-off with it, to 1e-5 of the largest eigenvalue (in float64 the two runs still
+    agree to 1e-13): the CIFAR run takes lr 0.01, where round-off stays near 1e-6."""
     from test_sources import write_cifar10
 
-    data = ("data=digits",) if views == "digits" else ("data=cifar10", f"data.root={tmp_path / 'cifar'}")
+    data = ("data=digits",) if views == "digits" else \
+        ("data=cifar10", f"data.root={tmp_path / 'cifar'}", "optim.lr=0.01")
     if views == "simclr":
         write_cifar10(tmp_path / "cifar", n=20)
     overrides = ("~experiment", *data, f"augment={views}", "backbone=mlp", "backbone.width=64",
@@ -61,18 +65,27 @@ def test_two_processes_match_one_with_random_image_views(tmp_path, views):
 
 
 def assert_same_training(one_dir: Path, two_dir: Path) -> None:
+    """Loss curve within 1e-5 relative, step by step; every weight within 1e-5 of its
+    tensor's largest magnitude, or 1e-5 relative where it is larger. Float32 round-off
+    differs between the runs (rank sums of 31 and 32 rows added by the all-reduce, against
+    one sum of 63), and a sum's round-off scales with its terms, not with its result, so a
+    weight near 0 can differ by much more than 1e-5 of itself (digits, after 20 steps:
+    1.0e-7 on a weight of -2.1e-4, 5e-4 of it; the tensor's largest is 0.52). In float64
+    the two runs agree to 1e-15 of each tensor's norm: the difference is round-off alone."""
     curves = [[json.loads(line)["loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
               for d in (one_dir, two_dir)]
     assert len(curves[0]) == len(curves[1]) == 20
     torch.testing.assert_close(torch.tensor(curves[1]), torch.tensor(curves[0]), rtol=1e-5, atol=0)
     one, two = (torch.load(d / "checkpoints" / "last.pt", weights_only=True)["model"] for d in (one_dir, two_dir))
     for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-7, msg=key)
-    # rank 0 records the spectra of the global batch, backbone features (feat_cov) included
+        torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-5 * one[key].abs().max().item(), msg=key)
+    # rank 0 records the spectra of the global batch, backbone features (feat_cov) included;
+    # each step's eigenvalues within 1e-5 of its largest, as the weights
     spectra = [load(d) for d in (one_dir, two_dir)]
     for name in ("cov", "xcorr", "feat_cov"):
-        torch.testing.assert_close(torch.from_numpy(spectra[1][name]), torch.from_numpy(spectra[0][name]),
-                                   rtol=1e-4, atol=1e-6, msg=name)
+        one_s, two_s = (torch.from_numpy(s[name]) for s in spectra)
+        scale = one_s.abs().amax(1, keepdim=True)
+        torch.testing.assert_close(two_s / scale, one_s / scale, rtol=1e-5, atol=1e-5, msg=name)
 
 
 @pytest.mark.slow
