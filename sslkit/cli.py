@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch.distributed
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
@@ -37,10 +38,14 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _fail(message: str, status: int = 2) -> None:
-    """Print `sslkit-train: <message>` once (from rank 0) and exit with `status`."""
+def _fail(message: str, status: int = 2, together: bool = False) -> None:
+    """Print `sslkit-train: <message>` once (from rank 0) and exit with `status`; with
+    `together`, every rank first waits for rank 0's line (torchrun stops the other ranks
+    as soon as one exits, which could cut it)."""
     if _is_main():
-        print(f"sslkit-train: {message}", file=sys.stderr)
+        print(f"sslkit-train: {message}", file=sys.stderr, flush=True)
+    if together and torch.distributed.is_initialized():
+        torch.distributed.barrier()
     sys.exit(status)
 
 
@@ -60,7 +65,7 @@ def _train(cfg: DictConfig) -> None:
     try:
         train(cfg, run_dir)
     except Preempted as exc:
-        _fail(f"{exc} Resume with: {_resume_command(run_dir)}", exc.exit_code)
+        _fail(f"{exc} Resume with: {_resume_command(run_dir)}", exc.exit_code, together=True)
     except KeyboardInterrupt:
         checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
         _fail("interrupted (Ctrl-C) without a checkpoint of this moment; "

@@ -12,7 +12,7 @@ rank r holds W·∂L/∂θ|_r, and DistributedDataParallel's gradient average (�
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -29,6 +29,7 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    host_group: object = field(default=None, compare=False, repr=False)  # gloo, for host values
 
     @property
     def is_main(self) -> bool:
@@ -57,7 +58,8 @@ def init(device_type: str) -> Dist:
         return Dist()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    host = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    return Dist(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")), host)
 
 
 def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
@@ -79,6 +81,16 @@ def barrier(d: Dist) -> None:
     """Wait until every rank gets here."""
     if d.enabled:
         dist.barrier()
+
+
+def host_max(value: int, d: Dist) -> int:
+    """The largest of the ranks' `value`s, all-reduced between the processes on the host
+    (gloo), without waiting for any device."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([value])
+    dist.all_reduce(t, dist.ReduceOp.MAX, group=d.host_group)
+    return int(t)
 
 
 def rows(batch_size: int, d: Dist, rank: int | None = None) -> slice:

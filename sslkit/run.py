@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import sslkit
+from sslkit.distributed import Dist, host_max
 from sslkit.errors import ConfigError, NonFiniteLossError
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,25 @@ class StopSignal:
     `received`; the loop finishes its step, checkpoints and exits with `exit_code`: 130
     after SIGINT (128 + 2, as a shell reports Ctrl-C), 255 after the others (as submitit's
     preemption handler does). A second Ctrl-C interrupts at once (KeyboardInterrupt).
-    Handlers are restored on exit."""
+    Handlers are restored on exit.
+
+    Under several processes a signal may reach some ranks only, or reach them during
+    different steps: the loop asks `agreed` after every step, which all-reduces the
+    signals received so far, so every rank stops after the same step (the highest signal
+    number names the stop where ranks received different ones)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
-    def __init__(self) -> None:
+    def __init__(self, rank: Dist = Dist()) -> None:
+        self.rank = rank
         self.received: str | None = None
+
+    def agreed(self) -> bool:
+        """Whether any rank has received a stop signal; sets `received` to the agreed one."""
+        signum = host_max(signal.Signals[self.received].value if self.received else 0, self.rank)
+        if signum:
+            self.received = signal.Signals(signum).name
+        return bool(signum)
 
     @property
     def exit_code(self) -> int:
@@ -83,9 +97,12 @@ class StopSignal:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received == "SIGINT" and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self.received is not None:  # already stopping (e.g. torchrun's SIGTERM after a Ctrl-C)
+            return
         self.received = signal.Signals(signum).name
-        log.warning("received %s: stopping after this step with a checkpoint%s", self.received,
-                    " (Ctrl-C again stops at once, without one)" if signum == signal.SIGINT else "")
+        if self.rank.is_main:
+            log.warning("received %s: stopping after this step with a checkpoint%s", self.received,
+                        " (Ctrl-C again stops at once, without one)" if signum == signal.SIGINT else "")
 
     def __enter__(self) -> "StopSignal":
         self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}

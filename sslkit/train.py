@@ -143,7 +143,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
 
     skipped = SkippedSteps()
     pending: Pending | None = None
-    with run.accel.matmul_precision(), StopSignal() as stop, progress:
+    with run.accel.matmul_precision(), StopSignal(rank) as stop, progress:
         try:
             for step, (epoch, x, y) in zip(range(start, steps), run.data.batches(cfg.seed, start)):
                 s, out = run.forward(*run.views(x, step))
@@ -157,12 +157,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                 pending = Pending(step, epoch, lr, s, list(out.terms),
                                   HostValues([finite, out.loss, *out.terms.values()]), accuracy)
                 done = step + 1
-                if done % ckpt_every == 0 or done == steps or stop.received:
+                stopping = stop.agreed()  # any rank's signal stops all ranks after this step
+                if done % ckpt_every == 0 or done == steps or stopping:
                     finish(pending)
                     pending = None
                     if observe:
                         save_checkpoint(done)
-                if stop.received:
+                if stopping:
                     raise Preempted(f"stopped by {stop.received} after step {step}; checkpoint {last_ckpt}.",
                                     stop.exit_code)
         finally:

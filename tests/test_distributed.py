@@ -3,8 +3,11 @@ same global batch and random views, for all three losses, the digits views and t
 views; a global batch that does not divide by the number of processes."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,6 +126,48 @@ def test_views_of_a_rank_are_its_rows_of_the_one_process_views(augment):
         part = augment(x, torch.Generator().manual_seed(1), rows(len(x), Dist(r, 3)))
         for view, ref in zip(part, whole):
             assert torch.equal(view, ref[rows(len(x), Dist(r, 3))])
+
+
+def lines(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def rank_pid(launcher: subprocess.Popen, rank: int) -> int:
+    """The process id of torchrun's worker of `rank` (from the workers' environment)."""
+    for child in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split():
+        if f"\0RANK={rank}\0" in Path(f"/proc/{child}/environ").read_text():
+            return int(child)
+    raise LookupError(f"no worker of rank {rank}")
+
+
+@pytest.mark.slow
+def test_a_stop_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    """SIGTERM to rank 1 alone (a signal can reach the ranks during different steps, or
+    reach some only): both ranks stop after the same step, rank 0 checkpoints exactly the
+    logged steps and reports it in one line, and the relaunch continues the run."""
+    run_dir = tmp_path / "run"
+    command = [BIN / "torchrun", "--nproc_per_node=2", BIN / "sslkit-train", *on_cpu(*RUN),
+               "trainer.checkpoint_every=100000", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen([*command, "trainer.max_steps=100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        while lines(run_dir) < 5:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.01)
+        os.kill(rank_pid(proc, 1), signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a rank left waiting for the other: end the whole launch
+            os.killpg(proc.pid, signal.SIGKILL)
+    stopped_after = lines(run_dir)
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == stopped_after
+    assert proc.returncode != 0 and stderr.count("sslkit-train: stopped by") == 1, stderr[-3000:]
+    assert f"sslkit-train: stopped by SIGTERM after step {stopped_after - 1};" in stderr
+    done = subprocess.run([*command, f"trainer.max_steps={stopped_after + 2}"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert lines(run_dir) == stopped_after + 2
 
 
 @pytest.mark.slow
