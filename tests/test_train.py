@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_info
 
 from conftest import HAS_WANDB, assert_separated_steps
 from sslkit.spectrum import load
@@ -26,11 +27,13 @@ def test_default_experiment_learns_five_separated_steps(config, tmp_path):
 
 
 def test_training_leaves_the_thread_settings_alone(config, tmp_path):
-    """Training with the spectrum monitor (and its background thread) on does not change the
-    process's intra-op or inter-op thread counts."""
-    before = torch.get_num_threads(), torch.get_num_interop_threads()
+    """Training with the spectrum monitor (and its background thread, which runs on one
+    OpenMP thread of its own) on does not change the process's intra-op or inter-op thread
+    counts, nor any thread pool threadpoolctl sees (OpenMP, numpy's BLAS)."""
+    pools = lambda: [(p["prefix"], p["num_threads"]) for p in threadpool_info()]  # noqa: E731
+    before = torch.get_num_threads(), torch.get_num_interop_threads(), pools()
     train(config("data.batch_size=128", "trainer.max_steps=3"), tmp_path)
-    assert (torch.get_num_threads(), torch.get_num_interop_threads()) == before
+    assert (torch.get_num_threads(), torch.get_num_interop_threads(), pools()) == before
 
 
 def test_same_seed_same_run_and_other_seed_differs(config, tmp_path):

@@ -8,7 +8,10 @@ step's work) into a ring on the device, copied to the host in bulk every
 than from a second Python thread, which would hold the interpreter lock while it launches,
 and on a CPU a second thread would also take cores from the step's own thread pool: the
 training's thread settings are never touched. Everything else — eigenvalues of the small
-matrices, summaries, files, dashboards — runs in a background thread.
+matrices, summaries, files, dashboards, and on a CPU the products too — runs in a
+background thread that takes only what the step leaves of the CPU: it runs at the lowest
+scheduling priority (nice 19, Linux sets it per thread) and on one core (its own OpenMP
+setting, which is per thread), so it never preempts or splits the step's thread pool.
 
 `log(record)` queues the step's metrics. A record waits in the thread until the spectrum
 summaries of its own step are known, then it is written to metrics.jsonl and sent to the
@@ -21,6 +24,7 @@ checkpoint; a resumed run passes them back to cut the files to that point.
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -30,6 +34,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
 from sslkit.methods import StepOutput
@@ -146,6 +151,7 @@ class Observer:
             raise RuntimeError(f"recording the run failed: {self.error!r}") from self.error
 
     def _work(self) -> None:
+        _yield_to_training()
         while (item := self.queue.get()) is not None:
             try:
                 if self.error is None:  # after a failure, only drain the queue
@@ -184,3 +190,11 @@ class Observer:
             self.summaries[step] = summaries
             for sink in self.sinks:
                 sink.log_spectrum(step, rows)
+
+
+def _yield_to_training() -> None:
+    """Make the calling thread a background one: lowest priority, one OpenMP thread. Both
+    settings belong to this thread alone; the process's are unchanged."""
+    with contextlib.suppress(OSError, AttributeError):  # where threads have no priority of their own
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    ThreadpoolController().limit(limits=1, user_api="openmp")

@@ -11,13 +11,15 @@ embeddings; "feat_xcorr", of the raw features. The view is applied to detached c
 
 The work is split in two, so that the training step never waits:
 
-- `observe` (the training thread, on the embeddings' device; on CUDA on a side stream):
-  per matrix one product that leaves an r×r matrix carrying its eigenvalues, r = min(m, D)
-  (sslkit.spectrum.compute.Factored.small; m = N for a covariance, 2N for C), or, when
-  r > `exact_max`, `iters` products of warm-started subspace iteration that leave three
-  p×p products (sslkit.spectrum.tracker, p = top_k + oversample). These go into a ring of
-  `chunk` steps on the device; when it is full, one non-blocking copy takes it to (pinned)
-  host memory. No host synchronisation, no `.cpu()` per matrix per step.
+- The products: per matrix one product that leaves an r×r matrix carrying its
+  eigenvalues, r = min(m, D) (sslkit.spectrum.compute.Factored.small; m = N for a
+  covariance, 2N for C), or, when r > `exact_max`, `iters` products of warm-started
+  subspace iteration that leave three p×p products (sslkit.spectrum.tracker,
+  p = top_k + oversample). On CUDA `observe` launches them in the training thread (on a
+  side stream) into a ring of `chunk` steps on the device; when it is full, one
+  non-blocking copy takes it to (pinned) host memory. No host synchronisation, no `.cpu()`
+  per matrix per step. On a CPU the products would take the step's own cores, so
+  `observe` only keeps a copy of the embeddings and `record` computes them.
 - `record` (the observer's thread): float64 eigenvalues of the chunk's small matrices in
   one batched LAPACK call, Rayleigh–Ritz for the tracked ones, summaries, ½-crossing
   events, rows on disk.
@@ -80,12 +82,14 @@ def reads_features(spectrum: Any) -> bool:
 class Chunk:
     """Observed steps on their way to the host: per computation, a (steps, ...) tensor;
     `full`: the small matrices of tracked computations at exact steps; `ready`: a CUDA
-    event after the copies (None on the CPU)."""
+    event after the copies (None on the CPU); `inputs`: on a CPU, each step's embeddings
+    and features instead, for `record` to compute the rest from."""
 
     steps: list[int]
     rows: dict[str, Tensor]
     full: dict[int, dict[str, Tensor]] = field(default_factory=dict)
     ready: Any = None
+    inputs: list[tuple[Tensor, ...]] = field(default_factory=list)
 
 
 @dataclass
@@ -136,6 +140,7 @@ class SpectrumMonitor:
         self.latest: dict[str, np.ndarray] = {}  # top eigenvalues at the last recorded step
         self.ring: dict[str, Tensor] = {}
         self.steps: list[int] = []
+        self.inputs: list[tuple[Tensor, ...]] = []  # on a CPU: the observed steps' views, for `record`
         self.pending_full: dict[int, dict[str, Tensor]] = {}
 
     def wants(self, step: int) -> bool:
@@ -145,12 +150,43 @@ class SpectrumMonitor:
 
     @torch.no_grad()
     def observe(self, step: int, z1: Tensor, z2: Tensor, h1: Tensor, h2: Tensor) -> Chunk | None:
-        """Queue this step's small matrices in the device ring; returns a `Chunk` for
-        `record` when the ring is full. Call it on the stream the work should run on."""
+        """Queue this step's small matrices in the device ring (on a CPU: a copy of its
+        views); returns a `Chunk` for `record` when the ring is full. Call it on the stream
+        the work should run on."""
+        if z1.is_cuda:
+            for key, value in self._small(step, z1, z2, h1, h2).items():
+                if key not in self.ring:
+                    self.ring[key] = value.new_empty((self.chunk, *value.shape))
+                self.ring[key][len(self.steps)].copy_(value)
+        else:
+            copies: dict[int, Tensor] = {}  # one copy per distinct tensor, so `h is z` stays visible
+            self.inputs.append(tuple(copies.setdefault(id(t), t.clone()) for t in (z1, z2, h1, h2)))
+        self.steps.append(step)
+        return self.flush() if len(self.steps) == self.chunk else None
+
+    def flush(self) -> Chunk | None:
+        """The steps observed since the last chunk, on their way to the host."""
+        if not self.steps:
+            return None
+        n, steps, self.steps = len(self.steps), self.steps, []
+        if self.inputs:  # a CPU's: `record` computes the rest (and owns `pending_full`)
+            inputs, self.inputs = self.inputs, []
+            return Chunk(steps, {}, inputs=inputs)
+        full, self.pending_full = self.pending_full, {}
+        rows = {key: _to_host(ring[:n]) for key, ring in self.ring.items()}
+        ready = None
+        if next(iter(self.ring.values())).is_cuda:
+            ready = torch.cuda.Event()
+            ready.record()
+        return Chunk(steps, rows, full, ready)
+
+    def _small(self, step: int, z1: Tensor, z2: Tensor, h1: Tensor, h2: Tensor) -> dict[str, Tensor]:
+        """This step's small matrices by computation key (and "<key>/diag", the diagonal of
+        each covariance); the exact small matrices of tracked computations at
+        `full_every` steps go to `pending_full`."""
         views = self._views(z1, z2, h1, h2)
         if not self.plans:
             self._plan(views)
-        slot = len(self.steps)
         full_step = step % self.full_every == 0
         done: dict[str, Tensor] = {}
         for plan in {p.key: p for p in self.plans.values()}.values():
@@ -164,25 +200,7 @@ class SpectrumMonitor:
                 done[plan.key] = m.small()
             if plan.kind != "xcorr":
                 done[plan.key + "/diag"] = m.f.square().sum(dim=0) * m.scale
-        for key, value in done.items():
-            if key not in self.ring:
-                self.ring[key] = value.new_empty((self.chunk, *value.shape))
-            self.ring[key][slot].copy_(value)
-        self.steps.append(step)
-        return self.flush() if len(self.steps) == self.chunk else None
-
-    def flush(self) -> Chunk | None:
-        """The steps observed since the last chunk, on their way to the host."""
-        if not self.steps:
-            return None
-        n, steps, full = len(self.steps), self.steps, self.pending_full
-        self.steps, self.pending_full = [], {}
-        rows = {key: _to_host(ring[:n]) for key, ring in self.ring.items()}
-        ready = None
-        if next(iter(self.ring.values())).is_cuda:
-            ready = torch.cuda.Event()
-            ready.record()
-        return Chunk(steps, rows, full, ready)
+        return done
 
     def _views(self, z1: Tensor, z2: Tensor, h1: Tensor, h2: Tensor) -> dict[tuple[str, bool], tuple]:
         """(source, as the loss sees it) → the two views in float64, each distinct tensor once."""
@@ -235,6 +253,11 @@ class SpectrumMonitor:
         summaries {"<series>/<metric>": value} and top eigenvalues {series: (≤ top_k,)}."""
         if chunk.ready is not None:
             chunk.ready.synchronize()
+        if chunk.inputs:  # a CPU's chunk: the products first
+            small = [self._small(step, *views) for step, views in zip(chunk.steps, chunk.inputs)]
+            chunk = Chunk(chunk.steps, {k: torch.stack([s[k] for s in small]) for k in small[0]},
+                          self.pending_full)
+            self.pending_full = {}
         rows = {k: v.numpy() for k, v in chunk.rows.items()}
         spectra = {}  # computation key → (top (T, k), all eigenvalues (T, D) or None, extra columns)
         for plan in {p.key: p for p in self.plans.values()}.values():
