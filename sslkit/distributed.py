@@ -7,10 +7,12 @@ Barlow Twins' cross-correlation and batch statistics, NT-Xent's negatives and VI
 variance and covariance are global, exactly as in one process. Gradient check: every rank
 computes the same loss L(Z); the all-gather's backward sums ∂L/∂z_r over the W ranks, so
 rank r holds W·∂L/∂θ|_r, and DistributedDataParallel's gradient average (÷W) leaves
-Σ_r ∂L/∂θ|_r = ∂L/∂θ, the single-process gradient.
+Σ_r ∂L/∂θ|_r = ∂L/∂θ, the single-process gradient. This holds for uneven slices too: no
+rank averages a loss over its own rows, so no row count needs weighting. BatchNorm layers
+normalise with the statistics of the global batch (SyncBatchNorm, or GlobalBatchNorm on
+the CPU).
 """
 
-import logging
 import os
 from dataclasses import dataclass, field
 
@@ -20,8 +22,6 @@ from torch import Tensor, nn
 from torch.distributed.nn.functional import all_gather
 
 from sslkit.methods import StepOutput
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,19 +62,65 @@ def init(device_type: str) -> Dist:
     return Dist(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")), host)
 
 
-def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
-    """BatchNorm → SyncBatchNorm and DistributedDataParallel when several ranks train.
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm with the statistics of the global batch, for the devices SyncBatchNorm
+    does not run on (CPU: torch 2.14's SyncBatchNorm takes CUDA, XPU and HPU tensors only).
 
-    SyncBatchNorm runs on CUDA only: on CPU (gloo) BatchNorm layers keep per-process
-    statistics, which a warning says."""
+    In training mode each rank all-gathers, per channel, its count n_r and sum Σx, then
+    its Σ(x − μ)² about the global mean μ = Σ_r Σx / N: the biased variance σ² of the N
+    samples normalises, y = (x − μ)/√(σ² + ε)·γ + β, and the running statistics take μ
+    and the unbiased N/(N − 1)·σ², as BatchNorm in one process on the whole batch. The
+    all-gather is autograd-aware, so the gradient flows through μ and σ² to every rank's
+    rows (`gather` explains the factor W that DistributedDataParallel's average removes).
+    In eval mode it is BatchNorm with the running statistics. Two all-gathers per layer
+    and call: a CPU's cost, where SyncBatchNorm is unavailable."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training and self.track_running_stats:
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                            False, 0.0, self.eps)
+        dims = [0, *range(2, x.dim())]  # every dimension but the channels
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        n = x.numel() // x.shape[1]
+        count = sum(all_gather(torch.tensor([float(n)], device=x.device)))
+        mean = sum(all_gather(x.sum(dims))) / count
+        var = sum(all_gather((x - mean.view(shape)).pow(2).sum(dims))) / count
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            momentum = 1 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, momentum)
+                self.running_var.lerp_(var * count / (count - 1), momentum)
+        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def global_batchnorm(model: nn.Module) -> nn.Module:
+    """`model` with each BatchNorm layer replaced by a GlobalBatchNorm holding the same
+    parameters and buffers (the same tensors: the optimizer and the state_dict keys stay)."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            replacement = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                          child.track_running_stats)
+            replacement.weight, replacement.bias = child.weight, child.bias
+            for buffer in ("running_mean", "running_var", "num_batches_tracked"):
+                setattr(replacement, buffer, getattr(child, buffer))
+            replacement.train(child.training)
+            setattr(model, name, replacement)
+        else:
+            global_batchnorm(child)
+    return model
+
+
+def wrap(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
+    """DistributedDataParallel when several ranks train, with the BatchNorm layers'
+    statistics taken over the global batch: SyncBatchNorm on CUDA, GlobalBatchNorm elsewhere."""
     if not d.enabled:
         return model
     if device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        log.warning("SyncBatchNorm needs CUDA: on %s, BatchNorm statistics stay per process", device)
-    return nn.parallel.DistributedDataParallel(model)
+    return nn.parallel.DistributedDataParallel(global_batchnorm(model))
 
 
 def barrier(d: Dist) -> None:
