@@ -33,7 +33,7 @@ subspaces are close, not equal.
 import torch
 from torch import Tensor
 
-from sslkit.theory.stepwise import _descending_eigh
+from sslkit.theory.stepwise import _descending_eigh, output_matrix
 
 
 def _range_basis(gram: Tensor, rtol: float = 1e-10) -> Tensor:
@@ -76,6 +76,20 @@ def noncontrastive_optimum(gram: Tensor, adjacency: Tensor, d: int, tol: float =
 def representation(gram: Tensor, z: Tensor, k_new: Tensor) -> Tensor:
     """The minimum-norm f(x) = Z K⁺ k_X(x) on new points, k_new = k_X (n, n_new): (n_new, d)."""
     return (z.double() @ torch.linalg.pinv(gram.double(), hermitian=True) @ k_new.double()).T
+
+
+def coupled_representation(ntk: Tensor, new_ntk: Tensor, z: Tensor) -> Tensor:
+    """`representation` for an output-coupled kernel Θ (the eNTK of a finite-width network,
+    (n, n, D, D), `new_ntk` (n_new, n, D, D)): f(x) = Θ(x, X) Θ⁺ vec Z for outputs Z (n, D)
+    on the training points, the least-norm W with W φ(X) = Z when Θ = J Jᵀ (W ↦ J·δ, norm
+    ‖δ‖). For Θ = K ⊗ I it is Z K⁺ k_X(x). A linearized network trained by gradient descent
+    from δ₀ moves δ only within the row space of J(X), so its outputs on new points are this
+    f plus J(x)(I − Π)δ₀ (Π the projector on that row space): equal up to the init scale.
+    Returns (n_new, D)."""
+    n, d = z.shape
+    rows = torch.from_numpy(output_matrix(new_ntk, n, d, rows=len(new_ntk)))
+    full = torch.from_numpy(output_matrix(ntk, n, d))
+    return (rows @ torch.linalg.pinv(full, hermitian=True) @ z.double().flatten()).reshape(-1, d)
 
 
 def induced_kernel(gram: Tensor, z: Tensor, k_new: Tensor, k_other: Tensor | None = None) -> Tensor:

@@ -143,3 +143,14 @@ def _layer_factors(module: nn.Module, linears: list[nn.Linear], x: Tensor) -> li
         for p, flag in zip(module.parameters(), params):
             p.requires_grad_(flag)
     return [(u.flatten(1), d.flatten(2)) for u, d in zip(inputs, deltas)]
+
+
+def scalar_part(ntk: Tensor) -> tuple[Tensor, float]:
+    """The scalar kernel K = mean_a Θ_aa of an output-coupled NTK (n1, n2, D, D), and the
+    relative size ‖Θ − K ⊗ I‖_F / ‖Θ‖_F of what K leaves out: the cross-output blocks
+    Θ_ab (a ≠ b) and the spread of the diagonal blocks around their mean. Both vanish as
+    the width grows (Θ → Θ∞ ⊗ I); the kernel-regime formulas that take one scalar kernel
+    are off by this much at finite width."""
+    k = ntk.diagonal(dim1=2, dim2=3).mean(-1)
+    eye = torch.eye(ntk.shape[2], dtype=ntk.dtype, device=ntk.device)
+    return k, float((ntk - k[:, :, None, None] * eye).norm() / ntk.norm())

@@ -163,9 +163,8 @@ def integrate_weights(w0: Tensor, gamma_matrix: Tensor, t: Tensor, rtol: float =
 def integrate_outputs(z0: Tensor, ntk: Tensor, t: Tensor, rtol: float = 1e-8,
                       new_ntk: Tensor | None = None, new_z0: Tensor | None = None):
     """Function-space gradient flow of a linearized network, dZ/dt = −Θ·∂L/∂Z, on the
-    stacked views (Z (2N, D), rows [views 1; views 2]):
+    stacked views (Z (2N, D), rows [views 1; views 2]), ∂L/∂Z from `pair_gradient` and
 
-        ∂L/∂Z1 = 2 Z2 (C − I)/N,  ∂L/∂Z2 = 2 Z1 (C − I)/N,
         (Θ·G)[i, a] = Σ_{j, b} Θ[i, j, a, b] G[j, b],
 
     with `ntk` the full output-coupled eNTK (2N, 2N, D, D) (`empirical_ntk` layout), or a
@@ -176,17 +175,14 @@ def integrate_outputs(z0: Tensor, ntk: Tensor, t: Tensor, rtol: float = 1e-8,
     df(x)/dt = −Θ(x, views)·∂L/∂Z."""
     n2, d = z0.shape
     n = n2 // 2
-    theta = _output_matrix(ntk, n2, d)
-    new = None if new_ntk is None else _output_matrix(new_ntk, n2, d, rows=len(new_ntk))
+    theta = output_matrix(ntk, n2, d)
+    new = None if new_ntk is None else output_matrix(new_ntk, n2, d, rows=len(new_ntk))
     y0 = z0.double().numpy().ravel()
     if new is not None:
         y0 = np.concatenate([y0, new_z0.double().numpy().ravel()])
 
     def rhs(y: np.ndarray) -> np.ndarray:
-        z = y[: n2 * d].reshape(n2, d)
-        z1, z2 = z[:n], z[n:]
-        c = (z1.T @ z2 + z2.T @ z1) / (2 * n) - np.eye(d)
-        grad = (2 / n) * np.concatenate([z2 @ c, z1 @ c]).ravel()
+        grad = pair_gradient(y[: n2 * d].reshape(n2, d)).ravel()
         out = -theta @ grad
         return out if new is None else np.concatenate([out, -new @ grad])
 
@@ -199,7 +195,16 @@ def integrate_outputs(z0: Tensor, ntk: Tensor, t: Tensor, rtol: float = 1e-8,
     return eig, torch.from_numpy(ys[-1, n2 * d:].reshape(-1, d))
 
 
-def _output_matrix(ntk: Tensor, cols: int, d: int, rows: int | None = None) -> np.ndarray:
+def pair_gradient(z: np.ndarray) -> np.ndarray:
+    """∂L/∂Z of L = ‖C − I‖²_F on the stacked views Z = [Z1; Z2] (2N, D):
+    [2 Z2 (C − I)/N; 2 Z1 (C − I)/N]."""
+    n = len(z) // 2
+    z1, z2 = z[:n], z[n:]
+    c = (z1.T @ z2 + z2.T @ z1) / (2 * n) - np.eye(z.shape[1])
+    return (2 / n) * np.concatenate([z2 @ c, z1 @ c])
+
+
+def output_matrix(ntk: Tensor, cols: int, d: int, rows: int | None = None) -> np.ndarray:
     """Θ[i, j, a, b] → the ((rows·D), (cols·D)) matrix of (i, a), (j, b)."""
     rows = cols if rows is None else rows
     return ntk.double().permute(0, 2, 1, 3).reshape(rows * d, cols * d).numpy()

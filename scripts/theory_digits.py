@@ -1,0 +1,175 @@
+"""The final embedding of a linearized network on digits against the dynamics' prediction
+and Kiani et al.'s optima (docs/theory.md, "The final embedding on digits").
+
+A linearized ReLU MLP 64 → w → w → D (NTK parameterization, β = 0.1, centred, α = 1e-10)
+is trained by full-batch gradient descent (η = `--eta`/γ₁) on the simplified Barlow
+Twins loss over `--pairs` fixed pairs of views of the first digits (±1-pixel shifts and
+N(0, 0.1²) noise) until ‖C − I‖²_F ≤ 1e-12. The held-out digits are sslkit's held-out
+split, the last 297 images, clean (no shift, no noise). The training runs in output space
+(`sslkit.theory.pairs.train_outputs`: the network's own iterates, computed with its full
+eNTK); `--network W` also trains the module itself at width W and prints the largest
+difference between the two. Per width and seed it prints:
+
+- dyn: the mean cosine of the principal angles between the trained embedding and the
+  dynamics' prediction (`stepwise.final_embedding`, top-D modes of the scalar eNTK
+  K = mean_a Θ_aa), on the 2N training views and on the held-out digits;
+- limit: the same prediction with the analytic infinite-width NTK;
+- kiani: the same measure for Kiani et al.'s contrastive and non-contrastive optima
+  (`induced.py`, with K; for view pairs both span one subspace) and, in the last column
+  of that group, their cosine with the dynamics' prediction;
+- gap γ_{D+1}/γ_D of the scalar eNTK, and ε = ‖Θ − K ⊗ I‖/‖Θ‖ (views × views);
+- kernel: the relative Frobenius error on the held-out digits of the induced kernel of the
+  trained outputs on the views against the trained embedding's kernel f(x)ᵀf(x'), with the
+  full eNTK (`coupled_representation`; exact up to the init scale) and with the scalar eNTK
+  (Kiani et al.'s formula, off by the finite-width coupling ε);
+- inv: the trained embedding's invariance gap ‖Z1 − Z2‖²/(‖Z1‖² + ‖Z2‖²) (Kiani's optima: 0);
+- D+2: the mean cosine between the trained span and the top D + 2 predicted modes (1 iff
+  it lies within them); K⊗I: the same descent with Θ replaced by K ⊗ I against the
+  prediction; copies: how far the cross-output blocks split the D copies of modes
+  D − 1 … D + 2 (`copies`).
+
+    python scripts/theory_digits.py --widths 512 1024 2048 4096 --seeds 0 1 2
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from sslkit.augment import ShiftNoise
+from sslkit.data import digits
+from sslkit.data.sources import HELD_OUT
+from sslkit.models import build_backbone
+from sslkit.theory import relu_ntk
+from sslkit.theory import stepwise as S
+from sslkit.theory.induced import (contrastive_optimum, coupled_representation, induced_kernel,
+                                   noncontrastive_optimum, representation)
+from sslkit.theory.kernels import dense_ntk, scalar_part
+from sslkit.theory.pairs import train_outputs, train_pairs
+
+BIAS, TOL = 0.1, 1e-12
+
+
+def data(pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stacked fixed views [views 1; views 2] of the first `pairs` digits, and the
+    clean held-out digits."""
+    augment = ShiftNoise(1, 0.1, 0.3053)
+    x = digits(1).x
+    v1, v2 = augment(x[:pairs], torch.Generator().manual_seed(0))
+    return torch.cat([v1, v2]).double(), augment.clean(x[-HELD_OUT:]).double()
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def mean_cosine(f: torch.Tensor, g: torch.Tensor) -> float:
+    return float(S.principal_cosines(f, g).mean())
+
+
+def copies(theta: torch.Tensor, k: torch.Tensor, modes: range) -> list[tuple[float, float]]:
+    """The D copies of each scalar mode in the full output-coupled operator
+    Θ^{1/2}(P ⊗ I)Θ^{1/2}/(2N): each of its top eigenvectors (2N, D) is assigned to the
+    scalar mode uₖ it overlaps most (‖uₖᵀ W‖); returns, per mode in `modes`, the smallest
+    and largest eigenvalue assigned to it, relative to γₖ (1, 1 for Θ = K ⊗ I)."""
+    n2, d = theta.shape[0], theta.shape[2]
+    gamma, u = S.kernel_modes(k)
+    root = S._sqrt_psd(torch.from_numpy(S.output_matrix(theta, n2, d)))
+    swap = torch.kron(S.swap(n2 // 2), torch.eye(d, dtype=torch.float64))
+    values, vectors = torch.linalg.eigh(root @ swap @ root / n2)
+    top = 2 * d * modes.stop
+    values, vectors = values.flip(0)[:top], vectors.flip(1)[:, :top].reshape(n2, d, top)
+    owner = torch.einsum("nk,ndi->kdi", u[:, : 2 * modes.stop], vectors).pow(2).sum(1).argmax(0)
+    return [(float(values[owner == m].min() / gamma[m]), float(values[owner == m].max() / gamma[m]))
+            for m in modes]
+
+
+def one(width: int, seed: int, out_dim: int, eta: float, alpha: float, views: torch.Tensor, held: torch.Tensor,
+        network: bool) -> dict:
+    torch.manual_seed(seed)
+    net = build_backbone("sslkit.models.MLP", (1, 8, 8), linearized=True, center=True,
+                         offset_scale=alpha, width=width, depth=2, out_dim=out_dim,
+                         parameterization="ntk", bias_scale=BIAS).double()
+    theta, theta_held = dense_ntk(net.network, views), dense_ntk(net.network, held, views)
+    k, eps = scalar_part(theta)
+    k_held = scalar_part(theta_held)[0].T  # k_X of the held-out digits, (2N, 297)
+    gamma, u = S.kernel_modes(k)
+    lr = eta / float(gamma[0])
+    with torch.no_grad():
+        z0, f0 = net(views), net(held)
+    z, f, steps = train_outputs(z0, theta, lr, 100_000, TOL, f0, theta_held)
+    row = {"width": width, "seed": seed, "steps": steps, "copies": copies(theta, k, range(out_dim - 2, out_dim + 2)), "gap": float(gamma[out_dim] / gamma[out_dim - 1]),
+           "eps": eps, "gamma": (gamma[: out_dim + 2] / gamma[0]).tolist()}
+    if network:
+        _, f_net = train_pairs(net, views, lr, steps, new=held)
+        with torch.no_grad():
+            row["network_vs_outputs"] = max(relative(net(views), z), relative(f_net, f))
+
+    pred = [S.final_embedding(k, u[:, :out_dim], gamma[:out_dim], kx) for kx in (k, k_held)]
+    row["dyn"] = [mean_cosine(z, pred[0]), mean_cosine(f, pred[1])]
+    row["dyn_cosines"] = [S.principal_cosines(z, pred[0]).tolist(), S.principal_cosines(f, pred[1]).tolist()]
+    eye = torch.eye(out_dim, dtype=torch.float64)
+    zs, fs, _ = train_outputs(z0, k[:, :, None, None] * eye, lr, 100_000, TOL, f0, k_held.T[:, :, None, None] * eye)
+    row["scalar_dyn"] = [mean_cosine(zs, pred[0]), mean_cosine(fs, pred[1])]  # the same descent with Θ = K ⊗ I
+    more = S.final_embedding(k, u[:, : out_dim + 2], gamma[: out_dim + 2], k_held)
+    row["dyn_within_2_more"] = mean_cosine(f, more)  # 1 iff the trained span lies in the top D + 2 modes
+
+    flat, flat_held = views.flatten(1), held.flatten(1)
+    k_inf = relu_ntk(flat, flat, depth=2, bias_scale=BIAS)
+    g_inf, u_inf = S.kernel_modes(k_inf)
+    limit = [S.final_embedding(k_inf, u_inf[:, :out_dim], g_inf[:out_dim], kx)
+             for kx in (k_inf, relu_ntk(flat, flat_held, depth=2, bias_scale=BIAS))]
+    row["limit"] = [mean_cosine(z, limit[0]), mean_cosine(f, limit[1])]
+
+    swap = S.swap(len(views) // 2)
+    for name, optimum in (("contrastive", contrastive_optimum), ("noncontrastive", noncontrastive_optimum)):
+        zk = optimum(k, swap, out_dim)
+        fk = [representation(k, zk, kx) for kx in (k, k_held)]
+        row[name] = [mean_cosine(z, fk[0]), mean_cosine(f, fk[1]), mean_cosine(pred[1], fk[1])]
+
+    trained = f @ f.T
+    row["kernel_full"] = relative(coupled_representation(theta, theta_held, z) @
+                                  coupled_representation(theta, theta_held, z).T, trained)
+    row["kernel_scalar"] = relative(induced_kernel(k, z.T, k_held), trained)
+    row["kernel_pred"] = relative(pred[1] @ pred[1].T, trained)
+    z1, z2 = z.chunk(2)
+    row["invariance"] = float((z1 - z2).norm() ** 2 / (z1.norm() ** 2 + z2.norm() ** 2))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--widths", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--out-dim", type=int, default=8)
+    parser.add_argument("--eta", type=float, default=0.1, help="η·γ₁")
+    parser.add_argument("--alpha", type=float, default=1e-10, help="init scale of the offsets")
+    parser.add_argument("--network", type=int, nargs="*", default=[], help="widths also trained as modules")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures" / "theory_digits.json")
+    args = parser.parse_args()
+    views, held = data(args.pairs)
+    rows = []
+    print("width seed steps  dyn(train held)  limit(train held)  kiani c(train held dyn) n(train held dyn)"
+          "  gap    eps    kernel(full scalar pred)  inv   D+2  K⊗I(train held)  copies of modes D−1 … D+2 / γ")
+    for w in args.widths:
+        for s in args.seeds:
+            r = one(w, s, args.out_dim, args.eta, args.alpha, views, held, w in args.network)
+            rows.append(r)
+            print(f"{w:5d} {s:4d} {r['steps']:6d}  {r['dyn'][0]:.3f} {r['dyn'][1]:.3f}      "
+                  f"{r['limit'][0]:.3f} {r['limit'][1]:.3f}        "
+                  f"{' '.join(f'{c:.3f}' for c in r['contrastive'])}   "
+                  f"{' '.join(f'{c:.3f}' for c in r['noncontrastive'])}   {r['gap']:.3f}  {r['eps']:.3f}  "
+                  f"{r['kernel_full']:.1e} {r['kernel_scalar']:.3f} {r['kernel_pred']:.3f}  {r['invariance']:.3f} {r['dyn_within_2_more']:.3f}  "
+                  f"{r['scalar_dyn'][0]:.3f} {r['scalar_dyn'][1]:.3f}  "
+                  f"{' '.join(f'{lo:.2f}..{hi:.2f}' for lo, hi in r['copies'])}"
+                  + (f"  network vs outputs {r['network_vs_outputs']:.1e}" if "network_vs_outputs" in r else ""),
+                  flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"pairs": args.pairs, "out_dim": args.out_dim, "alpha": args.alpha,
+                                    "eta": args.eta, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
