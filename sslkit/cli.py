@@ -171,7 +171,7 @@ def theory_main() -> None:
 
 
 def report_main(argv: list[str] | None = None) -> None:
-    from sslkit.report import compare_figure, stepwise_figure, theory_table
+    from sslkit.report import compare_figure, side_by_side_figure, stepwise_figure, theory_table
 
     parser = argparse.ArgumentParser(
         prog="sslkit-report",
@@ -181,6 +181,9 @@ def report_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="comparison figure OUT.png / OUT.pdf (default: compare in the runs' "
                              "common parent directory)")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="draw the runs in columns, each on its own step axis (e.g. runs of different "
+                             "losses), instead of overlaid")
     args = parser.parse_args(argv)
     try:
         for run_dir in args.run_dirs:
@@ -189,6 +192,6 @@ def report_main(argv: list[str] | None = None) -> None:
                 print(table)
         if len(args.run_dirs) > 1:
             out = args.out or Path(os.path.commonpath([d.resolve() for d in args.run_dirs])) / "compare"
-            print(compare_figure(args.run_dirs, out))
+            print((side_by_side_figure if args.side_by_side else compare_figure)(args.run_dirs, out))
     except FileNotFoundError as exc:
         parser.exit(2, f"sslkit-report: error: {exc}\n")

@@ -52,6 +52,43 @@ def compare_figure(run_dirs: list[Path], out: Path, modes: int = 8) -> Path:
     return _save(draw_compare(run_dirs, modes), Path(out))
 
 
+def side_by_side_figure(run_dirs: list[Path], out: Path, modes: int = 8) -> Path:
+    """Write the runs side by side to `out`.png and `out`.pdf; returns the PNG's path."""
+    return _save(draw_side_by_side(run_dirs, modes), Path(out))
+
+
+def draw_side_by_side(run_dirs: list[Path], modes: int = 8) -> Figure:
+    """One column per run, each on its own step axis: (top) the top `modes` eigenvalues of
+    the run's C as its loss sees it, coloured by mode, a dot where each first reaches ½,
+    the number of ½-crossings in the title; (bottom) the loss and its terms. For runs of
+    different losses, whose time scales differ."""
+    fig, grid = plt.subplots(2, len(run_dirs), figsize=(6 * len(run_dirs), 7.5), layout="constrained",
+                             squeeze=False, sharex="col")
+    for (top, bottom), run_dir in zip(grid.T, run_dirs):
+        spectra, metrics = load(run_dir), read_metrics(run_dir)
+        name = _cross_correlation(spectra)
+        eig = spectra[name][:, :modes]
+        cmap = plt.get_cmap("viridis", eig.shape[1])
+        for k in range(eig.shape[1]):
+            _eigenvalue_line(top, spectra["step"], eig[:, k], cmap(k), f"λ{k + 1}")
+        crossed = int((crossing_steps(spectra["step"], eig) >= 0).sum())
+        top.set_yscale("log")
+        _mark_non_positive(top)
+        top.axhline(0.5, color="grey", lw=0.5, ls=":")
+        top.set(ylabel=f"eigenvalues of {name} (log scale); ● first reaches ½",
+                title=textwrap.fill(describe(read_config(run_dir)), 70) + f"\n{crossed} modes cross ½")
+        top.title.set_fontsize(8)
+        mstep = [m["step"] for m in metrics]
+        bottom.plot(mstep, [m["loss"] for m in metrics], color="black", lw=1.5, label="loss")
+        for key in _loss_terms(metrics):
+            bottom.plot(mstep, [m.get(key, np.nan) for m in metrics], lw=1, label=key)
+        bottom.set(xlabel="step", ylabel="loss")
+        top.set_xlim(spectra["step"].min(), spectra["step"].max())
+        for ax in (top, bottom):
+            ax.legend(fontsize=6, ncol=2)
+    return fig
+
+
 def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
     """The four panels for one run: the top `modes` eigenvalues of C, coloured by mode
     number (colour bar); the title gives the settings that shape the curves."""

@@ -104,13 +104,14 @@ def ref_barlow_torch(z1, z2, lambd, scale, normalize, symmetric) -> tuple[float,
     return inv + red, inv, red
 
 
-def ref_ntxent_loops(z1, z2, temperature) -> tuple[float, float, float]:
-    """NT-Xent per element: returns (loss, alignment, uniformity)."""
+def ref_ntxent_loops(z1, z2, temperature, normalize=True) -> tuple[float, float, float]:
+    """NT-Xent per element: returns (loss, alignment, uniformity); on the raw embeddings
+    (dot-product similarity) when not `normalize`."""
     z = as_lists(z1) + as_lists(z2)
     m, n = len(z), len(z) // 2
     unit = []
     for row in z:
-        norm = math.sqrt(sum(x * x for x in row))
+        norm = math.sqrt(sum(x * x for x in row)) if normalize else 1.0
         unit.append([x / norm for x in row])
     sim = [[0.0] * m for _ in range(m)]
     for i in range(m):
@@ -270,6 +271,55 @@ def test_ntxent_matches_masked_cross_entropy(shape, temperature):
     out = NTXentLoss(temperature)(z1, z2)
     expected = ref_ntxent_cross_entropy(z1, z2, temperature)
     assert out.loss.item() == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("shape", SMALL_SHAPES)
+@pytest.mark.parametrize("temperature", [0.1, 2.0])
+def test_ntxent_on_raw_embeddings_matches_loop_reference(shape, temperature):
+    z1, z2 = views(*shape, seed=6)
+    out = NTXentLoss(temperature, normalize=False)(z1, z2)
+    check_output(out, ref_ntxent_loops(z1, z2, temperature, normalize=False), ("alignment", "uniformity"))
+
+
+def test_ntxent_on_raw_embeddings_near_zero_is_its_second_order_expansion():
+    """normalize=False at small embeddings. (1) Exactly: L = log(2N − 1) + mean_i(−s_ip + m_i
+    + v_i/2) + O(s³), with m_i, v_i the mean and variance of s_ik over k ≠ i (the Taylor
+    series of the log-sum-exp): s scales as the square of the embeddings, so the remainder
+    falls as their sixth power.
+    (2) For large N, the class docstring's form log(2N − 1) − tr(C̄)/τ + tr(ΣS)/(2τ²), with
+    C̄ of the embeddings centred by their mean over both views (the mean cancels between the
+    positive and the average negative). (3) The spectrum view's C is C̄/τ, each view centred
+    by its own mean."""
+    tau = 0.3
+    loss = NTXentLoss(tau, normalize=False)
+
+    def taylor(a, b):
+        z = torch.cat([a, b])
+        m = len(z)
+        s = z @ z.T / tau
+        others = ~torch.eye(m, dtype=torch.bool)
+        rows = s[others].view(m, m - 1)
+        pos = s[torch.arange(m), (torch.arange(m) + m // 2) % m]
+        return math.log(m - 1) + (-pos + rows.mean(1) + rows.var(1, unbiased=False) / 2).mean()
+
+    def centred(a, b):
+        z, n = torch.cat([a, b]), len(a)
+        zc, za, zb = z - z.mean(0), a - z.mean(0), b - z.mean(0)  # both views centred by the mean of all 2N
+        c = (za.T @ zb + zb.T @ za) / (2 * n)
+        return math.log(2 * n - 1) - torch.trace(c) / tau + torch.trace(zc.T @ zc @ z.T @ z) / (2 * n) ** 2 / (2 * tau ** 2)
+
+    z1, z2 = views(64, 8, seed=11)
+    rest = [abs(loss(e * z1, e * z2).loss - taylor(e * z1, e * z2)).item() for e in (1e-2, 5e-3)]
+    assert 50 < rest[0] / rest[1] < 80  # O(s³) = O(e⁶): halving the scale divides it by ≈ 64
+    big1, big2 = views(4096, 4, seed=12)
+    big1 = big1 + 0.5  # a mean that the centring must remove
+    big2 = big2 + 0.5
+    e, log_m = 0.01, math.log(2 * 4096 - 1)
+    exact, form = loss(e * big1, e * big2).loss - log_m, centred(e * big1, e * big2) - log_m
+    assert form.item() == pytest.approx(exact.item(), rel=2e-3)
+    v1, v2 = loss.spectrum_view(z1), loss.spectrum_view(z2)
+    za, zb = z1 - z1.mean(0), z2 - z2.mean(0)
+    assert torch.allclose((v1.T @ v2 + v2.T @ v1) / 128, (za.T @ zb + zb.T @ za) / (128 * tau))
 
 
 def test_ntxent_single_pair_is_zero():

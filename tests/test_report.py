@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from sslkit.cli import report_main
-from sslkit.report import draw_compare, draw_stepwise, run_labels
+from sslkit.report import draw_compare, draw_side_by_side, draw_stepwise, run_labels
 from sslkit.spectrum import SpectrumMonitor, crossing_steps, load
 
 BIN = Path(sys.executable).parent
@@ -148,3 +148,22 @@ def test_comparison_shows_rankme_loss_terms_and_a_title_of_what_differs(tmp_path
     for text in fig.legends[0].get_texts():
         extent = text.get_window_extent()
         assert box.x0 <= extent.x0 and extent.x1 <= box.x1, text.get_text()
+
+
+def test_side_by_side_gives_each_run_its_own_column_and_step_axis(tmp_path, capsys):
+    """--side-by-side: one column per run (eigenvalues of C over the loss), each spanning its
+    own steps, with a dot at every ½-crossing and their count in the title."""
+    fake_run(tmp_path / "fast", speed=2.0, steps=20)
+    fake_run(tmp_path / "slow", speed=0.5, steps=60)
+    fig = draw_side_by_side([tmp_path / "fast", tmp_path / "slow"], modes=6)
+    (fast, slow), (fast_loss, slow_loss) = np.array(fig.axes).reshape(2, 2)
+    for ax, run, steps in ((fast, "fast", 20), (slow, "slow", 60)):
+        spectra = load(tmp_path / run)
+        crossed = crossing_steps(spectra["step"], spectra["xcorr"])
+        dots = sorted(float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_marker() == "o")
+        assert dots == sorted(crossed[crossed >= 0].tolist())
+        assert ax.get_xlim() == (0, steps - 1) and ax.get_yscale() == "log"
+        assert ax.get_title().endswith(f"{(crossed >= 0).sum()} modes cross ½")
+    assert fast_loss.get_xlim() == (0, 19)
+    report_main([str(tmp_path / "fast"), str(tmp_path / "slow"), "--side-by-side", "--out", str(tmp_path / "cols")])
+    assert capsys.readouterr().out.split()[-1] == str(tmp_path / "cols.png")
