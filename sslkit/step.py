@@ -50,7 +50,7 @@ class Step:
                               f"processes: each needs a sample. Use data.batch_size>={rank.world_size} or fewer "
                               f"processes.")
         augment = instantiate(cfg.augment)
-        backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
+        backbone = instantiate(cfg.backbone, in_shape=augment.view_shape(tuple(data.x.shape[1:])))
         projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
         net = accel.prepare(instantiate(cfg.method, backbone=backbone, projector=projector).to(device))
         loss_fn = instantiate(cfg.loss)

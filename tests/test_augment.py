@@ -215,3 +215,15 @@ def test_shift_noise_rejects_non_image_batches(shape):
         ShiftNoise()(torch.zeros(shape), torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="augment=gaussian_noise"):
         ShiftNoise().view(torch.zeros(shape), torch.Generator().manual_seed(0))
+
+
+def test_a_flat_backbone_is_built_for_the_views_size(config, tmp_path):
+    """augment.size=6 resizes the 8×8 digits: the linear backbone takes the 1×6×6 views
+    (36 inputs), and trains and evaluates (kNN on the held-out digits' clean views) on them."""
+    from sslkit.step import Step
+    from sslkit.train import train
+
+    cfg = config("augment=simclr", "augment.size=6", "augment.mean=[0.3]", "augment.std=[0.4]", "backbone=linear",
+                 "eval=[knn]", "eval.every=1", "trainer.max_steps=1")
+    assert Step.build(cfg, torch.device("cpu")).net.backbone.layer.in_features == 36
+    assert 0 <= train(cfg, tmp_path)["eval/knn20/backbone/top1"] <= 100

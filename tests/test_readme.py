@@ -48,7 +48,9 @@ def skip_reason(command: str) -> str | None:
 
 
 def shortened(command: str, steps: int = 2) -> str:
-    """The command with trainer.max_steps=`steps` (replacing a value it gives)."""
+    """The command with trainer.max_steps=`steps` (replacing a value it gives); a checkpoint
+    it names, `step_<N>.pt`, becomes that of the shortened run's last step."""
+    command = re.sub(r"step_\d{8}\.pt", f"step_{steps:08d}.pt", command)
     words = shlex.split(command)
     if words[0] == "make" and words[1] == "train":  # -o: never reinstall the shared .venv from a test
         return shlex.join(["make", "-o", ".venv/.installed-stamp", "train", f"ARGS=trainer.max_steps={steps}"])
@@ -82,7 +84,8 @@ def test_every_readme_command_composes(command, tmp_path, monkeypatch):
 
 def fake_data(home: Path) -> None:
     """The data folders the README names under ~/data, as the official archives extract
-    them, each with at least 1797 images (the default experiment's batch)."""
+    them, each with at least 1797 images (the default experiment's batch), and flowers/val,
+    the image folder's held-out images."""
     rng = np.random.default_rng(0)
     write_cifar10(home / "data" / "cifar-10-batches-py", n=360)
     c100 = home / "data" / "cifar-100-python"
@@ -97,11 +100,12 @@ def fake_data(home: Path) -> None:
         write_stl_images(stl / f"{name}_X.bin", rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8))
         if name != "unlabeled":
             (stl / f"{name}_y.bin").write_bytes(rng.integers(1, 11, n, dtype=np.uint8).tobytes())
-    flowers = home / "data" / "flowers" / "train"
-    for i in range(1800):
-        (flowers / f"class{i % 3}").mkdir(parents=True, exist_ok=True)
-        write_png(__import__("torch").from_numpy(rng.integers(0, 256, (3, 12, 10), dtype=np.uint8)),
-                  str(flowers / f"class{i % 3}" / f"{i}.png"))
+    for split, n in (("train", 1800), ("val", 30)):
+        flowers = home / "data" / "flowers" / split
+        for i in range(n):
+            (flowers / f"class{i % 3}").mkdir(parents=True, exist_ok=True)
+            write_png(__import__("torch").from_numpy(rng.integers(0, 256, (3, 12, 10), dtype=np.uint8)),
+                      str(flowers / f"class{i % 3}" / f"{i}.png"))
 
 
 @pytest.mark.slow

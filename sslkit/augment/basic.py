@@ -25,6 +25,10 @@ class TwoViews:
         """The input as the backbone sees it, without the random part (for evaluation)."""
         return as_float(x)
 
+    def view_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of a sample's views (the backbone's input), given the sample's: the same."""
+        return shape
+
     def __call__(self, x: Tensor, generator: torch.Generator, rows: slice = slice(None)) -> tuple[Tensor, Tensor]:
         return self.view(x, generator, rows), self.view(x, generator, rows)
 

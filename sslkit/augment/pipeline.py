@@ -225,6 +225,11 @@ class ImageViews:
                 f"augment.std={show(std)}."
             )
 
+    def view_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of an image's views (the backbone's input): (C, size, size) when `size`
+        is set, else the image's (C, H, W)."""
+        return shape if self.size is None else (shape[0], self.size, self.size)
+
     def clean(self, x: Tensor) -> Tensor:
         """The whole image, resized to `size` (antialiased bilinear) when set, normalised:
         the evaluation view (no crop, flip, jitter, blur or solarization)."""

@@ -48,7 +48,7 @@ def load_model(ckpt: Path, device: torch.device):
     cfg = OmegaConf.create(state["config"])
     data = instantiate(cfg.data)
     augment = instantiate(cfg.augment)
-    backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
+    backbone = instantiate(cfg.backbone, in_shape=augment.view_shape(tuple(data.x.shape[1:])))
     projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
     net = instantiate(cfg.method, backbone=backbone, projector=projector)
     net.load_state_dict(state["model"])

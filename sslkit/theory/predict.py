@@ -60,7 +60,7 @@ def predict(cfg: DictConfig, run_dir: str | Path) -> Path:
     torch.manual_seed(cfg.seed)  # as sslkit.train: data, views, then the initial weights
     data = instantiate(cfg.data)
     augment = instantiate(cfg.augment)
-    backbone = instantiate(cfg.backbone, in_shape=tuple(data.x.shape[1:]))
+    backbone = instantiate(cfg.backbone, in_shape=augment.view_shape(tuple(data.x.shape[1:])))
     projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
     check_supported(cfg, backbone, projector, instantiate(cfg.method, backbone=backbone, projector=projector))
 
