@@ -219,12 +219,18 @@ class ProbeFeatures(str, Enum):
     projector = "projector"  # z, the projector's output
 
 
+class ProbeInput(str, Enum):
+    clean = "clean"  # features of the batch's un-augmented images (one more forward pass, eval mode)
+    view = "view"  # the step's own view-1 features (free; augmented, in train mode)
+
+
 @dataclass
 class OnlineProbeConfig:
-    """sslkit.eval.OnlineProbe: a linear classifier per feature kind, trained on the
-    detached features of view 1 of every training batch with its own SGD."""
+    """sslkit.eval.OnlineProbe: a linear classifier per feature kind, trained with its own
+    SGD on the detached features of every training batch (`input`, see Evaluation)."""
 
     features: list[ProbeFeatures] = field(default_factory=lambda: [ProbeFeatures.backbone])
+    input: ProbeInput = ProbeInput.clean
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0

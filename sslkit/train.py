@@ -151,7 +151,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                 lr = scheduler.get_last_lr()[0]
                 run.update(step, finite)
                 # the probes see these weights now, before the next step changes them
-                accuracy = evaluation.after_step(step, s, y) if evaluation is not None else {}
+                accuracy = evaluation.after_step(step, s, x, y) if evaluation is not None else {}
                 if pending is not None:  # the previous step, while the device computes this one
                     finish(pending)
                 pending = Pending(step, epoch, lr, s, list(out.terms),

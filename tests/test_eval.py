@@ -207,14 +207,14 @@ def test_data_without_a_held_out_split_is_a_config_error(config, tmp_path):
 def test_sslkit_eval_reproduces_the_online_probe_on_the_same_features(config, tmp_path):
     """`sslkit-eval RUN_DIR` (features cached from last.pt, L-BFGS) gives the online probe's
     final held-out accuracy within 1 point when both see the same features: the network is
-    frozen in effect (optim.lr=1e-12; 0 is refused as a run that would not train) and the
-    views are the clean images (no shift, no noise). This
-    sidesteps the two ways a real run's online probe differs, features that move while it
-    trains and augmented inputs; the README's table reports that gap on real runs."""
+    frozen in effect (optim.lr=1e-12; 0 is refused as a run that would not train), and the
+    probe trains on the clean images' features (input=clean) although the views are random.
+    This sidesteps features that move while the probe trains:
+    `test_online_probe_estimates_sslkit_eval_on_a_real_run` has them."""
     from sslkit.eval.offline import main
 
     train(config("backbone=mlp", "backbone.width=64", "projector=mlp", "data.batch_size=256",
-                 "trainer.max_steps=200", "optim.lr=1e-12", "augment.std=0", "augment.max_shift=0",
+                 "trainer.max_steps=200", "optim.lr=1e-12",
                  "spectrum=off", "eval=online_probe", "eval.every=100"), tmp_path)
     online = rows(tmp_path)[-1]["eval/probe/backbone/top1"]
     main([str(tmp_path)])
@@ -272,3 +272,19 @@ def test_accuracy_is_of_the_step_it_is_logged_at(config, tmp_path):
     at_step_1 = [{k: v for k, v in r.items() if k.startswith("eval/")} for d in ("short", "long")
                  for r in rows(tmp_path / d) if r["step"] == 1]
     assert at_step_1[0] and at_step_1[0] == at_step_1[1]
+
+
+@pytest.mark.slow
+def test_online_probe_estimates_sslkit_eval_on_a_real_run(config, tmp_path):
+    """The hard case of the test above: SimCLR with random views, features that move until
+    the last step. The online probe (default input=clean: features of the un-augmented
+    batch) ends within 1.5 points of `sslkit-eval` on the final checkpoint: 5 of the 297
+    held-out digits, the size of the differences measured over seeds (scripts/RESULTS.md)."""
+    from sslkit.eval.offline import main
+
+    train(config("loss=simclr", "backbone=mlp", "projector=mlp", "data.batch_size=256", "trainer.max_steps=300",
+                 "spectrum=off", "eval=online_probe", "eval.every=100"), tmp_path)
+    online = rows(tmp_path)[-1]["eval/probe/backbone/top1"]
+    main([str(tmp_path)])
+    offline = json.loads((tmp_path / "linear_eval.json").read_text())["top1"]
+    assert abs(offline - online) <= 1.5, (online, offline)

@@ -1,10 +1,14 @@
 """Evaluation during training: the online linear probe and the kNN monitor on the
 held-out split, every `eval.every` steps.
 
-Evaluation only observes. The probe trains on the detached features the step computed,
-with its own optimizer; the held-out and kNN-bank features are computed without gradients
-in eval mode (BatchNorm statistics unchanged), and no random numbers are drawn, so the
-training trajectory is the same with and without `eval` (tests/test_eval.py).
+Evaluation only observes. The probe trains with its own optimizer on detached features of
+each training batch: by default (`eval.online_probe.input=clean`) those of the batch's
+un-augmented images, computed as the held-out ones are, so that it learns the task
+`sslkit-eval` measures and its last accuracy estimates sslkit-eval's (trained on view
+features, `input=view`, it learns from the augmented inputs, which costs nothing but
+scores lower: scripts/RESULTS.md). Features are computed without gradients in eval mode
+(BatchNorm statistics unchanged), and no random numbers are drawn, so the training
+trajectory is the same with and without `eval` (tests/test_eval.py).
 
 The held-out split is `data` with `split` = `eval.test_split` (default `test`: CIFAR's and
 STL-10's official test sets, the last 297 digits) and, when set, `root` = `eval.test_root`
@@ -90,12 +94,16 @@ class Evaluation:
     def _features(self, x: Tensor) -> dict[str, Tensor]:
         return extract(self.net, x, self.clean, self.cfg.batch_size, self.device, "projector" in self.kinds)
 
-    def after_step(self, step: int, out: StepOutput, y: Tensor) -> dict[str, float]:
-        """Train the probe on this step's view-1 features h1 / z1, each with its labels
-        y[:n] (a gathered batch starts with rank 0's slice); after every `eval.every`-th
-        step (and the last) return the held-out accuracies, else {}."""
+    def after_step(self, step: int, out: StepOutput, x: Tensor, y: Tensor) -> dict[str, float]:
+        """Train the probe on the features of this step's batch x (the whole global batch)
+        or, with `input=view`, on its view-1 features h1 / z1 (with labels y[:n]: a
+        gathered batch starts with rank 0's slice); after every `eval.every`-th step (and
+        the last) return the held-out accuracies, else {}."""
         if self.probe is not None:
-            features = {"backbone": out.h1, "projector": out.z1}
+            if self.cfg.online_probe.input == "view":
+                features = {"backbone": out.h1, "projector": out.z1}
+            else:
+                features = self._features(x)
             self.probe.train_step({k: features[k] for k in self.probe.heads}, y)
         if (step + 1) % self.cfg.every and step + 1 != self.steps:
             return {}
