@@ -90,10 +90,19 @@ def lr_factor(step: int, schedule: Schedule, warmup_steps: int, total_steps: int
     return 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def lr_schedule(optimizer: torch.optim.Optimizer, total_steps: int, schedule: Schedule = Schedule.constant,
+                warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate lr · lr_factor(step, schedule, warmup_steps, total_steps)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, schedule, warmup_steps, total_steps))
+
+
 def build_optimizer(
     cfg: DictConfig, model: nn.Module, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The optimizer named by `cfg._target_` over two parameter groups, and its schedule.
+    """The optimizer named by `cfg._target_` over two parameter groups, and its schedule:
+    the keys of `cfg` that are parameters of `lr_schedule` go there, the others to the
+    optimizer.
 
     torch optimizers get `fused=True` (the device-side skip of `guarded_step`); SGD's
     momentum buffers start at zero rather than at the first gradient (the same for
@@ -107,14 +116,11 @@ def build_optimizer(
         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "exclude": True},
     ]
     groups = [g for g in groups if g["params"]]
-    schedule_keys = ("schedule", "warmup_steps")
+    schedule = {k: v for k, v in cfg.items() if k in inspect.signature(lr_schedule).parameters}
     fused = {"fused": True} if "fused" in inspect.signature(get_class(cfg._target_)).parameters else {}
-    optimizer = instantiate({k: v for k, v in cfg.items() if k not in schedule_keys}, params=groups,
+    optimizer = instantiate({k: v for k, v in cfg.items() if k not in schedule}, params=groups,
                             **fused, _convert_="all")
     if isinstance(optimizer, torch.optim.SGD) and cfg.get("momentum", 0):
         for p in params:
             optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, cfg.schedule, cfg.warmup_steps, total_steps)
-    )
-    return optimizer, scheduler
+    return optimizer, lr_schedule(optimizer, total_steps, **schedule)

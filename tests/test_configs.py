@@ -3,18 +3,19 @@ the files in configs/ (a new YAML file is covered with no edit here), after the
 lightning-hydra-template's test_configs.py."""
 
 import pickle
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torchvision.io import write_png
 
 from conftest import compose_config
-from sslkit.config import derive, option_targets
+from sslkit.config import derive, schema_path
 from sslkit.eval import Evaluation
 from sslkit.losses.barlow_twins import Normalize
 from sslkit.methods import check_loss
@@ -75,20 +76,38 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
         Observer(tmp_path / "run", cfg, torch.device("cpu")).close()
 
 
-def test_option_files_do_not_repeat_the_constructors_defaults():
-    """A file whose schema is read from its `_target_` holds only what differs from that
-    callable's defaults: each default is written once, in the code."""
-    repeated = []
-    for path in sorted(CONFIGS.glob("*/*.yaml")):
+def repeats(own: dict, defaults: dict, prefix: str = ""):
+    """`key: value` of each value in `own` equal to the default at its key, nested dicts
+    (ViewSpec's views) compared key by key."""
+    for key, value in own.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            yield from repeats(value, defaults[key], f"{prefix}{key}.")
+        elif key != "_target_" and key in defaults and value == defaults[key]:
+            yield f"{prefix}{key}: {value}"
+
+
+def skeleton(tree: dict) -> dict:
+    """The nested dicts of `tree` without their values: merged onto a schema, it gives the
+    defaults of a nested dataclass that the schema holds as null (ImageViews' view2)."""
+    return {k: skeleton(v) for k, v in tree.items() if isinstance(v, dict)}
+
+
+def test_no_file_repeats_a_default_of_its_schema():
+    """Every option file of every group, and train.yaml, holds only what differs from its
+    schema's defaults, nested dataclasses included; a schema read from the code has the
+    callable's defaults, so each default is written once. Every group is covered."""
+    store, repeated, covered = ConfigStore.instance(), [], set()
+    for path in [CONFIGS / "train.yaml", *sorted(CONFIGS.glob("*/*.yaml"))]:
         node = OmegaConf.load(path)
-        if "_target_" not in node:
-            continue
-        schema = derive(*option_targets(node))
-        defaults = {f.name: f.default for f in fields(schema) if f.default is not MISSING}
-        for key, value in node.items():
-            if key in defaults and key != "_target_" and value == getattr(defaults[key], "value", defaults[key]):
-                repeated.append(f"{path.relative_to(CONFIGS)}: {key}: {value}")
-    assert not repeated, f"values equal to the constructor's default: {repeated}"
+        if (schema := schema_path(node)) is None:
+            continue  # an alias of another option (`defaults: [byol]`), eval=none, an experiment
+        own = {k: v for k, v in OmegaConf.to_container(node, resolve=False).items() if k not in ("defaults", "hydra")}
+        base = OmegaConf.merge(store.load(f"schema/{schema}.yaml").node, skeleton(own))
+        defaults = OmegaConf.to_container(base, resolve=False, enum_to_str=True)
+        repeated += [f"{path.relative_to(CONFIGS)}: {r}" for r in repeats(own, defaults)]
+        covered.add(schema.split("/")[0])
+    assert not repeated, f"values equal to the schema's default: {repeated}"
+    assert covered == {"train", *GROUPS}
 
 
 def test_derived_schemas_type_and_default_every_parameter():
@@ -97,3 +116,24 @@ def test_derived_schemas_type_and_default_every_parameter():
     assert list(schema) == ["_target_", "lambd", "scale", "normalize", "symmetric"]
     assert schema["normalize"].type is Normalize and schema["lambd"].default == 0.0051
     assert [f.name for f in fields(derive("sslkit.models.Projector"))] == ["_target_", "hidden_dims", "out_dim", "init_scale"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.split=every", "Invalid value 'every', expected one of [all, train, test]"),
+    ("data.batch_size=many", "Value 'many' of type 'str' could not be converted to Integer"),
+    ("augment=simclr augment.view2.blur_q=0.5", "Key 'blur_q' not in 'ViewSpec'"),
+    ("augment=simclr augment.view1.hue=strong", "Value 'strong' of type 'str' could not be converted to Float"),
+    ("spectrum.matrices=[cov,gram]", "Invalid value 'gram', expected one of [cov, cov2, xcorr, xcorr_raw"),
+    ("eval=knn eval.knn.features=[pixels]", "Invalid value 'pixels', expected one of [backbone, projector]"),
+    ("optim=adamw optim.betas=[0.9,fast]", "Value 'fast' of type 'str' could not be converted to Float"),
+])
+def test_schemas_read_from_the_code_refuse_bad_values_at_composition(override, message):
+    """Enums, numbers and nested dataclasses of the derived schemas are checked before
+    anything is built, with OmegaConf's message naming the value and what is allowed."""
+    with pytest.raises(Exception) as info:
+        compose_config(*override.split())
+    chain, exc = [], info.value
+    while exc is not None:
+        chain.append(str(exc))
+        exc = exc.__cause__
+    assert any(message in text for text in chain), chain

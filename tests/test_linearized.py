@@ -6,12 +6,10 @@ import copy
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 from torch.func import functional_call, vjp
 
-from conftest import assert_separated_steps
-from sslkit.config import SGDConfig
+from conftest import assert_separated_steps, compose_config
 from sslkit.errors import ConfigError
 from sslkit.models import CNN, MLP, Linear, Linearized, build_backbone, resnet
 from sslkit.optim import build_optimizer
@@ -122,7 +120,7 @@ def test_buffers_stay_at_theta0_and_only_offsets_train():
     for n, b in network.named_buffers():
         assert torch.equal(b, before[n]), n
     assert all(not p.requires_grad and p.grad is None for p in network.parameters())
-    optimizer, _ = build_optimizer(OmegaConf.structured(SGDConfig), model, total_steps=1)
+    optimizer, _ = build_optimizer(compose_config("optim=sgd").optim, model, total_steps=1)
     trained = [p for group in optimizer.param_groups for p in group["params"]]
     offsets = {id(p) for p in model.offset}
     assert len(trained) == len(offsets) == len(list(network.parameters()))

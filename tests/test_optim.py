@@ -10,9 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from sslkit.config import Schedule
 from sslkit.models import Projector
-from sslkit.optim import LARS, build_optimizer, guarded_step, lr_factor
+from sslkit.optim import LARS, Schedule, build_optimizer, guarded_step, lr_factor
 
 from conftest import compose_config
 

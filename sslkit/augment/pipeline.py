@@ -187,7 +187,7 @@ class ImageViews:
         size: int | None = None,
         mean: Sequence[float] = (0.0,),
         std: Sequence[float] = (1.0,),
-        compile: bool | str = False,
+        compile: bool | str = "auto",
     ) -> None:
         view2 = view1 if view2 is None else view2
         for i, spec in enumerate((view1, view2), 1):

@@ -7,6 +7,7 @@ files contain, so a file from elsewhere cannot run code when it is read.
 """
 
 import pickle
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,11 @@ _NUMPY_GLOBALS = {
     for module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric")
     for name in ("ndarray", "dtype", "_reconstruct", "scalar", "_frombuffer")
 } | {("_codecs", "encode")}  # how protocol-2 pickles written by Python 3 store bytes
+
+
+class CifarSplit(str, Enum):
+    train = "train"
+    test = "test"
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -48,7 +54,7 @@ def _read_batch(path: Path, label_key: bytes, classes: int, hint: str) -> tuple[
     return data, labels
 
 
-def _cifar(root: str | None, split: str, batch_size: int, on_device: bool | str, option: str, files: dict,
+def _cifar(root: str | None, split: CifarSplit, batch_size: int, on_device: bool | str, option: str, files: dict,
            folder: str, archive: str, label_key: bytes, classes: int) -> InMemoryData:
     split = str(getattr(split, "value", split))
     if split not in files:
@@ -63,7 +69,8 @@ def _cifar(root: str | None, split: str, batch_size: int, on_device: bool | str,
     return InMemoryData(x, y, batch_size, name=f"data={option} (split={split})", on_device=on_device)
 
 
-def cifar10(root: str | None, batch_size: int, split: str = "train", on_device: bool | str = "auto") -> InMemoryData:
+def cifar10(root: str | None, batch_size: int, split: CifarSplit = CifarSplit.train,
+            on_device: bool | str = "auto") -> InMemoryData:
     """CIFAR-10, uint8 (N, 3, 32, 32): split=train reads data_batch_1 … data_batch_5
     (50 000 images), split=test reads test_batch (10 000)."""
     files = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -71,7 +78,8 @@ def cifar10(root: str | None, batch_size: int, split: str = "train", on_device: 
                   "cifar-10-python.tar.gz", b"labels", 10)
 
 
-def cifar100(root: str | None, batch_size: int, split: str = "train", on_device: bool | str = "auto") -> InMemoryData:
+def cifar100(root: str | None, batch_size: int, split: CifarSplit = CifarSplit.train,
+             on_device: bool | str = "auto") -> InMemoryData:
     """CIFAR-100 with its 100 fine labels, uint8 (N, 3, 32, 32): split=train reads `train`
     (50 000 images), split=test reads `test` (10 000)."""
     files = {"train": ["train"], "test": ["test"]}

@@ -1,5 +1,7 @@
 """The embedded sources: scikit-learn's digits and a Gaussian with a chosen spectrum."""
 
+from enum import Enum
+
 import torch
 from sklearn.datasets import load_digits
 
@@ -10,7 +12,13 @@ from sslkit.errors import ConfigError
 HELD_OUT = 297  # the last 297 digits: the held-out split of every evaluation (sslkit.eval)
 
 
-def digits(batch_size: int, split: str = "all", size: int = 8, channels: int = 1) -> InMemoryData:
+class DigitsSplit(str, Enum):
+    all = "all"  # 1797 images, the held-out labels hidden (−1)
+    train = "train"  # the first 1500
+    test = "test"  # the last 297: the held-out split of every evaluation
+
+
+def digits(batch_size: int, split: DigitsSplit = DigitsSplit.all, size: int = 8, channels: int = 1) -> InMemoryData:
     """scikit-learn's 1797 handwritten digits, 8×8 grey levels 0–16, as uint8 (N, 1, 8, 8)
     scaled to 0–255 (level·255/16, rounded). Ships with scikit-learn: nothing is downloaded.
 

@@ -7,6 +7,7 @@ so a plane read as (96, 96) is transposed. A y file holds one uint8 label 1–10
 sslkit uses 0–9, and −1 for the unlabeled images.
 """
 
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from sslkit.errors import ConfigError
 
 IMAGE_BYTES = 3 * 96 * 96
 SPLITS = {"train": ("train_X.bin", "train_y.bin"), "test": ("test_X.bin", "test_y.bin"), "unlabeled": ("unlabeled_X.bin", None)}
+STL10Split = Enum("STL10Split", {s: s for s in ("train+unlabeled", "train", "test", "unlabeled")}, type=str)
 HINT = ("Download stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/ and point data.root at "
         "the extracted folder.")
 
@@ -50,7 +52,8 @@ def _labels(path: Path, n: int) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64) - 1)
 
 
-def stl10(root: str | None, batch_size: int, split: str = "train+unlabeled", on_device: bool | str = "auto") -> InMemoryData:
+def stl10(root: str | None, batch_size: int, split: STL10Split = STL10Split["train+unlabeled"],
+          on_device: bool | str = "auto") -> InMemoryData:
     """STL-10, uint8 (N, 3, 96, 96): split=train (5000 labelled images), test (8000),
     unlabeled (100 000, label −1) or train+unlabeled (105 000, the usual SSL set)."""
     split = str(getattr(split, "value", split))

@@ -27,9 +27,8 @@ from torch import Tensor, nn
 from sslkit.data import InMemoryData
 from sslkit.errors import ConfigError
 from sslkit.methods import StepOutput
-from sslkit.eval.features import extract, labelled
-from sslkit.eval.knn import knn_scores, topk_accuracy
-from sslkit.eval.probe import OnlineProbe
+from sslkit.eval.features import extract, kinds, labelled
+from sslkit.eval.knn import topk_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +68,14 @@ class Evaluation:
         self.bank_x, self.bank_y = labelled(data.x, data.y)
         self.test_x, self.test_y = test.x, test.y.to(device)
         self.classes = classes_of(self.bank_y, self.test_y)
-        self.kinds = {k for part in (self.cfg.online_probe, self.cfg.knn) for k in _kinds(part)}
+        parts = [p for p in (self.cfg.online_probe, self.cfg.knn) if p is not None]
+        self.kinds = {k for part in parts for k in kinds(part.features)}
+        self.knn = instantiate(self.cfg.knn, _convert_="all") if self.cfg.knn is not None else None
         self.probe = None
         if (p := self.cfg.online_probe) is not None:
             dims = {k: v.shape[1] for k, v in self._features(self.test_x[:2]).items()}
-            self.probe = OnlineProbe({k: dims[k] for k in _kinds(p)}, self.classes, total_steps, p.lr,
-                                     p.momentum, p.weight_decay, p.schedule).to(device)
+            self.probe = instantiate(p, dims=dims, classes=self.classes, total_steps=total_steps,
+                                     _convert_="all").to(device)
 
     @classmethod
     def build(cls, cfg: DictConfig, data: InMemoryData, augment, net: nn.Module, device: torch.device,
@@ -100,7 +101,7 @@ class Evaluation:
         gathered batch starts with rank 0's slice); after every `eval.every`-th step (and
         the last) return the held-out accuracies, else {}."""
         if self.probe is not None:
-            if self.cfg.online_probe.input == "view":
+            if self.probe.input == "view":
                 features = {"backbone": out.h1, "projector": out.z1}
             else:
                 features = self._features(x)
@@ -118,13 +119,8 @@ class Evaluation:
         if self.probe is not None:
             for kind, scores in self.probe.scores(test).items():
                 metrics.update(_named(f"eval/probe/{kind}", topk_accuracy(scores, self.test_y)))
-        if (knn := self.cfg.knn) is not None:
-            bank = self._features(self.bank_x)
-            for kind in _kinds(knn):
-                for k in knn.k:
-                    scores = knn_scores(bank[kind], self.bank_y, test[kind], k, self.classes,
-                                        knn.temperature, knn.chunk_elements)
-                    metrics.update(_named(f"eval/knn{k}/{kind}", topk_accuracy(scores, self.test_y)))
+        if self.knn is not None:
+            metrics.update(self.knn(self._features(self.bank_x), self.bank_y, test, self.test_y, self.classes))
         return metrics
 
     def state_dict(self) -> dict:
@@ -133,11 +129,6 @@ class Evaluation:
     def load_state_dict(self, state: dict) -> None:
         if self.probe is not None:
             self.probe.load_state_dict(state["probe"])
-
-
-def _kinds(part: DictConfig | None) -> list[str]:
-    """The feature kinds ("backbone", "projector") a probe config names."""
-    return [] if part is None else [str(getattr(k, "value", k)) for k in part.features]
 
 
 def _named(prefix: str, accuracy: dict[int, float]) -> dict[str, float]:

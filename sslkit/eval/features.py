@@ -1,9 +1,25 @@
 """Features for evaluation: the frozen network on the un-augmented inputs, in eval mode."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from enum import Enum
 
 import torch
 from torch import Tensor, nn
+
+
+class ProbeFeatures(str, Enum):
+    backbone = "backbone"  # h, the backbone's output
+    projector = "projector"  # z, the embedding the method's step returns
+
+
+class ProbeInput(str, Enum):
+    clean = "clean"  # features of the batch's un-augmented images (one more forward pass, eval mode)
+    view = "view"  # the step's own view-1 features (free; augmented, in train mode)
+
+
+def kinds(features: Sequence[ProbeFeatures | str] | None) -> list[str]:
+    """The names of the feature kinds `features` lists; None: every kind."""
+    return [str(getattr(k, "value", k)) for k in (ProbeFeatures if features is None else features)]
 
 
 @torch.no_grad()

@@ -10,13 +10,19 @@ bounded for large banks: against 50 000 bank samples a chunk is 335 queries, a 6
 block, next to the 410 MB of a 50 000 × 2048 float32 bank.
 """
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sslkit.eval.features import ProbeFeatures, kinds
+
+TEMPERATURE, CHUNK_ELEMENTS = 0.07, 2**24
+
 
 def knn_scores(bank: Tensor, bank_labels: Tensor, queries: Tensor, k: int, classes: int,
-               temperature: float | None = 0.07, chunk_elements: int = 2**24) -> Tensor:
+               temperature: float | None = TEMPERATURE, chunk_elements: int = CHUNK_ELEMENTS) -> Tensor:
     """(Q, classes) class scores of `queries` (Q, D) against `bank` (N, D) with labels in
     0..classes−1: Σ over the k nearest bank samples of class c of exp(s/T) (or of 1)."""
     bank = F.normalize(bank.float(), dim=1)
@@ -39,3 +45,23 @@ def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) 
     labels = labels.to(scores.device)
     order = scores.sort(dim=1, descending=True, stable=True).indices
     return {k: 100 * (order[:, :k] == labels[:, None]).any(1).float().mean().item() for k in ks}
+
+
+class KNN:
+    """eval=knn: the top-1 and top-5 accuracy (%) of `knn_scores` of each feature kind in
+    `features` (None: every kind given) for each k in `k`."""
+
+    def __init__(self, features: Sequence[ProbeFeatures] | None = None, k: Sequence[int] = (20, 200),
+                 temperature: float | None = TEMPERATURE, chunk_elements: int = CHUNK_ELEMENTS) -> None:
+        self.features, self.k, self.temperature, self.chunk_elements = features, list(k), temperature, chunk_elements
+
+    def __call__(self, bank: dict[str, Tensor], bank_labels: Tensor, test: dict[str, Tensor], test_labels: Tensor,
+                 classes: int) -> dict[str, float]:
+        """{"eval/knn<k>/<kind>/top1": …, …/top5": …} of the held-out features `test`."""
+        metrics = {}
+        for kind in bank if self.features is None else kinds(self.features):
+            for k in self.k:
+                scores = knn_scores(bank[kind], bank_labels, test[kind], k, classes, self.temperature,
+                                    self.chunk_elements)
+                metrics.update({f"eval/knn{k}/{kind}/top{n}": v for n, v in topk_accuracy(scores, test_labels).items()})
+        return metrics

@@ -1,12 +1,14 @@
 """Linear classifiers on frozen features: the online probe, trained as training batches
 pass, and the offline fit on a feature cache (`sslkit-eval`)."""
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslkit.config import Schedule
-from sslkit.optim import lr_factor
+from sslkit.eval.features import ProbeFeatures, ProbeInput, kinds
+from sslkit.optim import Schedule, lr_factor
 
 
 class LinearProbe(nn.Module):
@@ -30,15 +32,18 @@ class LinearProbe(nn.Module):
 
 
 class OnlineProbe(nn.Module):
-    """One LinearProbe per feature kind ("backbone", "projector"), trained with its own
-    SGD (momentum, weight decay, a `schedule` over `total_steps`) on the detached features
-    of each training batch's view 1; samples labelled −1 are skipped."""
+    """eval=online_probe: one LinearProbe per feature kind of `dims` ({kind: dim}) that
+    `features` lists (None: every kind), trained with its own SGD (momentum, weight decay,
+    a `schedule` over `total_steps`) on detached features of each training batch, those
+    `input` names (the Evaluation computes them); samples labelled −1 are skipped."""
 
     def __init__(self, dims: dict[str, int], classes: int, total_steps: int, lr: float = 0.1,
-                 momentum: float = 0.9, weight_decay: float = 0.0,
-                 schedule: Schedule = Schedule.cosine) -> None:
+                 momentum: float = 0.9, weight_decay: float = 0.0, schedule: Schedule = Schedule.cosine,
+                 features: Sequence[ProbeFeatures] | None = None, input: ProbeInput = ProbeInput.clean) -> None:
         super().__init__()
-        self.heads = nn.ModuleDict({kind: LinearProbe(dim, classes) for kind, dim in dims.items()})
+        self.input = ProbeInput(input)
+        self.heads = nn.ModuleDict({kind: LinearProbe(dims[kind], classes)
+                                    for kind in (dims if features is None else kinds(features))})
         self.optimizer = torch.optim.SGD(self.heads.parameters(), lr=lr, momentum=momentum,
                                          weight_decay=weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

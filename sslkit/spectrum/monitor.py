@@ -46,8 +46,9 @@ three matrices, ≈ 210 MB for all six (then raise full_every).
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ MATRICES = {
     "xcorr_raw": ("z", "xcorr", False),
     "feat_cov": ("h", "cov", False), "feat_cov2": ("h", "cov2", False), "feat_xcorr": ("h", "xcorr", False),
 }
+SpectrumMatrix = Enum("SpectrumMatrix", {name: name for name in MATRICES}, type=str)
 
 
 def reads_features(spectrum: Any) -> bool:
@@ -107,7 +109,9 @@ class _Plan:
 
 
 class SpectrumMonitor:
-    def __init__(self, run_dir: str | Path, matrices: list[str], every: int = 1, top_k: int = 64,
+    def __init__(self, run_dir: str | Path,
+                 matrices: Sequence[SpectrumMatrix] = (SpectrumMatrix.cov, SpectrumMatrix.xcorr, SpectrumMatrix.feat_cov),
+                 every: int = 1, top_k: int = 64,
                  full_every: int = 100, exact_max: int = 256, oversample: int = 16, tol: float = 1e-3,
                  iters: int = 2, rankme_eps: float = 1e-7, level: float = 0.5, flush_every: int = 100,
                  chunk: int = 32, view: Callable[[Tensor], Tensor] | None = None,
@@ -119,10 +123,11 @@ class SpectrumMonitor:
                 raise ConfigError(f"spectrum.{key}={value} is not allowed: use an integer >= {low}.")
         if not tol > 0:
             raise ConfigError(f"spectrum.tol={tol} is not allowed: use a positive number, e.g. 1e-3.")
-        unknown = [m for m in matrices if m not in MATRICES]
+        names = [str(getattr(m, "value", m)) for m in matrices]
+        unknown = [m for m in names if m not in MATRICES]
         if unknown:
-            raise ConfigError(f"spectrum.matrices={list(matrices)}: {unknown} unknown; allowed: {list(MATRICES)}.")
-        self.run_dir, self.matrices = Path(run_dir), list(matrices)
+            raise ConfigError(f"spectrum.matrices={names}: {unknown} unknown; allowed: {list(MATRICES)}.")
+        self.run_dir, self.matrices = Path(run_dir), names
         self.every, self.top_k, self.full_every, self.exact_max = every, top_k, full_every, exact_max
         self.oversample, self.tol, self.iters, self.chunk = oversample, tol, iters, chunk
         self.rankme_eps, self.level, self.flush_every = rankme_eps, level, flush_every
