@@ -279,7 +279,7 @@ def test_online_probe_estimates_sslkit_eval_on_a_real_run(config, tmp_path):
     """The hard case of the test above: SimCLR with random views, features that move until
     the last step. The online probe (default input=clean: features of the un-augmented
     batch) ends within 1.5 points of `sslkit-eval` on the final checkpoint (5 of the 297
-    held-out digits; measured: 1.0, scripts/RESULTS.md). Barlow Twins and VICReg end 2.7
+    held-out digits; measured: 1.0, scripts/RESULTS.md). VICReg and Barlow Twins end 2.7
     and 5.1 points apart (the README's digits table), so this holds for SimCLR only."""
     from sslkit.eval.offline import main
 
