@@ -203,8 +203,9 @@ class SpectrumMonitor:
                     self.pending_full.setdefault(step, {})[plan.key] = _to_host(m.small())
             else:
                 done[plan.key] = m.small()
-            if plan.kind != "xcorr":
-                done[plan.key + "/diag"] = m.f.square().sum(dim=0) * m.scale
+            if plan.kind != "xcorr":  # when D ≤ m the small matrix is M itself
+                dense = not plan.tracked and plan.dim <= plan.rows
+                done[plan.key + "/diag"] = done[plan.key].diagonal() if dense else m.f.square().sum(dim=0) * m.scale
         return done
 
     def _views(self, z1: Tensor, z2: Tensor, h1: Tensor, h2: Tensor) -> dict[tuple[str, bool], tuple]:
@@ -212,7 +213,9 @@ class SpectrumMonitor:
         cache: dict[int, Tensor] = {}
 
         def f64(t: Tensor) -> Tensor:
-            return cache.setdefault(id(t), t.detach().double())
+            if id(t) not in cache:
+                cache[id(t)] = t.detach().double()
+            return cache[id(t)]
 
         z1, z2, h1, h2 = (f64(t) for t in (z1, z2, h1, h2))
         viewed = (z1, z2) if self.view is None else (self.view(z1), self.view(z2))  # z itself if raw
