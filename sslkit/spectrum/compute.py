@@ -45,6 +45,11 @@ class Factored:
         self.rows, self.dim = sum(p.shape[0] for p in parts), parts[0].shape[1]
 
     @property
+    def formed(self) -> bool:
+        """Whether M is formed (D ≤ m): `small` is then M itself."""
+        return self.dim <= self.rows
+
+    @property
     def f(self) -> Tensor:
         return torch.cat(self.parts) if self.swap else self.parts[0]
 
@@ -64,7 +69,7 @@ class Factored:
     def eigh(self) -> tuple[Tensor, Tensor]:
         """Eigenvalues (descending) and orthonormal eigenvectors, (D, r), of M restricted to
         its range, r = min(m, D): with Fᵀ = QR, the eigenvectors of s·RJRᵀ mapped by Q."""
-        if self.dim <= self.rows:
+        if self.formed:
             values, vectors = torch.linalg.eigh(self.dense())
         else:
             q, r = torch.linalg.qr(self.f.T)
@@ -74,7 +79,7 @@ class Factored:
 
     def eigvalsh(self) -> Tensor:
         """All D eigenvalues, descending, from the smaller of the two sides."""
-        if self.dim <= self.rows:
+        if self.formed:
             return torch.linalg.eigvalsh(self.dense()).flip(0)
         if self.swap:
             core = self._core(torch.linalg.qr(self.f.T, mode="r").R)
@@ -89,7 +94,7 @@ class Factored:
         of M's eigenvalues: M itself when D ≤ m; else the Gram matrix s·FFᵀ (J = I) or
         FFᵀ (the swap). One product, no decomposition: it can be formed on the device every
         step and decomposed later, in bulk, on the host."""
-        if self.dim <= self.rows:
+        if self.formed:
             return self.dense()
         return (self.scale if not self.swap else 1.0) * (self.f @ self.f.T)
 

@@ -164,8 +164,7 @@ class SpectrumMonitor:
                     self.ring[key] = value.new_empty((self.chunk, *value.shape))
                 self.ring[key][len(self.steps)].copy_(value)
         else:
-            copies: dict[int, Tensor] = {}  # one copy per distinct tensor, so `h is z` stays visible
-            self.inputs.append(tuple(copies.setdefault(id(t), t.clone()) for t in (z1, z2, h1, h2)))
+            self.inputs.append(_each_once(Tensor.clone, z1, z2, h1, h2))
         self.steps.append(step)
         return self.flush() if len(self.steps) == self.chunk else None
 
@@ -178,11 +177,9 @@ class SpectrumMonitor:
             inputs, self.inputs = self.inputs, []
             return Chunk(steps, {}, inputs=inputs)
         full, self.pending_full = self.pending_full, {}
-        rows = {key: _to_host(ring[:n]) for key, ring in self.ring.items()}
-        ready = None
-        if next(iter(self.ring.values())).is_cuda:
-            ready = torch.cuda.Event()
-            ready.record()
+        rows = {key: _to_host(ring[:n]) for key, ring in self.ring.items()}  # a CUDA ring (`observe`)
+        ready = torch.cuda.Event()
+        ready.record()
         return Chunk(steps, rows, full, ready)
 
     def _small(self, step: int, z1: Tensor, z2: Tensor, h1: Tensor, h2: Tensor) -> dict[str, Tensor]:
@@ -203,21 +200,14 @@ class SpectrumMonitor:
                     self.pending_full.setdefault(step, {})[plan.key] = _to_host(m.small())
             else:
                 done[plan.key] = m.small()
-            if plan.kind != "xcorr":  # when D ≤ m the small matrix is M itself
-                dense = not plan.tracked and plan.dim <= plan.rows
-                done[plan.key + "/diag"] = done[plan.key].diagonal() if dense else m.f.square().sum(dim=0) * m.scale
+            if plan.kind != "xcorr":
+                formed = m.formed and not plan.tracked  # then done[plan.key] is M itself
+                done[plan.key + "/diag"] = done[plan.key].diagonal() if formed else m.f.square().sum(dim=0) * m.scale
         return done
 
     def _views(self, z1: Tensor, z2: Tensor, h1: Tensor, h2: Tensor) -> dict[tuple[str, bool], tuple]:
         """(source, as the loss sees it) → the two views in float64, each distinct tensor once."""
-        cache: dict[int, Tensor] = {}
-
-        def f64(t: Tensor) -> Tensor:
-            if id(t) not in cache:
-                cache[id(t)] = t.detach().double()
-            return cache[id(t)]
-
-        z1, z2, h1, h2 = (f64(t) for t in (z1, z2, h1, h2))
+        z1, z2, h1, h2 = _each_once(lambda t: t.detach().double(), z1, z2, h1, h2)
         viewed = (z1, z2) if self.view is None else (self.view(z1), self.view(z2))  # z itself if raw
         return {("z", False): (z1, z2), ("z", True): viewed, ("h", False): (h1, h2), ("h", True): (h1, h2)}
 
@@ -362,6 +352,15 @@ class SpectrumMonitor:
             if writer is not None:
                 writer.close()
         self.events.close()
+
+
+def _each_once(fn: Callable[[Tensor], Tensor], *tensors: Tensor) -> tuple[Tensor, ...]:
+    """fn of each tensor, computed once per distinct tensor, so that `h is z` stays true."""
+    done: dict[int, Tensor] = {}
+    for t in tensors:
+        if id(t) not in done:
+            done[id(t)] = fn(t)
+    return tuple(done[id(t)] for t in tensors)
 
 
 def _to_host(x: Tensor) -> Tensor:
