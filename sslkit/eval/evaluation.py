@@ -92,8 +92,10 @@ class Evaluation:
             return None
         return cls(cfg, data, held_out(cfg), augment.clean, net, device, total_steps)
 
-    def _features(self, x: Tensor) -> dict[str, Tensor]:
-        return extract(self.net, x, self.clean, self.cfg.batch_size, self.device, "projector" in self.kinds)
+    def _features(self, x: Tensor, kinds: set[str] | None = None) -> dict[str, Tensor]:
+        """The features of x of `kinds` (default: every kind a probe reads), and h always."""
+        projector = "projector" in (self.kinds if kinds is None else kinds)
+        return extract(self.net, x, self.clean, self.cfg.batch_size, self.device, projector)
 
     def after_step(self, step: int, out: StepOutput, x: Tensor, y: Tensor) -> dict[str, float]:
         """Train the probe on the features of this step's batch x (the whole global batch)
@@ -104,7 +106,7 @@ class Evaluation:
             if self.probe.input == "view":
                 features = {"backbone": out.h1, "projector": out.z1}
             else:
-                features = self._features(x)
+                features = self._features(x, set(self.probe.heads))  # every step: only what the probe reads
             self.probe.train_step({k: features[k] for k in self.probe.heads}, y)
         if (step + 1) % self.cfg.every and step + 1 != self.steps:
             return {}
