@@ -17,7 +17,10 @@ difference between the two. Per width and seed it prints:
 - kiani: the same measure for Kiani et al.'s contrastive and non-contrastive optima
   (`induced.py`, with K; for view pairs both span one subspace) and, in the last column
   of that group, their cosine with the dynamics' prediction;
-- gap γ_{D+1}/γ_D of the scalar eNTK, and ε = ‖Θ − K ⊗ I‖/‖Θ‖ (views × views);
+- gap γ_{D+1}/γ_D of the scalar eNTK, ε = ‖Θ − K ⊗ I‖/‖Θ‖ (views × views), their
+  Davis–Kahan-type ratio ε/(1 − γ_{D+1}/γ_D) (`stepwise.widest_gap`; a proxy for how far
+  the coupling can turn the top-D subspace, not a bound: ε is a Frobenius norm relative to
+  ‖Θ‖), and the last (smallest) principal cosine on the views and on the held-out digits;
 - kernel: the relative Frobenius error on the held-out digits of the induced kernel of the
   trained outputs on the views against the trained embedding's kernel f(x)ᵀf(x'), with the
   full eNTK (`coupled_representation`; exact up to the init scale) and with the scalar eNTK
@@ -28,25 +31,37 @@ difference between the two. Per width and seed it prints:
   prediction; copies: how far the cross-output blocks split the D copies of modes
   D − 1 … D + 2 (`copies`).
 
+`--out-dim gap` chooses D per run before training: the D in `--gap-range` (4 … 10) whose
+network's scalar eNTK at initialisation has the smallest γ_{D+1}/γ_D
+(`stepwise.widest_gap`). The JSON goes to `--out`, and a chart of the last principal
+cosine against ε/(1 − γ_{D+1}/γ_D) beside it (.png), with the rows of the `--compare`
+JSON files drawn too.
+
     python scripts/theory_digits.py --widths 512 1024 2048 4096 --seeds 0 1 2
+    python scripts/theory_digits.py --out-dim gap --out scripts/figures/theory_digits_gap.json \
+        --compare scripts/figures/theory_digits.json
 """
 
 import argparse
 import json
 from pathlib import Path
 
+import matplotlib
 import torch
 
-from sslkit.augment import ShiftNoise
-from sslkit.data import digits
-from sslkit.data.sources import HELD_OUT
-from sslkit.models import build_backbone
-from sslkit.theory import relu_ntk
-from sslkit.theory import stepwise as S
-from sslkit.theory.induced import (contrastive_optimum, coupled_representation, induced_kernel,
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from sslkit.augment import ShiftNoise  # noqa: E402
+from sslkit.data import digits  # noqa: E402
+from sslkit.data.sources import HELD_OUT  # noqa: E402
+from sslkit.models import build_backbone  # noqa: E402
+from sslkit.theory import relu_ntk  # noqa: E402
+from sslkit.theory import stepwise as S  # noqa: E402
+from sslkit.theory.induced import (contrastive_optimum, coupled_representation, induced_kernel,  # noqa: E402
                                    noncontrastive_optimum, representation)
-from sslkit.theory.kernels import dense_ntk, scalar_part
-from sslkit.theory.pairs import train_outputs, train_pairs
+from sslkit.theory.kernels import dense_ntk, scalar_part  # noqa: E402
+from sslkit.theory.pairs import train_outputs, train_pairs  # noqa: E402
 
 BIAS, TOL = 0.1, 1e-12
 
@@ -85,12 +100,20 @@ def copies(theta: torch.Tensor, k: torch.Tensor, modes: range) -> list[tuple[flo
             for m in modes]
 
 
-def one(width: int, seed: int, out_dim: int, eta: float, alpha: float, views: torch.Tensor, held: torch.Tensor,
-        network: bool) -> dict:
+def linearized(width: int, seed: int, out_dim: int, alpha: float):
     torch.manual_seed(seed)
-    net = build_backbone("sslkit.models.MLP", (1, 8, 8), linearized=True, center=True,
-                         offset_scale=alpha, width=width, depth=2, out_dim=out_dim,
-                         parameterization="ntk", bias_scale=BIAS).double()
+    return build_backbone("sslkit.models.MLP", (1, 8, 8), linearized=True, center=True,
+                          offset_scale=alpha, width=width, depth=2, out_dim=out_dim,
+                          parameterization="ntk", bias_scale=BIAS).double()
+
+
+def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, views: torch.Tensor,
+        held: torch.Tensor, network: bool) -> dict:
+    """One run; `out_dim` a range: D chosen in it by `widest_gap` on the networks at init."""
+    if isinstance(out_dim, range):
+        out_dim = S.widest_gap(lambda d: S.kernel_modes(scalar_part(dense_ntk(
+            linearized(width, seed, d, alpha).network, views))[0])[0], out_dim)
+    net = linearized(width, seed, out_dim, alpha)
     theta, theta_held = dense_ntk(net.network, views), dense_ntk(net.network, held, views)
     k, eps = scalar_part(theta)
     k_held = scalar_part(theta_held)[0].T  # k_X of the held-out digits, (2N, 297)
@@ -99,7 +122,8 @@ def one(width: int, seed: int, out_dim: int, eta: float, alpha: float, views: to
     with torch.no_grad():
         z0, f0 = net(views), net(held)
     z, f, steps = train_outputs(z0, theta, lr, 100_000, TOL, f0, theta_held)
-    row = {"width": width, "seed": seed, "steps": steps, "copies": copies(theta, k, range(out_dim - 2, out_dim + 2)), "gap": float(gamma[out_dim] / gamma[out_dim - 1]),
+    row = {"width": width, "seed": seed, "out_dim": out_dim, "steps": steps,
+           "copies": copies(theta, k, range(out_dim - 2, out_dim + 2)), "gap": float(gamma[out_dim] / gamma[out_dim - 1]),
            "eps": eps, "gamma": (gamma[: out_dim + 2] / gamma[0]).tolist()}
     if network:
         _, f_net = train_pairs(net, views, lr, steps, new=held)
@@ -138,37 +162,88 @@ def one(width: int, seed: int, out_dim: int, eta: float, alpha: float, views: to
     return row
 
 
+def out_dim_arg(value: str) -> int | str:
+    if value == "gap":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"--out-dim {value!r}: a positive integer or 'gap'")
+    return int(value)
+
+
+def mechanism(row: dict, out_dim: int) -> tuple[float, list[float], list[float]]:
+    """ε/(1 − γ_{D+1}/γ_D), and the last and the mean principal cosine (views, held-out)."""
+    cosines = row["dyn_cosines"]
+    return (row["eps"] / (1 - row["gap"]), [c[out_dim - 1] for c in cosines],
+            [sum(c) / len(c) for c in cosines])
+
+
+def figure(results: dict[str, dict], out: Path) -> None:
+    """The last and the mean principal cosine (held-out: filled, views: open) against
+    ε/(1 − γ_{D+1}/γ_D), one marker per result file, one colour per width."""
+    widths = sorted({r["width"] for result in results.values() for r in result["rows"]})
+    colour = dict(zip(widths, plt.cm.viridis([i / max(len(widths) - 1, 1) * 0.9 for i in range(len(widths))])))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for (label, result), marker in zip(results.items(), "os^D"):
+        for r in result["rows"]:
+            dk, last, mean = mechanism(r, r.get("out_dim", result["out_dim"]))
+            for ax, y in zip(axes, (last, mean)):
+                ax.scatter([dk], [y[1]], color=colour[r["width"]], marker=marker, s=22)
+                ax.scatter([dk], [y[0]], facecolor="none", edgecolor=colour[r["width"]], marker=marker, s=22)
+        axes[0].scatter([], [], color="grey", marker=marker, label=label)
+    for w in widths:
+        axes[0].scatter([], [], color=colour[w], marker="s", label=f"width {w}")
+    axes[1].axhline(0.95, color="grey", lw=0.5)
+    for ax, what in zip(axes, ("last (D-th) principal cosine", "mean principal cosine")):
+        ax.set(xlabel="ε / (1 − γ_{D+1}/γ_D)", ylabel=what, title=f"{what}: held-out (filled), views (open)")
+    axes[0].legend(fontsize=7)
+    fig.savefig(out.with_suffix(".png"), dpi=130)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pairs", type=int, default=64)
-    parser.add_argument("--out-dim", type=int, default=8)
+    parser.add_argument("--out-dim", type=out_dim_arg, default=8, help="D, or 'gap': chosen per run in --gap-range")
+    parser.add_argument("--gap-range", type=int, nargs=2, default=[4, 10], metavar=("LO", "HI"),
+                        help="the D that --out-dim gap chooses from, LO ≤ D ≤ HI")
     parser.add_argument("--eta", type=float, default=0.1, help="η·γ₁")
     parser.add_argument("--alpha", type=float, default=1e-10, help="init scale of the offsets")
     parser.add_argument("--network", type=int, nargs="*", default=[], help="widths also trained as modules")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures" / "theory_digits.json")
+    parser.add_argument("--compare", type=Path, nargs="*", default=[], help="earlier JSON results drawn in the chart too")
     args = parser.parse_args()
+    lo, hi = args.gap_range
+    if not 1 <= lo <= hi or hi + 2 > 2 * args.pairs:
+        parser.error(f"--gap-range {lo} {hi}: needs 1 ≤ LO ≤ HI and HI + 2 ≤ 2·pairs = {2 * args.pairs}")
+    out_dim = range(lo, hi + 1) if args.out_dim == "gap" else args.out_dim
     views, held = data(args.pairs)
     rows = []
-    print("width seed steps  dyn(train held)  limit(train held)  kiani c(train held dyn) n(train held dyn)"
-          "  gap    eps    kernel(full scalar pred)  inv   D+2  K⊗I(train held)  copies of modes D−1 … D+2 / γ")
+    print("width seed  D steps  dyn(train held)  last(train held)  gap    eps  ε/(1−gap)  limit(train held)  kiani c(train held dyn) n(train held dyn)"
+          "  kernel(full scalar pred)  inv   D+2  K⊗I(train held)  copies of modes D−1 … D+2 / γ")
     for w in args.widths:
         for s in args.seeds:
-            r = one(w, s, args.out_dim, args.eta, args.alpha, views, held, w in args.network)
+            r = one(w, s, out_dim, args.eta, args.alpha, views, held, w in args.network)
             rows.append(r)
-            print(f"{w:5d} {s:4d} {r['steps']:6d}  {r['dyn'][0]:.3f} {r['dyn'][1]:.3f}      "
+            dk, last, _ = mechanism(r, r["out_dim"])
+            print(f"{w:5d} {s:4d} {r['out_dim']:2d} {r['steps']:6d}  {r['dyn'][0]:.3f} {r['dyn'][1]:.3f}      "
+                  f"{last[0]:.3f} {last[1]:.3f}      {r['gap']:.3f}  {r['eps']:.3f}  {dk:.3f}     "
                   f"{r['limit'][0]:.3f} {r['limit'][1]:.3f}        "
                   f"{' '.join(f'{c:.3f}' for c in r['contrastive'])}   "
-                  f"{' '.join(f'{c:.3f}' for c in r['noncontrastive'])}   {r['gap']:.3f}  {r['eps']:.3f}  "
+                  f"{' '.join(f'{c:.3f}' for c in r['noncontrastive'])}   "
                   f"{r['kernel_full']:.1e} {r['kernel_scalar']:.3f} {r['kernel_pred']:.3f}  {r['invariance']:.3f} {r['dyn_within_2_more']:.3f}  "
                   f"{r['scalar_dyn'][0]:.3f} {r['scalar_dyn'][1]:.3f}  "
                   f"{' '.join(f'{lo:.2f}..{hi:.2f}' for lo, hi in r['copies'])}"
                   + (f"  network vs outputs {r['network_vs_outputs']:.1e}" if "network_vs_outputs" in r else ""),
                   flush=True)
+    result = {"pairs": args.pairs, "out_dim": args.out_dim, "gap_range": args.gap_range, "alpha": args.alpha,
+              "eta": args.eta, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"pairs": args.pairs, "out_dim": args.out_dim, "alpha": args.alpha,
-                                    "eta": args.eta, "rows": rows}, indent=1))
+    args.out.write_text(json.dumps(result, indent=1))
+    results = [result] + [json.loads(p.read_text()) for p in args.compare]
+    figure({(f"D by widest gap, {r['gap_range'][0]}…{r['gap_range'][1]}" if r["out_dim"] == "gap"
+             else f"D = {r['out_dim']}"): r for r in results}, args.out)
 
 
 if __name__ == "__main__":

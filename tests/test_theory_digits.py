@@ -121,13 +121,36 @@ def check_final_embedding(pairs: int, width: int, out_dim: int, seed: int = 0, a
     assert (induced_kernel(k, z.T, k_held) - kernel).norm() / kernel.norm() < 2 * eps
 
 
+def test_widest_gap_is_the_smallest_relative_gap_of_each_dimensions_own_spectrum():
+    """`widest_gap` against spectra built with a known gap: the relative one (γ₄/γ₃ = 0.22
+    beats γ₂/γ₁ = 0.5, though γ₁ − γ₂ is the larger difference), and, for an operator that
+    depends on D, the gap of D's own spectrum: every spectrum(d) has a gap of 0.1 below
+    mode d + 1, which no D reads, and only spectrum(6) one of 0.3 below mode 6."""
+    flat = torch.tensor([1.0, 0.5, 0.45, 0.1, 0.09, 0.085], dtype=torch.float64)
+    assert S.widest_gap(lambda d: flat, range(1, 5)) == 3
+    assert S.widest_gap(lambda d: flat, range(1, 3)) == 1
+
+    def spectrum(d: int) -> torch.Tensor:
+        ratios = torch.full((12,), 0.9, dtype=torch.float64)
+        ratios[d + 1] = 0.1
+        if d == 6:
+            ratios[6] = 0.3
+        return torch.cumprod(ratios, 0)  # γ_{k+1}/γ_k = ratios[k]
+
+    assert S.widest_gap(spectrum, range(4, 11)) == 6
+
+
 def test_trained_network_spans_the_predicted_embedding_on_held_out_digits():
-    """16 pairs, width 512, D = 2 (`check_final_embedding`). This small version sidesteps
-    the hard case, near-degenerate modes at the D-th (here γ₃/γ₂ ≈ 0.75): with 8 modes
-    and γ₉/γ₈ ≈ 0.9 the finite-width coupling mixes modes 7–10 and the bar of 0.95 is
-    missed for some seeds at every width up to 4096 (scripts/theory_digits.py; numbers
-    and the reason in docs/theory.md, "The final embedding on digits")."""
-    check_final_embedding(pairs=16, width=512, out_dim=2)
+    """16 pairs, width 512, D chosen in 2 … 6 by `widest_gap` on the networks at init: D = 2
+    (γ₃/γ₂ ≈ 0.75; `check_final_embedding`). This small version sidesteps the hard case,
+    a D-th mode close to the next: with 64 pairs and D = 8 (γ₉/γ₈ = 0.79–0.93) the
+    finite-width coupling mixes modes 7–10 and the bar of 0.95 is missed for some seeds at
+    every width up to 4096 (scripts/theory_digits.py; numbers and the reason in
+    docs/theory.md, "The final embedding on digits")."""
+    views, _ = digit_views(16)
+    out_dim = S.widest_gap(lambda d: S.kernel_modes(scalar_part(dense_ntk(
+        linearized(512, d, 1e-10).network, views))[0])[0], range(2, 7))
+    check_final_embedding(pairs=16, width=512, out_dim=out_dim)
 
 
 def test_scalar_part_is_exact_for_a_scalar_kernel_and_shrinks_with_width():

@@ -27,6 +27,7 @@ relative; unstable for ηγ₁ ≳ ¼).
 """
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -217,6 +218,21 @@ def final_embedding(gram: Tensor, u: Tensor, gamma: Tensor, k_new: Tensor) -> Te
     views; `k_new` (2N, n) holds k_X of n new points. Returns (n, d). For a linear model
     this is γⱼ^{-1/2} vⱼᵀ x: mode j saturated at cⱼ = γⱼ sⱼ² = 1."""
     return (k_new.double().T @ _sqrt_psd(gram.double(), inverse=True) @ u) / gamma.sqrt()
+
+
+def widest_gap(spectrum: Callable[[int], Tensor], dims: range) -> int:
+    """The output dimension D in `dims` whose operator separates its top D modes best:
+    argmin_D γ_{D+1}/γ_D, with γ = spectrum(D) descending (the operator may depend on D,
+    as the scalar eNTK of a network with D outputs does). By Davis–Kahan, a symmetric
+    perturbation E of the operator turns its top-D eigenspace by ‖sin Θ‖ ≲ ‖E‖/(γ_D − γ_{D+1})
+    (up to a factor 2, Yu, Wang & Samworth 2015), so a prediction made from the operator
+    pins down the learned subspace best at the widest relative gap. Choose D with it
+    before training, never from the trained result."""
+    def ratio(d: int) -> float:
+        gamma = spectrum(d)
+        return float(gamma[d] / gamma[d - 1])
+
+    return min(dims, key=ratio)
 
 
 def principal_cosines(f1: Tensor, f2: Tensor) -> Tensor:
