@@ -194,7 +194,7 @@ def figure(results: dict[str, dict], out: Path) -> None:
         axes[0].scatter([], [], color=colour[w], marker="s", label=f"width {w}")
     axes[1].axhline(0.95, color="grey", lw=0.5)
     for ax, what in zip(axes, ("last (D-th) principal cosine", "mean principal cosine")):
-        ax.set(xlabel="ε / (1 − γ_{D+1}/γ_D)", ylabel=what, title=f"{what}: held-out (filled), views (open)")
+        ax.set(xlabel=r"$\varepsilon\,/\,(1 - \gamma_{D+1}/\gamma_D)$", ylabel=what, title=f"{what}: held-out (filled), views (open)")
     axes[0].legend(fontsize=7)
     fig.savefig(out.with_suffix(".png"), dpi=130)
     plt.close(fig)
