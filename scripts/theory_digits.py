@@ -20,7 +20,8 @@ difference between the two. Per width and seed it prints:
 - gap γ_{D+1}/γ_D of the scalar eNTK, ε = ‖Θ − K ⊗ I‖/‖Θ‖ (views × views), their
   Davis–Kahan-type ratio ε/(1 − γ_{D+1}/γ_D) (`stepwise.widest_gap`; a proxy for how far
   the coupling can turn the top-D subspace, not a bound: ε is a Frobenius norm relative to
-  ‖Θ‖), and the last (smallest) principal cosine on the views and on the held-out digits;
+  ‖Θ‖), DK: the Davis–Kahan ratio of the coupling itself (`davis_kahan`), and the last
+  (smallest) principal cosine on the views and on the held-out digits;
 - kernel: the relative Frobenius error on the held-out digits of the induced kernel of the
   trained outputs on the views against the trained embedding's kernel f(x)ᵀf(x'), with the
   full eNTK (`coupled_representation`; exact up to the init scale) and with the scalar eNTK
@@ -33,13 +34,17 @@ difference between the two. Per width and seed it prints:
 
 `--out-dim gap` chooses D per run before training: the D in `--gap-range` (4 … 10) whose
 network's scalar eNTK at initialisation has the smallest γ_{D+1}/γ_D
-(`stepwise.widest_gap`). The JSON goes to `--out`, and a chart of the last principal
-cosine against ε/(1 − γ_{D+1}/γ_D) beside it (.png), with the rows of the `--compare`
-JSON files drawn too.
+(`stepwise.widest_gap`). `--coupling λ …` also trains each run with the cross-output
+coupling scaled by λ, Θ_λ = K ⊗ I + λ(Θ − K ⊗ I) (λ = 0 is the K⊗I control, λ = 1 the
+network), and prints the mean and the last cosine per λ. The JSON goes to `--out`, and a
+chart of the last principal cosine against ε/(1 − γ_{D+1}/γ_D) beside it (.png), with the
+rows of the `--compare` JSON files drawn too.
 
     python scripts/theory_digits.py --widths 512 1024 2048 4096 --seeds 0 1 2
     python scripts/theory_digits.py --out-dim gap --out scripts/figures/theory_digits_gap.json \
         --compare scripts/figures/theory_digits.json
+    python scripts/theory_digits.py --widths 4096 --seeds 1 --coupling 0 0.25 0.5 0.75 1 \
+        --out /tmp/theory_digits_coupling.json
 """
 
 import argparse
@@ -100,6 +105,26 @@ def copies(theta: torch.Tensor, k: torch.Tensor, modes: range) -> list[tuple[flo
             for m in modes]
 
 
+def davis_kahan(theta: torch.Tensor, k: torch.Tensor) -> float:
+    """The Davis–Kahan ratio of the finite-width coupling at D = Θ's output count:
+    ‖(1 − Π)EΠ‖₂/(γ_D − γ_{D+1}), with E = M − M₀ the difference between the full operator
+    M = Θ^{1/2}(P ⊗ I)Θ^{1/2}/(2N) and the scalar one M₀ = K^{1/2}PK^{1/2}/(2N) ⊗ I, and
+    Π the projector onto the D copies of the top-D scalar modes, U_D ⊗ I (M₀'s top
+    eigenspace, the span that the prediction gives every output). By the sin θ theorem
+    the top eigenspace of M is turned from it by ‖sin Θ‖ ≤ 2·ratio (Yu, Wang & Samworth
+    2015), so a ratio ≪ 1 pins the prediction down and a ratio ≳ 1 does not."""
+    n2, d = theta.shape[0], theta.shape[2]
+    gamma, u = S.kernel_modes(k)
+    eye = torch.eye(d, dtype=torch.float64)
+    swap = torch.kron(S.swap(n2 // 2), eye)
+    root = S._sqrt_psd(torch.from_numpy(S.output_matrix(theta, n2, d)))
+    scalar_root = torch.kron(S._sqrt_psd(k), eye)
+    e = (root @ swap @ root - scalar_root @ swap @ scalar_root) / n2
+    top = torch.kron(u[:, :d].contiguous(), eye)
+    off = e @ top - top @ (top.T @ e @ top)
+    return float(torch.linalg.matrix_norm(off, ord=2) / (gamma[d - 1] - gamma[d]))
+
+
 def linearized(width: int, seed: int, out_dim: int, alpha: float):
     torch.manual_seed(seed)
     return build_backbone("sslkit.models.MLP", (1, 8, 8), linearized=True, center=True,
@@ -108,8 +133,10 @@ def linearized(width: int, seed: int, out_dim: int, alpha: float):
 
 
 def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, views: torch.Tensor,
-        held: torch.Tensor, network: bool) -> dict:
-    """One run; `out_dim` a range: D chosen in it by `widest_gap` on the networks at init."""
+        held: torch.Tensor, network: bool, couplings: list[float]) -> dict:
+    """One run; `out_dim` a range: D chosen in it by `widest_gap` on the networks at init.
+    For each λ in `couplings`, the same descent with Θ_λ = K ⊗ I + λ(Θ − K ⊗ I): the
+    gap held fixed, the coupling scaled, so the Davis–Kahan ratio is λε/(1 − γ_{D+1}/γ_D)."""
     if isinstance(out_dim, range):
         out_dim = S.widest_gap(lambda d: S.kernel_modes(scalar_part(dense_ntk(
             linearized(width, seed, d, alpha).network, views))[0])[0], out_dim)
@@ -124,7 +151,7 @@ def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, v
     z, f, steps = train_outputs(z0, theta, lr, 100_000, TOL, f0, theta_held)
     row = {"width": width, "seed": seed, "out_dim": out_dim, "steps": steps,
            "copies": copies(theta, k, range(out_dim - 2, out_dim + 2)), "gap": float(gamma[out_dim] / gamma[out_dim - 1]),
-           "eps": eps, "gamma": (gamma[: out_dim + 2] / gamma[0]).tolist()}
+           "eps": eps, "davis_kahan": davis_kahan(theta, k), "gamma": (gamma[: out_dim + 2] / gamma[0]).tolist()}
     if network:
         _, f_net = train_pairs(net, views, lr, steps, new=held)
         with torch.no_grad():
@@ -134,8 +161,16 @@ def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, v
     row["dyn"] = [mean_cosine(z, pred[0]), mean_cosine(f, pred[1])]
     row["dyn_cosines"] = [S.principal_cosines(z, pred[0]).tolist(), S.principal_cosines(f, pred[1]).tolist()]
     eye = torch.eye(out_dim, dtype=torch.float64)
-    zs, fs, _ = train_outputs(z0, k[:, :, None, None] * eye, lr, 100_000, TOL, f0, k_held.T[:, :, None, None] * eye)
+    scalar, scalar_held = k[:, :, None, None] * eye, k_held.T[:, :, None, None] * eye
+    zs, fs, _ = train_outputs(z0, scalar, lr, 100_000, TOL, f0, scalar_held)
     row["scalar_dyn"] = [mean_cosine(zs, pred[0]), mean_cosine(fs, pred[1])]  # the same descent with Θ = K ⊗ I
+    row["coupling"] = []
+    for lam in couplings:
+        zl, fl, _ = train_outputs(z0, scalar + lam * (theta - scalar), lr, 100_000, TOL, f0,
+                                  scalar_held + lam * (theta_held - scalar_held))
+        cosines = [S.principal_cosines(zl, pred[0]), S.principal_cosines(fl, pred[1])]
+        row["coupling"].append({"lambda": lam, "ratio": lam * eps / (1 - row["gap"]),
+                                "mean": [float(c.mean()) for c in cosines], "last": [float(c[-1]) for c in cosines]})
     more = S.final_embedding(k, u[:, : out_dim + 2], gamma[: out_dim + 2], k_held)
     row["dyn_within_2_more"] = mean_cosine(f, more)  # 1 iff the trained span lies in the top D + 2 modes
 
@@ -212,6 +247,8 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=1e-10, help="init scale of the offsets")
     parser.add_argument("--network", type=int, nargs="*", default=[], help="widths also trained as modules")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures" / "theory_digits.json")
+    parser.add_argument("--coupling", type=float, nargs="*", default=[],
+                        help="λ: also train with Θ = K⊗I + λ(Θ − K⊗I) and print its cosines")
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="earlier JSON results drawn in the chart too")
     args = parser.parse_args()
     lo, hi = args.gap_range
@@ -220,15 +257,15 @@ def main() -> None:
     out_dim = range(lo, hi + 1) if args.out_dim == "gap" else args.out_dim
     views, held = data(args.pairs)
     rows = []
-    print("width seed  D steps  dyn(train held)  last(train held)  gap    eps  ε/(1−gap)  limit(train held)  kiani c(train held dyn) n(train held dyn)"
+    print("width seed  D steps  dyn(train held)  last(train held)  gap    eps  ε/(1−gap)  DK     limit(train held)  kiani c(train held dyn) n(train held dyn)"
           "  kernel(full scalar pred)  inv   D+2  K⊗I(train held)  copies of modes D−1 … D+2 / γ")
     for w in args.widths:
         for s in args.seeds:
-            r = one(w, s, out_dim, args.eta, args.alpha, views, held, w in args.network)
+            r = one(w, s, out_dim, args.eta, args.alpha, views, held, w in args.network, args.coupling)
             rows.append(r)
             dk, last, _ = mechanism(r, r["out_dim"])
             print(f"{w:5d} {s:4d} {r['out_dim']:2d} {r['steps']:6d}  {r['dyn'][0]:.3f} {r['dyn'][1]:.3f}      "
-                  f"{last[0]:.3f} {last[1]:.3f}      {r['gap']:.3f}  {r['eps']:.3f}  {dk:.3f}     "
+                  f"{last[0]:.3f} {last[1]:.3f}      {r['gap']:.3f}  {r['eps']:.3f}  {dk:.3f}     {r['davis_kahan']:5.2f}  "
                   f"{r['limit'][0]:.3f} {r['limit'][1]:.3f}        "
                   f"{' '.join(f'{c:.3f}' for c in r['contrastive'])}   "
                   f"{' '.join(f'{c:.3f}' for c in r['noncontrastive'])}   "
@@ -237,6 +274,10 @@ def main() -> None:
                   f"{' '.join(f'{lo:.2f}..{hi:.2f}' for lo, hi in r['copies'])}"
                   + (f"  network vs outputs {r['network_vs_outputs']:.1e}" if "network_vs_outputs" in r else ""),
                   flush=True)
+            for c in r["coupling"]:
+                print(f"    coupling λ = {c['lambda']:.2f}: λε/(1−gap) {c['ratio']:.3f}  mean(train held) "
+                      f"{c['mean'][0]:.3f} {c['mean'][1]:.3f}  last(train held) {c['last'][0]:.3f} {c['last'][1]:.3f}",
+                      flush=True)
     result = {"pairs": args.pairs, "out_dim": args.out_dim, "gap_range": args.gap_range, "alpha": args.alpha,
               "eta": args.eta, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
