@@ -12,6 +12,7 @@ import difflib
 import os
 import re
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,8 @@ def _train(cfg: DictConfig) -> None:
 class Checks(Callback):
     """Hydra callback (configs/train.yaml, hydra.callbacks): before the run, or before the
     first job of a sweep, the output directory must be writable; a sweep's jobs are each
-    composed and checked with `sslkit.train.check` before any of them trains."""
+    composed and checked with `sslkit.train.check` before any of them trains, and a SLURM
+    sweep needs SLURM's commands (submitit would stop with a traceback)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._writable(config.hydra.run.dir, "hydra.run.dir")
@@ -110,6 +112,12 @@ class Checks(Callback):
                 if (error := _config_error(exc)) is None:
                     raise
                 _fail(f"error: sweep job {num} ({' '.join(job)}), checked before any job trains: {error}")
+        missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+        if config.hydra.launcher._target_.endswith(".SlurmLauncher") and missing:
+            _fail(f"error: hydra/launcher=submitit_slurm submits the {len(jobs)} jobs to SLURM, and this machine "
+                  f"has no SLURM ({' and '.join(missing)} not on PATH). Launch the command from a node of the "
+                  "cluster, or run the sweep here with hydra/launcher=submitit_local (without the "
+                  "hydra.launcher.* keys only SLURM has: partition, account, qos, constraint, gres).")
 
     @staticmethod
     def _writable(directory: str, key: str) -> None:

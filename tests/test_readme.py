@@ -1,18 +1,42 @@
-"""Every shell command of README.md's ```bash blocks works as written: each composes (fast
-test), and each runs to completion (slow test), shortened with trainer.max_steps, with
-fake data files where the command reads `~/data/...`.
+"""Every shell command of README.md's ```bash blocks works as written.
 
-Skipped, each with its reason in SKIPPED: `make test` (the suite that holds this test),
-`tensorboard` (serves until stopped), `wandb sync` (network), the 4-GPU `torchrun` example
-(tests/test_distributed.py runs torchrun with 2 CPU processes) and the SLURM sweep (a
-cluster)."""
+Fast: each command that runs `sslkit-train` (also the one torchrun starts) composes as
+sslkit-train composes it: `~` expanded, every override naming a group or a key, and
+Hydra's composition of every job of the command, its `hydra.*` overrides included. The
+SLURM sweep's launcher is built from its composed config, as Hydra builds it, and asks for
+what the README promises.
 
+Slow, one test per ```bash block: the block's commands in README order in one working
+directory (later commands read the runs of earlier ones), HOME holding fake data files
+where a command reads ~/data/... . Each command runs as written, except:
+- sslkit-train, torchrun and `make train` get trainer.max_steps=2 (a checkpoint named
+  step_<N>.pt becomes the shortened run's step_00000002.pt); torchrun's 4 processes train
+  on the CPU with gloo, the device being `auto`, and rank 0 alone reports;
+- tensorboard gets `--port <a free port>`, and serves until stopped: the test waits until
+  it serves the run of the command before, compares its scalar, histogram and image tags
+  with that run's metrics.jsonl and spectrum.matrices and its loss curve with
+  metrics.jsonl, and stops it;
+- wandb sync gets `--dry-run` (an upload needs the network and an account): wandb must
+  name the one run file the README's glob matches, the offline run of the command before,
+  whose history holds the steps of that run's metrics.jsonl;
+- the SLURM sweep must stop, as on any machine without SLURM, with sslkit's message after
+  checking all 6 jobs (on a machine with SLURM this part is skipped, as it would submit);
+  the same sweep then runs with hydra/launcher=submitit_local instead of submitit_slurm
+  and without the two keys only SLURM has (hydra.launcher.partition, .account);
+- `make test` is not run: it runs the fast suite, which holds this test.
+"""
+
+import json
 import os
 import pickle
 import re
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,66 +44,94 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from torchvision.io import write_png
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from sslkit.cli import CONFIG_DIR, _HOME, _known_override
+from test_loggers import free_port, wandb_records
 from test_sources import write_cifar10, write_stl_images
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SKIPPED = {
-    "make test": "runs the fast test suite, which holds this test",
-    "tensorboard --logdir": "serves a web page until stopped",
-    "wandb sync": "uploads to the W&B servers (network)",
-    "torchrun --nproc_per_node=4": "needs 4 GPUs; tests/test_distributed.py runs torchrun with 2 CPU processes",
-    "hydra/launcher=submitit_slurm": "needs a SLURM cluster",
-}
+SKIPPED = {"make test": "runs the fast test suite, which holds this test"}
+STEPS = 2
+
+
+def readme_blocks() -> list[tuple[int, list[str]]]:
+    """The ```bash blocks as (line of README.md, commands): continuation lines joined, a `#`
+    that follows a space or starts a line begins a comment (no README command quotes one)."""
+    text = (ROOT / "README.md").read_text()
+    blocks = []
+    for block in re.finditer(r"```bash\n(.*?)```", text, re.S):
+        lines = block.group(1).replace("\\\n", " ").splitlines()
+        commands = [c for line in lines if (c := " ".join(re.sub(r"(^|\s)#.*", "", line).split()))]
+        blocks.append((text.count("\n", 0, block.start()) + 1, commands))
+    return blocks
 
 
 def readme_commands() -> list[str]:
-    """The commands of the ```bash blocks, continuation lines joined, comments dropped."""
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
-    return [shlex.join(shlex.split(line, comments=True)) for line in lines if shlex.split(line, comments=True)]
+    return [command for _, commands in readme_blocks() for command in commands]
 
 
-def skip_reason(command: str) -> str | None:
-    return next((why for key, why in SKIPPED.items() if key in command), None)
+def train_args(command: str) -> list[str] | None:
+    """The arguments `command` gives sslkit-train (directly or through torchrun), else None."""
+    words = shlex.split(command.replace("$(which sslkit-train)", "sslkit-train"))
+    return words[words.index("sslkit-train") + 1:] if "sslkit-train" in words else None
 
 
-def shortened(command: str, steps: int = 2) -> str:
-    """The command with trainer.max_steps=`steps` (replacing a value it gives); a checkpoint
+def shortened(command: str) -> str:
+    """The command with trainer.max_steps=STEPS (replacing a value it gives); a checkpoint
     it names, `step_<N>.pt`, becomes that of the shortened run's last step."""
-    command = re.sub(r"step_\d{8}\.pt", f"step_{steps:08d}.pt", command)
-    words = shlex.split(command)
-    if words[0] == "make" and words[1] == "train":  # -o: never reinstall the shared .venv from a test
-        return shlex.join(["make", "-o", ".venv/.installed-stamp", "train", f"ARGS=trainer.max_steps={steps}"])
-    if words[0] != "sslkit-train" or "--cfg" in words:
+    command = re.sub(r"step_\d{8}\.pt", f"step_{STEPS:08d}.pt", command)
+    if command.startswith("make train"):  # -o: never reinstall the shared .venv from a test
+        return f"make -o .venv/.installed-stamp train ARGS=trainer.max_steps={STEPS}"
+    if train_args(command) is None or "--cfg" in command:
         return command
-    return shlex.join([w for w in words if not w.startswith("trainer.max_steps=")] + [f"trainer.max_steps={steps}"])
+    return re.sub(r" trainer\.max_steps=\S+", "", command) + f" trainer.max_steps={STEPS}"
 
 
-def test_the_readme_has_the_commands_this_test_knows():
-    commands = readme_commands()
-    assert len(commands) >= 15
-    assert all(any(key in c for c in commands) for key in SKIPPED), "a skipped command left the README"
-
-
-@pytest.mark.parametrize("command", [c for c in readme_commands() if c.startswith("sslkit-train")])
-def test_every_readme_command_composes(command, tmp_path, monkeypatch):
-    """What sslkit-train does before Hydra (`~` expansion, unknown keys), then Hydra's
-    composition of every job of the command."""
-    if skip_reason(command):
-        pytest.skip(skip_reason(command))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    args = [_HOME.sub(lambda m: m.group(1) + str(tmp_path), a) for a in shlex.split(command)[1:]]
+def composed_jobs(args: list[str], home: Path) -> list[DictConfig]:
+    """What sslkit-train does with `args` before Hydra (`~` expansion, unknown keys), then
+    Hydra's composition of every job, with its hydra.* config."""
+    args = [_HOME.sub(lambda m: m.group(1) + str(home), a) for a in args]
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
     assert not [m for a in overrides if (m := _known_override(a))]
     parsed = OverridesParser.create().parse_overrides(overrides)
     jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        for job in jobs:
-            compose("train", overrides=[o for o in job if not o.startswith("hydra.")])
+        return [compose("train", overrides=list(job), return_hydra_config=True) for job in jobs]
+
+
+def test_the_readme_has_the_commands_this_test_knows():
+    commands = readme_commands()
+    assert len(commands) >= 25
+    for key in (*SKIPPED, "torchrun --nproc_per_node=4", "tensorboard --logdir", "wandb sync",
+                "hydra/launcher=submitit_slurm"):
+        assert any(key in c for c in commands), f"{key} left the README; update this test"
+
+
+@pytest.mark.parametrize("command", [c for c in readme_commands() if train_args(c) is not None])
+def test_every_readme_command_composes(command, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert composed_jobs(train_args(command), tmp_path)
+
+
+def test_the_slurm_sweep_asks_for_what_the_readme_promises(tmp_path):
+    """The README: 6 jobs (loss × seed), each on 4 GPUs of partition gpu, account myproj;
+    submitit_slurm: one task per GPU, 24 h, requeue on time-out or preemption. Checked on
+    the launcher built from each job's composed config (nothing is submitted: no cluster)."""
+    (command,) = [c for c in readme_commands() if "hydra/launcher=submitit_slurm" in c]
+    jobs = composed_jobs(train_args(command), tmp_path)
+    assert sorted((job.loss._target_.rsplit(".", 1)[1], job.seed) for job in jobs) == [
+        (loss, seed) for loss in ("BarlowTwinsLoss", "NTXentLoss", "VICRegLoss") for seed in (0, 1)]
+    for job in jobs:
+        launcher = instantiate(job.hydra.launcher)
+        assert type(launcher).__name__ == "SlurmLauncher"  # Hydra's plugin scan imports its own copy
+        p = launcher.params
+        assert (p["partition"], p["account"], p["nodes"], p["gpus_per_node"]) == ("gpu", "myproj", 1, 4)
+        assert p["tasks_per_node"] == p["gpus_per_node"]
+        assert p["timeout_min"] == 24 * 60 and p["max_num_timeout"] >= 1 and p["signal_delay_s"] > 0
 
 
 def fake_data(home: Path) -> None:
@@ -103,29 +155,134 @@ def fake_data(home: Path) -> None:
     for split, n in (("train", 1800), ("val", 30)):
         flowers = home / "data" / "flowers" / split
         for i in range(n):
-            (flowers / f"class{i % 3}").mkdir(parents=True, exist_ok=True)
-            write_png(__import__("torch").from_numpy(rng.integers(0, 256, (3, 12, 10), dtype=np.uint8)),
-                      str(flowers / f"class{i % 3}" / f"{i}.png"))
+            folder = flowers / f"class{i % 3}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("home")
+    fake_data(home)
+    return home
+
+
+def run(command: str, work: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def succeeds(command: str, work: Path, env: dict) -> subprocess.CompletedProcess:
+    done = run(command, work, env)
+    assert done.returncode == 0, f"exit status {done.returncode}\n{done.stderr[-1500:]}"
+    return done
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def fetch(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def serves_the_run(command: str, work: Path, env: dict) -> None:
+    """`tensorboard --logdir RUN_DIR/tensorboard --port <free>` serves RUN_DIR: a scalar for
+    every key of its metrics.jsonl (the loss at every logged step), a histogram and a
+    heat-map per recorded matrix, and the stepwise figure."""
+    words = shlex.split(command)
+    run_dir = (work / words[words.index("--logdir") + 1]).parent
+    rows = metrics(run_dir)
+    matrices = OmegaConf.load(run_dir / "config.yaml").spectrum.matrices
+    expected = {"scalars": {key for row in rows for key in row} - {"step"},
+                "histograms": {f"eigenvalues/{m}" for m in matrices},
+                "images": {f"spectrum/{m}" for m in matrices} | {"figures/stepwise"}}
+    port = free_port()
+    with open(work / "tensorboard.log", "w") as log:
+        server = subprocess.Popen(["bash", "-c", f"exec {command} --port {port}"], cwd=work, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://localhost:{port}/data/plugin"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (work / "tensorboard.log").read_text()
+            try:  # not listening yet, or still loading the event file
+                served = {plugin: set(fetch(f"{url}/{plugin}/tags").get(".", {})) for plugin in expected}
+            except OSError:
+                served = {}
+            if served == expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert served == expected
+        loss = fetch(f"{url}/scalars/scalars?run=.&tag=loss")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert [step for _, step, _ in loss] == [row["step"] for row in rows]
+    np.testing.assert_allclose([value for _, _, value in loss], [row["loss"] for row in rows], rtol=1e-6)
+
+
+def would_sync_the_offline_run(command: str, work: Path, env: dict) -> None:
+    """`wandb sync --dry-run <the README's glob>` names the run file it would upload: that
+    of the one offline run the glob matches, whose history holds the run's logged steps."""
+    done = succeeds(command.replace("wandb sync ", "wandb sync --dry-run ", 1), work, env)
+    (offline,) = work.glob(shlex.split(command)[-1])
+    (upload,) = offline.glob("run-*.wandb")
+    assert "Would sync 1 run(s)" in done.stderr and str(upload.relative_to(work)) in done.stderr, done.stderr
+    run_dir = offline.parents[1]
+    steps = {json.loads(item.value_json) for r in wandb_records(run_dir) if r.WhichOneof("record_type") == "history"
+             for item in r.history.item if (item.key or "/".join(item.nested_key)) == "_step"}
+    assert sorted(steps) == [row["step"] for row in metrics(run_dir)]
+
+
+def sweep_runs(work: Path) -> set[Path]:
+    return set(work.glob("runs/multirun/*/*/*/metrics.jsonl"))
+
+
+def slurm_sweep(command: str, work: Path, env: dict) -> None:
+    """Without SLURM, the README's sweep stops with one message once its 6 jobs are checked;
+    the same sweep with hydra/launcher=submitit_local (no partition, account) trains all 6."""
+    if not (shutil.which("sbatch") or shutil.which("srun")):
+        done = run(command, work, env)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-1500:]
+        assert ("sslkit-train: error: hydra/launcher=submitit_slurm submits the 6 jobs to SLURM, and this machine "
+                "has no SLURM (sbatch and srun not on PATH).") in done.stderr, done.stderr[-1500:]
+    before = sweep_runs(work)
+    local = re.sub(r" hydra\.launcher\.(partition|account)=\S+", "", command)
+    succeeds(shortened(local.replace("hydra/launcher=submitit_slurm", "hydra/launcher=submitit_local")), work, env)
+    runs = [path.parent for path in sweep_runs(work) - before]
+    assert sorted((OmegaConf.load(r / "config.yaml").loss._target_.rsplit(".", 1)[1],
+                   OmegaConf.load(r / "config.yaml").seed, len(metrics(r))) for r in runs) == [
+        (loss, seed, STEPS) for loss in ("BarlowTwinsLoss", "NTXentLoss", "VICRegLoss") for seed in (0, 1)]
+
+
+def runs_shortened(command: str, work: Path, env: dict) -> None:
+    done = succeeds(shortened(command), work, env)
+    if command.startswith("torchrun"):  # rank 0 alone reports
+        assert done.stdout.count("run directory:") == 1, done.stdout
+
+
+RUNNERS = {"tensorboard --logdir": serves_the_run, "wandb sync": would_sync_the_offline_run,
+           "hydra/launcher=submitit_slurm": slurm_sweep}
 
 
 @pytest.mark.slow
-def test_every_readme_command_runs_as_written(tmp_path):
-    """In one working directory, in README order (the sweep's runs feed sslkit-report)."""
-    home, work = tmp_path / "home", tmp_path / "work"
-    fake_data(home)
-    work.mkdir()
-    os.symlink(ROOT / "Makefile", work / "Makefile")
-    os.symlink(ROOT / ".venv", work / ".venv")
-    os.symlink(ROOT / "pyproject.toml", work / "pyproject.toml")
-    env = {**os.environ, "HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}", "WANDB_SILENT": "true"}
+@pytest.mark.parametrize("line, commands", readme_blocks(), ids=[f"README.md:{line}" for line, _ in readme_blocks()])
+def test_every_readme_command_runs_as_written(line, commands, home, tmp_path):
+    """The block's commands in README order, in one working directory."""
+    for name in ("Makefile", ".venv", "pyproject.toml"):
+        os.symlink(ROOT / name, tmp_path / name)
+    env = {**os.environ, "HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("WANDB_API_KEY", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     failures = []
-    for command in readme_commands():
-        if skip_reason(command):
+    for command in commands:
+        if any(key in command for key in SKIPPED):
             continue
-        done = subprocess.run(["bash", "-c", shortened(command)], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=900)
-        if done.returncode != 0:
-            failures.append(f"$ {shortened(command)}\n{done.stderr[-1500:]}")
+        runner = next((f for key, f in RUNNERS.items() if key in command), runs_shortened)
+        try:
+            runner(command, tmp_path, env)
+        except (AssertionError, subprocess.TimeoutExpired) as exc:
+            failures.append(f"$ {command}\n{exc}")
     assert not failures, "\n\n".join(failures)
