@@ -110,9 +110,11 @@ def davis_kahan(theta: torch.Tensor, k: torch.Tensor) -> float:
     ‖(1 − Π)EΠ‖₂/(γ_D − γ_{D+1}), with E = M − M₀ the difference between the full operator
     M = Θ^{1/2}(P ⊗ I)Θ^{1/2}/(2N) and the scalar one M₀ = K^{1/2}PK^{1/2}/(2N) ⊗ I, and
     Π the projector onto the D copies of the top-D scalar modes, U_D ⊗ I (M₀'s top
-    eigenspace, the span that the prediction gives every output). By the sin θ theorem
-    the top eigenspace of M is turned from it by ‖sin Θ‖ ≤ 2·ratio (Yu, Wang & Samworth
-    2015), so a ratio ≪ 1 pins the prediction down and a ratio ≳ 1 does not."""
+    eigenspace, the span that the prediction gives every output). By Davis and Kahan's
+    sin θ theorem the top eigenspace of M is turned from it by ‖sin Θ‖ ≲ ratio, up to a
+    constant, so a ratio ≪ 1 pins that eigenspace down and a ratio ≳ 1 does not. (The
+    descent from a small init need not end in M's top eigenspace; this is the scale of
+    the perturbation, not a bound on the trained span.)"""
     n2, d = theta.shape[0], theta.shape[2]
     gamma, u = S.kernel_modes(k)
     eye = torch.eye(d, dtype=torch.float64)
