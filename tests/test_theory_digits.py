@@ -146,7 +146,9 @@ def test_trained_network_spans_the_predicted_embedding_on_held_out_digits():
     a D-th mode close to the next: with 64 pairs and D = 8 (γ₉/γ₈ = 0.79–0.93) the
     finite-width coupling mixes modes 7–10 and the bar of 0.95 is missed for some seeds at
     every width up to 4096 (scripts/theory_digits.py; numbers and the reason in
-    docs/theory.md, "The final embedding on digits")."""
+    docs/theory.md, "The final embedding on digits"). Nor is the pass a margin against
+    the coupling: with the coupling scaled to 0.1–0.5 of the network's, this run misses
+    (`--coupling`, same section)."""
     views, _ = digit_views(16)
     out_dim = S.widest_gap(lambda d: S.kernel_modes(scalar_part(dense_ntk(
         linearized(512, d, 1e-10).network, views))[0])[0], range(2, 7))
