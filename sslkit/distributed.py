@@ -2,7 +2,8 @@
 `torchrun` or by SLURM (`srun`, or submitit through Hydra's launcher).
 
 Every rank sees a slice of the same global batch. The loop gathers the embeddings of all
-ranks with an autograd-aware all-gather and evaluates the loss on the global batch, so
+ranks with an autograd-aware all-gather (torch's functional collectives: the all-gather's
+backward is a sum-reduce-scatter) and evaluates the loss on the global batch, so
 Barlow Twins' cross-correlation and batch statistics, NT-Xent's negatives and VICReg's
 variance and covariance are global, exactly as in one process. Gradient check: every rank
 computes the same loss L(Z); the all-gather's backward sums ∂L/∂z_r over the W ranks, so
@@ -18,8 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol
 from torch import Tensor, nn
-from torch.distributed.nn.functional import all_gather
 
 from sslkit.methods import StepOutput
 
@@ -66,14 +67,15 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm with the statistics of the global batch, for the devices SyncBatchNorm
     does not run on (CPU: torch 2.14's SyncBatchNorm takes CUDA, XPU and HPU tensors only).
 
-    In training mode each rank all-gathers, per channel, its count n_r and sum Σx, then
-    its Σ(x − μ)² about the global mean μ = Σ_r Σx / N: the biased variance σ² of the N
-    samples normalises, y = (x − μ)/√(σ² + ε)·γ + β, and the running statistics take μ
-    and the unbiased N/(N − 1)·σ², as BatchNorm in one process on the whole batch. The
-    all-gather is autograd-aware, so the gradient flows through μ and σ² to every rank's
-    rows (`gather` explains the factor W that DistributedDataParallel's average removes).
-    In eval mode it is BatchNorm with the running statistics. Two all-gathers per layer
-    and call: a CPU's cost, where SyncBatchNorm is unavailable."""
+    In training mode the ranks sum (all-reduce), per channel, their counts n_r and sums Σx,
+    then their Σ(x − μ)² about the global mean μ = Σ_r Σx / N: the biased variance σ² of
+    the N samples normalises, y = (x − μ)/√(σ² + ε)·γ + β, and the running statistics
+    take μ and the unbiased N/(N − 1)·σ², as BatchNorm in one process on the whole batch.
+    The all-reduce is autograd-aware (its backward all-reduces the gradients), so the
+    gradient flows through μ and σ² to every rank's rows (`gather` explains the factor W
+    that DistributedDataParallel's average removes). In eval mode it is BatchNorm with
+    the running statistics. Three all-reduces per layer and call: a CPU's cost, where
+    SyncBatchNorm is unavailable."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training and self.track_running_stats:
@@ -82,9 +84,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0, *range(2, x.dim())]  # every dimension but the channels
         shape = [1, -1] + [1] * (x.dim() - 2)
         n = x.numel() // x.shape[1]
-        count = sum(all_gather(torch.tensor([float(n)], device=x.device)))
-        mean = sum(all_gather(x.sum(dims))) / count
-        var = sum(all_gather((x - mean.view(shape)).pow(2).sum(dims))) / count
+        count = all_reduce(torch.tensor([float(n)], device=x.device))
+        mean = all_reduce(x.sum(dims)) / count
+        var = all_reduce((x - mean.view(shape)).pow(2).sum(dims)) / count
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
             momentum = 1 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
@@ -139,6 +141,12 @@ def host_max(value: int, d: Dist) -> int:
     return int(t)
 
 
+def all_reduce(t: Tensor) -> Tensor:
+    """Σ_r t_r over the ranks, on every rank; the gradient of each t_r is Σ_r of the ranks'
+    gradients of the sum (the backward is an all-reduce too)."""
+    return funcol.all_reduce(t, "sum", dist.group.WORLD)
+
+
 def rows(batch_size: int, d: Dist, rank: int | None = None) -> slice:
     """Rank r's contiguous rows of a global batch of B samples: [⌊rB/W⌋, ⌊(r+1)B/W⌋).
     The W slices cover the batch in rank order; their sizes differ by at most one when W
@@ -159,6 +167,7 @@ def gather(out: StepOutput, d: Dist, batch_size: int, features: bool = False) ->
 
     def gather_one(t: Tensor) -> Tensor:
         padded = torch.cat([t, t.new_zeros(max(sizes) - len(t), *t.shape[1:])])
-        return torch.cat([part[:n] for part, n in zip(all_gather(padded), sizes)])
+        parts = funcol.all_gather_single(padded, 0, dist.group.WORLD).chunk(d.world_size)
+        return torch.cat([part[:n] for part, n in zip(parts, sizes)])
 
     return out.map(gather_one, features)
