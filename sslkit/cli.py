@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,15 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _fail(message: str, status: int = 2, together: bool = False) -> None:
-    """Print `sslkit-train: <message>` once (from rank 0) and exit with `status`; with
-    `together`, every rank first waits for rank 0's line (torchrun stops the other ranks
-    as soon as one exits, which could cut it)."""
+def _fail(message: str, status: int = 2, together: bool = False, then: Callable[[], None] = lambda: None) -> None:
+    """Print `sslkit-train: <message>` once (from rank 0), call `then` and exit with
+    `status`; with `together`, every rank first waits for rank 0's line (torchrun stops
+    the other ranks as soon as one exits, which could cut it)."""
     if _is_main():
         print(f"sslkit-train: {message}", file=sys.stderr, flush=True)
     if together and torch.distributed.is_initialized():
         torch.distributed.barrier()
+    then()
     sys.exit(status)
 
 
@@ -60,13 +62,16 @@ def _resume_command(run_dir: Path) -> str:
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def _train(cfg: DictConfig) -> None:
     from sslkit.report import stepwise_figure
+    from sslkit.run import StopSignal
     from sslkit.train import train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         train(cfg, run_dir)
     except Preempted as exc:
-        _fail(f"{exc} Resume with: {_resume_command(run_dir)}", exc.exit_code, together=True)
+        # after the line, the handler the signal had before training: submitit's requeue
+        _fail(f"{exc} Resume with: {_resume_command(run_dir)}", exc.exit_code, together=True,
+              then=lambda: StopSignal.hand_on(exc.signal))
     except KeyboardInterrupt:
         checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
         _fail("interrupted (Ctrl-C) without a checkpoint of this moment; "

@@ -14,12 +14,18 @@ class NonFiniteLossError(ConfigError, FloatingPointError):
 
 
 class Preempted(Exception):
-    """Training stopped on SIGINT / SIGTERM / SIGUSR1 after writing a checkpoint.
+    """Training stopped on a stop signal (sslkit.run.StopSignal: SIGINT, SIGUSR1, SIGTERM,
+    submitit's SIGUSR2) after writing a checkpoint; `signal` names it.
 
-    `sslkit-train` then exits with `exit_code`: 130 after Ctrl-C, 255 after a preemption
-    signal, as submitit's own handler does (`sys.exit(-1)`); relaunching the same command
-    in the same run directory resumes the run."""
+    `sslkit-train` prints the message, hands the signal on to the handler it had before
+    training (`StopSignal.hand_on`: under submitit, the requeue) and exits with
+    `exit_code`: 130 after Ctrl-C, 255 after the others, as submitit's own handler does
+    (`sys.exit(-1)`). Relaunching the same command in the same run directory resumes."""
 
-    def __init__(self, message: str, exit_code: int = 255) -> None:
+    def __init__(self, message: str, signal: str) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.signal = signal
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.signal == "SIGINT" else 255

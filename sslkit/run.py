@@ -13,6 +13,7 @@ from types import FrameType
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from submitit import JobEnvironment
 
 import sslkit
 from sslkit.distributed import Dist, host_max
@@ -66,18 +67,29 @@ def check_run_dir(run_dir: Path, checkpoint_bytes: int) -> None:
 
 
 class StopSignal:
-    """SIGINT (Ctrl-C), SIGTERM and SIGUSR1 (SLURM preemption, `--signal=USR1@90`) set
-    `received`; the loop finishes its step, checkpoints and exits with `exit_code`: 130
-    after SIGINT (128 + 2, as a shell reports Ctrl-C), 255 after the others (as submitit's
-    preemption handler does). A second Ctrl-C interrupts at once (KeyboardInterrupt).
-    Handlers are restored on exit.
+    """SIGINT (Ctrl-C), SIGUSR1, SIGTERM and the preemption signal of submitit (SIGUSR2)
+    set `received`; the loop finishes its step, checkpoints and raises Preempted, whose
+    `exit_code` is 130 after SIGINT (128 + 2, as a shell reports Ctrl-C) and 255 after the
+    others (as submitit's preemption handler does). A second Ctrl-C interrupts at once
+    (KeyboardInterrupt). Handlers are restored on exit.
+
+    Hydra's submitit launchers have SLURM send `PREEMPT` `signal_delay_s` seconds before
+    the time limit (`#SBATCH --signal=USR2@120`; submitit's `JobEnvironment.USR_SIG`, set
+    by $SUBMITIT_PREEMPT_SIGNAL, which names the signal for both), and submitit installs a
+    handler for it that requeues the job. `hand_on` gives the signal to that handler after
+    the checkpoint (sslkit-train calls it after its line), so the requeued job resumes
+    from the step that finished: any handler Python had for the signal before training
+    runs then, once, on every rank (submitit's requeues from rank 0 only).
 
     Under several processes a signal may reach some ranks only, or reach them during
     different steps: the loop asks `agreed` after every step, which all-reduces the
-    signals received so far, so every rank stops after the same step (the highest signal
-    number names the stop where ranks received different ones)."""
+    signals received so far, so every rank stops after the same step. Where ranks
+    received different ones, the later in SIGNALS names the stop: the preemption signal,
+    whose handler requeues, before SIGTERM, SIGUSR1 and SIGINT."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    PREEMPT = signal.Signals["SIG" + JobEnvironment.USR_SIG]
+    # each once, in rising precedence: the preemption signal last
+    SIGNALS = tuple(reversed(dict.fromkeys((PREEMPT, signal.SIGTERM, signal.SIGUSR1, signal.SIGINT))))
 
     def __init__(self, rank: Dist = Dist()) -> None:
         self.rank = rank
@@ -85,14 +97,11 @@ class StopSignal:
 
     def agreed(self) -> bool:
         """Whether any rank has received a stop signal; sets `received` to the agreed one."""
-        signum = host_max(signal.Signals[self.received].value if self.received else 0, self.rank)
-        if signum:
-            self.received = signal.Signals(signum).name
-        return bool(signum)
-
-    @property
-    def exit_code(self) -> int:
-        return 130 if self.received == "SIGINT" else 255
+        local = self.SIGNALS.index(signal.Signals[self.received]) + 1 if self.received else 0
+        agreed = host_max(local, self.rank)
+        if agreed:
+            self.received = self.SIGNALS[agreed - 1].name
+        return bool(agreed)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received == "SIGINT" and signum == signal.SIGINT:
@@ -111,6 +120,16 @@ class StopSignal:
     def __exit__(self, *exc: object) -> None:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+    @staticmethod
+    def hand_on(name: str) -> None:
+        """Call the handler that the signal `name` had before training (restored on exit)
+        if Python had one, as if the signal arrived now: submitit's requeue. Python's own
+        Ctrl-C handler (KeyboardInterrupt) is not called: the stop is the answer to it."""
+        signum = signal.Signals[name]
+        handler = signal.getsignal(signum)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(signum, None)
 
 
 def non_finite_message(values: dict[str, float], step: int, last_checkpoint: Path | None) -> str:

@@ -2,8 +2,10 @@
 
 The spectrum and the metrics log only read what the step already computed (the loss
 terms and the detached embeddings); switching them off leaves the trajectory unchanged.
-A checkpoint every `trainer.checkpoint_every` steps (and on SIGTERM / SIGUSR1) lets a
-relaunch in the same run directory continue exactly where the run stopped.
+A checkpoint every `trainer.checkpoint_every` steps (and after the step in which a stop
+signal arrived: Ctrl-C, SIGTERM, SIGUSR1, submitit's SIGUSR2; `sslkit.run.StopSignal`) lets a
+relaunch in the same run directory, or submitit's requeue, continue exactly where the run
+stopped.
 
 The host never waits for the device inside a step (sslkit.step): the loss's finiteness
 gates the update on the device, and the host reads it with the logged values one step
@@ -165,7 +167,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                         save_checkpoint(done)
                 if stopping:
                     raise Preempted(f"stopped by {stop.received} after step {step}; checkpoint {last_ckpt}.",
-                                    stop.exit_code)
+                                    stop.received)
         finally:
             if observe:
                 observer.close()

@@ -1,7 +1,7 @@
 """Data-parallel training: 2 processes (torchrun, gloo on CPU) against 1 process with the
 same global batch and random views, for all three losses, the digits views and the image
 views, BatchNorm (GlobalBatchNorm on the CPU); a global batch that does not divide by the
-number of processes; a stop signal that reaches one rank."""
+number of processes; a stop signal that reaches one rank, the preemption signal too."""
 
 import copy
 import json
@@ -219,6 +219,36 @@ def test_a_stop_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert lines(run_dir) == stopped_after + 2
+
+
+@pytest.mark.slow
+def test_a_preemption_signal_to_one_rank_is_handed_on_by_rank_0_after_the_checkpoint(tmp_path):
+    """SIGUSR2 to rank 1 alone, in processes where a handler for it (standing for
+    submitit's, which requeues from rank 0 only) was installed before training: both
+    ranks stop after the same step, and rank 0, which never received the signal, calls
+    its handler after the checkpoint of that step and its line."""
+    from test_resume import WITH_PREVIOUS_HANDLER
+
+    script, run_dir = tmp_path / "previous.py", tmp_path / "run"
+    script.write_text(WITH_PREVIOUS_HANDLER)
+    proc = subprocess.Popen([BIN / "torchrun", "--nproc_per_node=2", script, run_dir, *on_cpu(*RUN),
+                             "trainer.checkpoint_every=100000", "trainer.max_steps=100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        while lines(run_dir) < 5:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.01)
+        os.kill(rank_pid(proc, 1), signal.SIGUSR2)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stopped_after = lines(run_dir)
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == stopped_after
+    line = f"sslkit-train: stopped by SIGUSR2 after step {stopped_after - 1};"
+    handed = f"previous handler, rank 0: SIGUSR2, checkpoint at step {stopped_after}"
+    assert stderr.count("sslkit-train: stopped by") == 1 and stderr.count(handed) == 1, stderr[-3000:]
+    assert stderr.index(line) < stderr.index(handed)
 
 
 @pytest.mark.slow

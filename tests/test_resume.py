@@ -1,5 +1,6 @@
-"""Checkpoints and exact resume: SIGKILL at random steps, SIGTERM / SIGUSR1, a corrupt
-last checkpoint, a checkpoint from another config."""
+"""Checkpoints and exact resume: SIGKILL at random steps, SIGINT / SIGTERM / SIGUSR1, the
+preemption signal of submitit (SIGUSR2) handed on to its requeue, a corrupt last
+checkpoint, a checkpoint from another config."""
 
 import json
 import logging
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from sslkit.errors import ConfigError
+from sslkit.run import StopSignal
 from sslkit.spectrum import load
 from sslkit.train import train
 
@@ -113,6 +115,137 @@ def test_stop_signal_checkpoints_within_one_step_and_resumes(tmp_path, sig, stat
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         assert lines(run) == stopped_after + 2 and final_state(run)["step"] == stopped_after + 2
+
+
+def test_the_stop_signals_include_the_one_submitit_asks_slurm_for():
+    """The job script that submitit writes for configs/hydra/launcher/submitit_slurm.yaml
+    asks for `--signal=<SIG>@<signal_delay_s>`: sslkit stops on that signal, and it wins
+    over the others when ranks receive different ones."""
+    from omegaconf import OmegaConf
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from sslkit.cli import CONFIG_DIR
+
+    delay = OmegaConf.load(Path(CONFIG_DIR) / "hydra" / "launcher" / "submitit_slurm.yaml").signal_delay_s
+    script = _make_sbatch_string(command="true", folder="/tmp", signal_delay_s=delay)
+    [asked] = [line.split("=")[1] for line in script.splitlines() if line.startswith("#SBATCH --signal=")]
+    name, at = asked.split("@")
+    assert int(at) == delay and StopSignal.PREEMPT == signal.Signals["SIG" + name] == signal.SIGUSR2
+    assert StopSignal.SIGNALS[-1] == StopSignal.PREEMPT
+    assert set(StopSignal.SIGNALS) == {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
+
+
+def test_stop_signal_hands_the_signal_on_to_the_previous_handler():
+    """In one process: while training, USR2 only sets `received` (the handler installed
+    before, here a recorder standing for submitit's requeue, is not called); on exit that
+    handler is back, and `hand_on` calls it once with the signal. Python's Ctrl-C handler
+    is not called (it would raise KeyboardInterrupt)."""
+    calls = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    try:
+        with StopSignal() as stop:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert stop.received == "SIGUSR2" and stop.agreed() and calls == []
+        StopSignal.hand_on(stop.received)
+        assert calls == [signal.SIGUSR2]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        StopSignal.hand_on("SIGINT")  # no KeyboardInterrupt
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+
+
+# sslkit-train in a process whose SIGUSR2 handler, installed before training, does what
+# submitit's does (JobEnvironment._handle_signals): requeue (here: note the step of the
+# checkpoint it finds) and exit (144 is submitit's local executor's requeue status).
+WITH_PREVIOUS_HANDLER = """
+import os, signal, sys
+from pathlib import Path
+import torch
+from sslkit.cli import train_main
+
+run_dir = Path(sys.argv[1])
+
+def requeue(signum, frame):
+    last = run_dir / "checkpoints" / "last.pt"
+    step = torch.load(last, weights_only=True)["step"] if last.exists() else None
+    print(f"previous handler, rank {os.environ.get('RANK', '0')}: {signal.Signals(signum).name}, "
+          f"checkpoint at step {step}", file=sys.stderr, flush=True)
+    sys.exit(144)
+
+signal.signal(signal.SIGUSR2, requeue)
+sys.argv = ["sslkit-train", *sys.argv[2:], f"hydra.run.dir={run_dir}"]
+train_main()
+"""
+
+
+@pytest.mark.slow
+def test_preemption_signal_checkpoints_then_requeues_and_the_relaunch_resumes(config, tmp_path):
+    """SIGUSR2 under a handler installed before training (submitit's requeue): the step
+    finishes, the checkpoint and sslkit's line are written, and only then the previous
+    handler runs, once, and ends the process with its own status; relaunched, the run
+    continues from that checkpoint and equals an uninterrupted run (weights, optimizer,
+    RNG states, metrics, spectra)."""
+    run, overrides = tmp_path / "run", (*RUN, "backbone.width=64", "trainer.checkpoint_every=100000")
+    proc = subprocess.Popen([sys.executable, "-c", WITH_PREVIOUS_HANDLER, run,
+                             *on_cpu(*overrides, "trainer.max_steps=100000")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while lines(run) < 5:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGUSR2)
+    assert proc.wait(timeout=60) == 144
+    stopped_after = lines(run)
+    assert final_state(run)["step"] == stopped_after
+    stderr = proc.stderr.read().strip().splitlines()
+    assert stderr[-2].startswith(f"sslkit-train: stopped by SIGUSR2 after step {stopped_after - 1};")
+    assert stderr[-1] == f"previous handler, rank 0: SIGUSR2, checkpoint at step {stopped_after}"
+    assert sum("previous handler" in line for line in stderr) == 1
+    more = f"trainer.max_steps={stopped_after + 3}"
+    train(config(*overrides, more), tmp_path / "reference")
+    train(config(*overrides, more), run)
+    assert_same_run(tmp_path / "reference", run)
+
+
+def submitit_task(folder: Path) -> int:
+    """The process id of the job task that submitit's local executor runs for `folder`."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"submitit.core._submit" in cmdline and any(str(folder).encode() in part for part in cmdline):
+            return int(proc.name)
+    raise LookupError(f"no submitit task for {folder}")
+
+
+@pytest.mark.slow
+def test_submitit_requeues_a_preempted_job_that_resumes_from_its_stop(tmp_path):
+    """hydra/launcher=submitit_local, the SLURM path without a cluster: SIGUSR2 to the job
+    (what SLURM sends before the time limit, and what submitit's own `_interrupt` sends)
+    stops it after a step with a checkpoint; submitit's handler then requeues it, and the
+    requeued job resumes from that step and finishes the run, equal to a run that was
+    never interrupted."""
+    overrides = on_cpu(*RUN, "backbone.width=64", "trainer.max_steps=100", "trainer.checkpoint_every=100000")
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([BIN / "sslkit-train", "-m", "hydra/launcher=submitit_local", *overrides,
+                             f"hydra.sweep.dir={sweep}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while lines(sweep / "0") < 5:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.01)
+        os.kill(submitit_task(sweep), signal.SIGUSR2)
+        assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [log] = (sweep / ".submitit").glob("*/*_log.out")
+    text = log.read_text()
+    stop = text.split("sslkit-train: stopped by SIGUSR2 after step ")[1].split(";")[0]
+    requeued = text.split("Requeued job", 1)
+    assert len(requeued) == 2 and f"resuming from {sweep / '0'}" in requeued[1], text[-3000:]
+    assert f"at step {int(stop) + 1}\n" in requeued[1], text[-3000:]
+    assert launch(tmp_path / "reference", *overrides[len(RUN):]).wait(timeout=600) == 0
+    assert_same_run(tmp_path / "reference", sweep / "0")
 
 
 def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(config, tmp_path, caplog):
