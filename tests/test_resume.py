@@ -130,28 +130,28 @@ def test_the_stop_signals_include_the_one_submitit_asks_slurm_for():
     script = _make_sbatch_string(command="true", folder="/tmp", signal_delay_s=delay)
     [asked] = [line.split("=")[1] for line in script.splitlines() if line.startswith("#SBATCH --signal=")]
     name, at = asked.split("@")
-    assert int(at) == delay and StopSignal.PREEMPT == signal.Signals["SIG" + name] == signal.SIGUSR2
+    assert int(at) == delay and StopSignal.PREEMPT == signal.Signals["SIG" + name]  # SIGUSR2 by default
     assert StopSignal.SIGNALS[-1] == StopSignal.PREEMPT
-    assert set(StopSignal.SIGNALS) == {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
+    assert set(StopSignal.SIGNALS) == {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, StopSignal.PREEMPT}
 
 
 def test_stop_signal_hands_the_signal_on_to_the_previous_handler():
-    """In one process: while training, USR2 only sets `received` (the handler installed
-    before, here a recorder standing for submitit's requeue, is not called); on exit that
-    handler is back, and `hand_on` calls it once with the signal. Python's Ctrl-C handler
-    is not called (it would raise KeyboardInterrupt)."""
-    calls = []
-    before = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    """In one process: while training, the preemption signal (USR2) only sets `received`
+    (the handler installed before, here a recorder standing for submitit's requeue, is not
+    called); on exit that handler is back, and `hand_on` calls it once with the signal.
+    Python's Ctrl-C handler is not called (it would raise KeyboardInterrupt)."""
+    calls, preempt = [], StopSignal.PREEMPT
+    before = signal.signal(preempt, lambda signum, frame: calls.append(signum))
     try:
         with StopSignal() as stop:
-            os.kill(os.getpid(), signal.SIGUSR2)
-            assert stop.received == "SIGUSR2" and stop.agreed() and calls == []
+            os.kill(os.getpid(), preempt)
+            assert stop.received == preempt.name and stop.agreed() and calls == []
         StopSignal.hand_on(stop.received)
-        assert calls == [signal.SIGUSR2]
+        assert calls == [preempt]
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         StopSignal.hand_on("SIGINT")  # no KeyboardInterrupt
     finally:
-        signal.signal(signal.SIGUSR2, before)
+        signal.signal(preempt, before)
 
 
 # sslkit-train in a process whose SIGUSR2 handler, installed before training, does what
