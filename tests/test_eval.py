@@ -84,11 +84,34 @@ def test_linear_probes_separate_separable_data():
     xt, yt = separable(1000, seed=2)
     lbfgs = fit_linear(x, y, 10, weight_decay=1e-6)
     assert topk_accuracy(lbfgs.eval()(xt).detach(), yt)[1] >= 99
-    online = OnlineProbe({"h": 32}, 10, total_steps=300, lr=0.1)
+    online = OnlineProbe({"h": 32}, 10, total_steps=300)
     for step in range(300):
         idx = torch.randint(0, len(x), (256,), generator=torch.Generator().manual_seed(step))
         online.train_step({"h": x[idx]}, y[idx])
     assert topk_accuracy(online.scores({"h": xt})["h"], yt)[1] >= 99
+
+
+def test_online_probe_scores_the_moving_average_of_its_heads():
+    """θ̄₁ = θ₁, θ̄ₜ = ema·θ̄ₜ₋₁ + (1 − ema)·θₜ over the heads' weights and statistics, computed
+    here from the iterates; scores are the averaged head's logits; ema = 0 scores the last
+    iterate; a decay outside [0, 1) is a config error naming the key."""
+    from sslkit.errors import ConfigError
+
+    x, y = separable(512, seed=4)
+    for ema in (0.0, 0.7):
+        probe, average = OnlineProbe({"h": 32}, 10, 5, ema=ema), None
+        for step in range(5):
+            idx = torch.arange(step * 100, step * 100 + 100)
+            probe.train_step({"h": x[idx]}, y[idx])
+            now = {k: v.clone().double() for k, v in probe.heads["h"].state_dict().items() if v.is_floating_point()}
+            average = now if average is None else {k: ema * average[k] + (1 - ema) * now[k] for k in now}
+        head = LinearProbe(32, 10).double()
+        head.load_state_dict(average, strict=False)
+        expected = head.eval()(x.double())
+        torch.testing.assert_close(probe.scores({"h": x})["h"].double(), expected, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(probe.scores({"h": x})["h"], probe.heads["h"].eval()(x))  # ema 0.7 ≠ last iterate
+    with pytest.raises(ConfigError, match=r"eval.online_probe.ema=1.0 .*\[0, 1\)"):
+        OnlineProbe({"h": 32}, 10, 5, ema=1.0)
 
 
 def test_online_probe_skips_unlabelled_rows():

@@ -12,6 +12,7 @@ horizontal flip: the standard linear-evaluation augmentation of natural images) 
 """
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from sslkit.eval.evaluation import classes_of, held_out
 from sslkit.eval.features import extract, labelled
 from sslkit.eval.knn import topk_accuracy
 from sslkit.eval.probe import OnlineProbe, fit_linear
+from sslkit.optim import Schedule
 from sslkit.rng import LINEAR_EVAL, generator
 
 
@@ -94,7 +96,8 @@ def fit_sgd(x: torch.Tensor, y: torch.Tensor, classes: int, epochs: int, batch_s
             weight_decay: float, seed: int) -> OnlineProbe:
     """SGD (momentum 0.9, cosine schedule) over shuffled mini-batches of the cache."""
     batches = max(1, len(x) // batch_size)
-    probe = OnlineProbe({"x": x.shape[1]}, classes, epochs * batches, lr, 0.9, weight_decay).to(x.device)
+    probe = OnlineProbe({"x": x.shape[1]}, classes, epochs * batches, lr, 0.9, weight_decay,
+                        Schedule.cosine).to(x.device)
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=generator(x.device, seed, LINEAR_EVAL, epoch), device=x.device)
         for idx in order[: batches * batch_size].view(batches, -1):
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--augment-kind", choices=["standard", "views"], default="standard",
                         help="standard: random resized crop + flip (images); views: the run's view 1")
     parser.add_argument("--epochs", type=int, default=100, help="SGD epochs over the cache")
-    parser.add_argument("--lr", type=float, default=0.1, help="SGD learning rate")
+    parser.add_argument("--lr", type=float, default=inspect.signature(OnlineProbe).parameters["lr"].default,
+                        help="SGD learning rate (on standardised features)")
     parser.add_argument("--batch-size", type=int, default=256, help="SGD batch; also images per forward pass")
     parser.add_argument("--seed", type=int, default=0, help="SGD batch order and the augmentation")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
