@@ -300,10 +300,11 @@ def test_accuracy_is_of_the_step_it_is_logged_at(config, tmp_path):
 @pytest.mark.slow
 def test_online_probe_estimates_sslkit_eval_on_a_real_run(config, tmp_path):
     """The hard case of the test above: SimCLR with random views, features that move until
-    the last step. The online probe (default input=clean: features of the un-augmented
-    batch) ends within 1.5 points of `sslkit-eval` on the final checkpoint (5 of the 297
-    held-out digits; measured: 1.0, scripts/RESULTS.md). VICReg and Barlow Twins end 2.7
-    and 5.1 points apart (the README's digits table), so this holds for SimCLR only."""
+    the last step. The online probe at its defaults (input=clean: features of the
+    un-augmented batch; lr 1, the training's schedule, ema 0.9) ends within 1.5 points of
+    `sslkit-eval` on the final checkpoint (5 of the 297 held-out digits). Measured
+    (scripts/RESULTS.md, "Online probe settings"): 0.34 at this seed, but 1.35 and 3.37 at
+    seeds 1 and 2, so this guards one seed of the estimate, not its spread."""
     from sslkit.eval.offline import main
 
     train(config("loss=simclr", "backbone=mlp", "projector=mlp", "data.batch_size=256", "trainer.max_steps=300",
