@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from sslkit.errors import ConfigError
+from sslkit.errors import ConfigError, Preempted
 from sslkit.run import StopSignal
 from sslkit.spectrum import load
 from sslkit.train import train
@@ -246,6 +246,31 @@ def test_submitit_requeues_a_preempted_job_that_resumes_from_its_stop(tmp_path):
     assert f"at step {int(stop) + 1}\n" in requeued[1], text[-3000:]
     assert launch(tmp_path / "reference", *overrides[len(RUN):]).wait(timeout=600) == 0
     assert_same_run(tmp_path / "reference", sweep / "0")
+
+
+@pytest.mark.parametrize("signal_step, stops", [(1, True), (2, False)])
+def test_a_stop_in_the_last_step_completes_the_run(config, tmp_path, monkeypatch, signal_step, stops):
+    """A stop signal agreed after step 1 of 3 stops with a checkpoint (Preempted, so submitit
+    requeues); agreed after the last step it completes the run as if none had come: no
+    Preempted, no requeue of a finished run. (The signal itself is replaced by its
+    all-reduced outcome, `StopSignal.agreed`; the signal path has its own tests above.)"""
+    calls = []
+
+    def agreed(self):
+        calls.append(len(calls))
+        if calls[-1] == signal_step:
+            self.received = "SIGTERM"
+        return self.received is not None
+
+    monkeypatch.setattr(StopSignal, "agreed", agreed)
+    cfg = config("trainer.max_steps=3", "spectrum=off")
+    if stops:
+        with pytest.raises(Preempted, match="after step 1"):
+            train(cfg, tmp_path)
+    else:
+        train(cfg, tmp_path)
+    step = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert step == signal_step + 1
 
 
 def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(config, tmp_path, caplog):
