@@ -192,6 +192,23 @@ def rank_pid(launcher: subprocess.Popen, rank: int) -> int:
     raise LookupError(f"no worker of rank {rank}")
 
 
+def signal_rank_1(command: list, run_dir: Path, sig: signal.Signals) -> tuple[int, str]:
+    """Launch `command` (torchrun) in a session of its own, send `sig` to rank 1 alone once
+    run_dir has logged 5 steps, wait for the end; (exit status, stderr)."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        while lines(run_dir) < 5:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.01)
+        os.kill(rank_pid(proc, 1), sig)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a rank left waiting for the other: end the whole launch
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, stderr
+
+
 @pytest.mark.slow
 def test_a_stop_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     """SIGTERM to rank 1 alone (a signal can reach the ranks during different steps, or
@@ -200,20 +217,10 @@ def test_a_stop_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path
     run_dir = tmp_path / "run"
     command = [BIN / "torchrun", "--nproc_per_node=2", BIN / "sslkit-train", *on_cpu(*RUN),
                "trainer.checkpoint_every=100000", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen([*command, "trainer.max_steps=100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        while lines(run_dir) < 5:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.01)
-        os.kill(rank_pid(proc, 1), signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:  # a rank left waiting for the other: end the whole launch
-            os.killpg(proc.pid, signal.SIGKILL)
+    returncode, stderr = signal_rank_1([*command, "trainer.max_steps=100000"], run_dir, signal.SIGTERM)
     stopped_after = lines(run_dir)
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == stopped_after
-    assert proc.returncode != 0 and stderr.count("sslkit-train: stopped by") == 1, stderr[-3000:]
+    assert returncode != 0 and stderr.count("sslkit-train: stopped by") == 1, stderr[-3000:]
     assert f"sslkit-train: stopped by SIGTERM after step {stopped_after - 1};" in stderr
     done = subprocess.run([*command, f"trainer.max_steps={stopped_after + 2}"], capture_output=True, text=True,
                           timeout=600)
@@ -231,18 +238,8 @@ def test_a_preemption_signal_to_one_rank_is_handed_on_by_rank_0_after_the_checkp
 
     script, run_dir = tmp_path / "previous.py", tmp_path / "run"
     script.write_text(WITH_PREVIOUS_HANDLER)
-    proc = subprocess.Popen([BIN / "torchrun", "--nproc_per_node=2", script, run_dir, *on_cpu(*RUN),
-                             "trainer.checkpoint_every=100000", "trainer.max_steps=100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        while lines(run_dir) < 5:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.01)
-        os.kill(rank_pid(proc, 1), signal.SIGUSR2)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    _, stderr = signal_rank_1([BIN / "torchrun", "--nproc_per_node=2", script, run_dir, *on_cpu(*RUN),
+                               "trainer.checkpoint_every=100000", "trainer.max_steps=100000"], run_dir, signal.SIGUSR2)
     stopped_after = lines(run_dir)
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == stopped_after
     line = f"sslkit-train: stopped by SIGUSR2 after step {stopped_after - 1};"
