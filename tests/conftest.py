@@ -1,6 +1,8 @@
 """Shared fixtures: compose the real configs/ with Hydra's compose API, as the CLI does."""
 
 import importlib.util
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,19 @@ def on_cpu(*overrides: str) -> list[str]:
     end, because Hydra's command line takes no override between flags such as `-m` and the
     overrides after them."""
     return list(overrides) if any(o.startswith("device=") for o in overrides) else [*overrides, "device=cpu"]
+
+
+def lines(run_dir: Path) -> int:
+    """The lines of run_dir's metrics.jsonl so far (one per logged step; 0 before it exists)."""
+    path = run_dir / "metrics.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def wait_for_lines(proc: subprocess.Popen, run_dir: Path, n: int = 5) -> None:
+    """Wait until the running `proc` has logged `n` lines in run_dir (it must not end before)."""
+    while lines(run_dir) < n:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.01)
 
 
 def compose_config(*overrides: str) -> DictConfig:

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from sslkit.augment import GaussianNoise, ImageViews, ShiftNoise, ViewSpec
 from sslkit.distributed import Dist, GlobalBatchNorm, global_batchnorm, rows
 from sslkit.spectrum import load
 
-from conftest import on_cpu
+from conftest import lines, on_cpu, wait_for_lines
 
 BIN = Path(sys.executable).parent
 # Random views (noise std 0.1), no BatchNorm (it has a test of its own). The global batch of
@@ -179,11 +178,6 @@ def test_views_of_a_rank_are_its_rows_of_the_one_process_views(augment):
             assert torch.equal(view, ref[rows(len(x), Dist(r, 3))])
 
 
-def lines(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
 def rank_pid(launcher: subprocess.Popen, rank: int) -> int:
     """The process id of torchrun's worker of `rank` (from the workers' environment)."""
     for child in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split():
@@ -198,9 +192,7 @@ def signal_rank_1(command: list, run_dir: Path, sig: signal.Signals) -> tuple[in
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        while lines(run_dir) < 5:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.01)
+        wait_for_lines(proc, run_dir)
         os.kill(rank_pid(proc, 1), sig)
         _, stderr = proc.communicate(timeout=120)
     finally:

@@ -21,7 +21,7 @@ from sslkit.run import StopSignal
 from sslkit.spectrum import load
 from sslkit.train import train
 
-from conftest import on_cpu
+from conftest import lines, on_cpu, wait_for_lines
 
 BIN = Path(sys.executable).parent
 # An MLP large enough (≈ 4 MB of weights) that a checkpoint write takes a noticeable time.
@@ -62,11 +62,6 @@ def launch(run_dir: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def lines(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
 def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     assert launch(reference).wait(timeout=300) == 0
@@ -96,9 +91,7 @@ def test_stop_signal_checkpoints_within_one_step_and_resumes(tmp_path, sig, stat
     that resumes, and that command continues the run."""
     run = tmp_path / "run"
     proc = launch(run, "trainer.max_steps=100000", "trainer.checkpoint_every=100000")
-    while lines(run) < 5:
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.01)
+    wait_for_lines(proc, run)
     proc.send_signal(sig)
     sent = time.perf_counter()
     assert proc.wait(timeout=60) == status
@@ -189,9 +182,7 @@ def test_preemption_signal_checkpoints_then_requeues_and_the_relaunch_resumes(co
     proc = subprocess.Popen([sys.executable, "-c", WITH_PREVIOUS_HANDLER, run,
                              *on_cpu(*overrides, "trainer.max_steps=100000")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while lines(run) < 5:
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.01)
+    wait_for_lines(proc, run)
     proc.send_signal(signal.SIGUSR2)
     assert proc.wait(timeout=60) == 144
     stopped_after = lines(run)
@@ -230,9 +221,7 @@ def test_submitit_requeues_a_preempted_job_that_resumes_from_its_stop(tmp_path):
     proc = subprocess.Popen([BIN / "sslkit-train", "-m", "hydra/launcher=submitit_local", *overrides,
                              f"hydra.sweep.dir={sweep}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        while lines(sweep / "0") < 5:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.01)
+        wait_for_lines(proc, sweep / "0")
         os.kill(submitit_task(sweep), signal.SIGUSR2)
         assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
     finally:
