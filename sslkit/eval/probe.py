@@ -46,7 +46,7 @@ class OnlineProbe(nn.Module):
     iterates damps the scatter of the last one. A longer average lags the features. The
     schedule follows the training's (configs/eval/online_probe.yaml): the probe anneals
     when the features stop moving. Measured against sslkit-eval: scripts/RESULTS.md,
-    "Online probe against sslkit-eval"."""
+    "Online probe settings against sslkit-eval"."""
 
     def __init__(self, dims: dict[str, int], classes: int, total_steps: int, lr: float = 1.0,
                  momentum: float = 0.9, weight_decay: float = 0.0, schedule: Schedule = Schedule.constant,
