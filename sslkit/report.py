@@ -201,7 +201,8 @@ def read_config(run_dir: str | Path) -> dict:
 
 def describe(config: dict) -> str:
     """The settings that shape the curves, from a flattened config: loss (and its
-    settings), backbone (width, init scale), optimizer and learning rate, data and batch."""
+    settings), backbone (width, init scale), projector (and its sizes), optimizer and
+    learning rate, data and batch."""
     def short(key: str) -> str:
         return str(config.get(key, "?")).rsplit(".", 1)[-1]
 
@@ -217,6 +218,9 @@ def describe(config: dict) -> str:
         arch = config.get("backbone.arch") or short("backbone.network")
         keys = [k for k in ("out_dim", "width", "depth", "init_scale") if f"backbone.{k}" in config]
         parts.append(f"{arch} " + ", ".join(f"{k}={config[f'backbone.{k}']}" for k in keys))
+    if "projector._target_" in config:
+        sizes = settings("projector")
+        parts.append(f"projector {short('projector._target_')}" + (f" ({sizes})" if sizes else ""))
     if "optim.lr" in config:
         parts.append(f"{short('optim._target_') if 'optim._target_' in config else 'optimizer'} "
                      f"lr={config['optim.lr']}")

@@ -21,6 +21,7 @@ BIN = Path(sys.executable).parent
 
 CONFIG = {"seed": 0, "loss": {"_target_": "sslkit.losses.BarlowTwinsLoss", "lambd": 1.0, "normalize": "none"},
           "backbone": {"network": "sslkit.models.Linear", "out_dim": 6},
+          "projector": {"_target_": "sslkit.models.Projector", "hidden_dims": [32], "out_dim": 6},
           "optim": {"_target_": "torch.optim.SGD", "lr": 0.1}, "data": {"_target_": "sslkit.data.digits", "batch_size": 120}}
 
 
@@ -111,13 +112,14 @@ def test_a_run_without_spectra_or_metrics_is_explained(tmp_path, capsys):
 
 
 def test_stepwise_figure_says_what_ran_and_tells_every_mode_apart(tmp_path):
-    """Title: loss, backbone, lr, init scale, batch. Modes: one colour each, from a colour
+    """Title: loss, backbone, init scale, projector, lr, batch. Modes: one colour each, from a colour
     bar with a tick per mode. A zero eigenvalue (mode 6, steps 0-4) is drawn as ▾ at the
     axis floor and said so. After skipped spectrum steps all panels span the same steps."""
     fake_run(tmp_path / "run", skipped=tuple(range(20, 30)))
     fig = draw_stepwise(tmp_path / "run", modes=6)
     title = fig._suptitle.get_text()
-    for text in ("BarlowTwins", "lambd=1.0", "Linear", "init_scale=0.001", "lr=0.1", "batch 120"):
+    for text in ("BarlowTwins", "lambd=1.0", "Linear", "init_scale=0.001",
+                 "projector Projector (hidden_dims=[32], out_dim=6)", "lr=0.1", "batch 120"):
         assert text in title, (text, title)
     eig, *_, colorbar = fig.axes
     lines = [line for line in eig.get_lines() if hasattr(line, "non_positive")]  # one per mode
