@@ -9,6 +9,7 @@ an unreadable `last.pt` makes `load_latest` fall back to the previous file.
 """
 
 import logging
+import math
 import os
 import random
 import shutil
@@ -173,6 +174,20 @@ def check_same_config(saved_yaml: str, cfg: DictConfig, path: Path) -> None:
             f"continue the same run. Mismatching keys:\n" + "\n".join(diff)
             + f"\nUse the original overrides to resume it, or {START_OVER}."
         )
+
+
+def warn_if_schedule_moved(scheduler: torch.optim.lr_scheduler.LambdaLR, steps: int) -> None:
+    """Warn when the resumed schedule gives another learning rate at the resume step than
+    the checkpoint's: a schedule over the run's length (cosine, warmup_cosine) after
+    trainer.max_steps or max_epochs changed. From there the run follows the new schedule,
+    so it equals neither the checkpoint's run continued nor a `steps`-step run from step 0."""
+    step, saved = scheduler.last_epoch, scheduler.get_last_lr()
+    now = [base * factor(step) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    if not all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) for a, b in zip(saved, now)):
+        log.warning("The run's length changed on resume (now %d steps), and so did its learning-rate schedule: "
+                    "at step %d the checkpoint's schedule gives lr %.4g, the new one %.4g. The run continues on "
+                    "the new schedule, so it equals neither the checkpoint's run continued nor a %d-step run from "
+                    "step 0.", steps, step, saved[0], now[0], steps)
 
 
 def _checkpoints(ckpt_dir: Path) -> list[Path]:

@@ -79,6 +79,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        checkpoint.warn_if_schedule_moved(scheduler, steps)
         checkpoint.set_rng_state(state["rng"])
         if evaluation is not None:
             evaluation.load_state_dict(state["eval"])

@@ -288,6 +288,21 @@ def test_checkpoint_from_another_config_lists_the_differences(config, tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt", "step_00000003.pt"]
 
 
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_a_longer_resume_warns_when_the_schedule_depends_on_the_length(config, tmp_path, caplog, schedule):
+    """4 steps, resumed to 8: a cosine's lr at step 4 moves from ½(1 + cos π) = 0 to
+    ½(1 + cos π/2) = ½ of 0.1 (said with both values); a constant rate does not move (silent)."""
+    overrides = ("data.batch_size=256", f"optim.schedule={schedule}")
+    train(config("trainer.max_steps=4", *overrides), tmp_path)
+    with caplog.at_level(logging.WARNING):
+        train(config("trainer.max_steps=8", *overrides), tmp_path)
+    moved = [r.getMessage() for r in caplog.records if "schedule" in r.getMessage()]
+    if schedule == "constant":
+        assert moved == []
+    else:
+        assert len(moved) == 1 and "at step 4" in moved[0] and "lr 0, the new one 0.05" in moved[0], moved
+
+
 def test_finished_run_relaunched_does_nothing(config, tmp_path, caplog):
     """Not even with fewer steps: config.yaml keeps the steps the run holds, and a warning says so."""
     train(config("trainer.max_steps=4", "data.batch_size=256"), tmp_path)
