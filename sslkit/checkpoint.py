@@ -26,8 +26,9 @@ from sslkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Keys that may change between a run and its resume without changing the trajectory
-# (more steps, a different progress display or checkpoint cadence).
+# Keys that may change between a run and its resume without changing the steps already taken
+# (more steps, a different progress display or checkpoint cadence; a schedule over the run's
+# length does change the later steps, and warn_if_schedule_moved says so).
 RESUMABLE_CHANGES = ("trainer.max_steps", "trainer.max_epochs", "trainer.progress", "trainer.report",
                      "trainer.resume", "trainer.checkpoint_every", "trainer.keep_checkpoints")
 START_OVER = ("trainer.resume=overwrite to discard it and start again from step 0, or a new directory "
