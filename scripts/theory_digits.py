@@ -20,8 +20,11 @@ difference between the two. Per width and seed it prints:
 - gap γ_{D+1}/γ_D of the scalar eNTK, ε = ‖Θ − K ⊗ I‖/‖Θ‖ (views × views), their
   Davis–Kahan-type ratio ε/(1 − γ_{D+1}/γ_D) (`stepwise.widest_gap`; a proxy for how far
   the coupling can turn the top-D subspace, not a bound: ε is a Frobenius norm relative to
-  ‖Θ‖), DK: the Davis–Kahan ratio of the coupling itself (`davis_kahan`), and the last
-  (smallest) principal cosine on the views and on the held-out digits;
+  ‖Θ‖), DK: the Davis–Kahan ratio of the coupling itself (`davis_kahan`), the sin θ
+  theorem's bound b on the angle between the full operator's top eigenspace and the
+  prediction's, √(1 − b²) (the least principal cosine that bound allows) and that
+  operator's largest sin itself (sinM ≤ b), and the last (smallest) principal cosine on
+  the views and on the held-out digits;
 - kernel: the relative Frobenius error on the held-out digits of the induced kernel of the
   trained outputs on the views against the trained embedding's kernel f(x)ᵀf(x'), with the
   full eNTK (`coupled_representation`; exact up to the init scale) and with the scalar eNTK
@@ -34,7 +37,12 @@ difference between the two. Per width and seed it prints:
 
 `--out-dim gap` chooses D per run before training: the D in `--gap-range` (4 … 10) whose
 network's scalar eNTK at initialisation has the smallest γ_{D+1}/γ_D
-(`stepwise.widest_gap`). `--coupling λ …` also trains each run with the cross-output
+(`stepwise.widest_gap`). `--pairs auto` chooses the problem size per run before
+training, so that the prediction is determined by the operator: the largest N in
+`--pair-choices` whose network at init (D from `--out-dim`, capped at 2N − 2 for `gap`)
+has a sin θ bound ≤ `--max-bound` (`well_posed_size`; 0.312 = √(1 − 0.95²), so the
+operator's top eigenspace has every principal cosine ≥ 0.95 with the prediction); runs
+where no N qualifies are listed, not trained. `--coupling λ …` also trains each run with the cross-output
 coupling scaled by λ, Θ_λ = K ⊗ I + λ(Θ − K ⊗ I) (λ = 0 is the K⊗I control, λ = 1 the
 network), and prints the mean and the last cosine per λ. The JSON goes to `--out`, and a
 chart of the last principal cosine against ε/(1 − γ_{D+1}/γ_D) beside it (.png), with the
@@ -43,12 +51,15 @@ rows of the `--compare` JSON files drawn too.
     python scripts/theory_digits.py --widths 512 1024 2048 4096 --seeds 0 1 2
     python scripts/theory_digits.py --out-dim gap --out scripts/figures/theory_digits_gap.json \
         --compare scripts/figures/theory_digits.json
+    python scripts/theory_digits.py --pairs auto --out-dim gap --gap-range 2 6 \
+        --out scripts/figures/theory_digits_wellposed.json
     python scripts/theory_digits.py --widths 4096 --seeds 1 --coupling 0 0.25 0.5 0.75 1 \
         --out /tmp/theory_digits_coupling.json
 """
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -105,26 +116,30 @@ def copies(theta: torch.Tensor, k: torch.Tensor, modes: range) -> list[tuple[flo
             for m in modes]
 
 
-def davis_kahan(theta: torch.Tensor, k: torch.Tensor) -> float:
-    """The Davis–Kahan ratio of the finite-width coupling at D = Θ's output count:
-    ‖(1 − Π)EΠ‖₂/(γ_D − γ_{D+1}), with E = M − M₀ the difference between the full operator
-    M = Θ^{1/2}(P ⊗ I)Θ^{1/2}/(2N) and the scalar one M₀ = K^{1/2}PK^{1/2}/(2N) ⊗ I, and
-    Π the projector onto the D copies of the top-D scalar modes, U_D ⊗ I (M₀'s top
-    eigenspace, the span that the prediction gives every output). By Davis and Kahan's
-    sin θ theorem the top eigenspace of M is turned from it by ‖sin Θ‖ ≲ ratio, up to a
-    constant, so a ratio ≪ 1 pins that eigenspace down and a ratio ≳ 1 does not. (The
-    descent from a small init need not end in M's top eigenspace; this is the scale of
-    the perturbation, not a bound on the trained span.)"""
+def davis_kahan(theta: torch.Tensor, k: torch.Tensor) -> dict[str, float]:
+    """Davis–Kahan for the finite-width coupling at D = Θ's output count. The full operator
+    M = Θ^{1/2}(P ⊗ I)Θ^{1/2}/(2N) is the scalar one M₀ = K^{1/2}PK^{1/2}/(2N) ⊗ I plus
+    E = M − M₀ ⊗ I; Π projects onto the D copies of the top-D scalar modes, U_D ⊗ I (M₀'s
+    top eigenspace, the span that the prediction gives every output). `stepwise.sin_theta`
+    gives ‖(1 − Π)EΠ‖₂, the separation δ and the largest sin of the angle between M's top
+    D² eigenspace and U_D ⊗ I. Returns
+
+    - dk: ‖(1 − Π)EΠ‖₂/(γ_D − γ_{D+1}), the ratio with the scalar gap (‖sin Θ‖ ≲ dk up to
+      a constant);
+    - bound: ‖(1 − Π)EΠ‖₂/δ, the sin θ theorem's own bound (∞ if δ ≤ 0), so
+      √(1 − bound²) is a lower bound on every principal cosine of M's top eigenspace;
+    - sin: that largest sin itself (≤ bound).
+
+    The descent from a small init need not end in M's top eigenspace: the bound is on the
+    operator, and whether the trained span follows it is what the runs test."""
     n2, d = theta.shape[0], theta.shape[2]
     gamma, u = S.kernel_modes(k)
     eye = torch.eye(d, dtype=torch.float64)
     swap = torch.kron(S.swap(n2 // 2), eye)
     root = S._sqrt_psd(torch.from_numpy(S.output_matrix(theta, n2, d)))
-    scalar_root = torch.kron(S._sqrt_psd(k), eye)
-    e = (root @ swap @ root - scalar_root @ swap @ scalar_root) / n2
-    top = torch.kron(u[:, :d].contiguous(), eye)
-    off = e @ top - top @ (top.T @ e @ top)
-    return float(torch.linalg.matrix_norm(off, ord=2) / (gamma[d - 1] - gamma[d]))
+    residual, separation, sin = S.sin_theta(root @ swap @ root / n2, torch.kron(u[:, :d].contiguous(), eye))
+    return {"dk": residual / float(gamma[d - 1] - gamma[d]),
+            "bound": residual / separation if separation > 0 else math.inf, "sin": sin}
 
 
 def linearized(width: int, seed: int, out_dim: int, alpha: float):
@@ -134,14 +149,40 @@ def linearized(width: int, seed: int, out_dim: int, alpha: float):
                           parameterization="ntk", bias_scale=BIAS).double()
 
 
+def gap_dim(width: int, seed: int, dims: range, alpha: float, views: torch.Tensor) -> int:
+    """The D in `dims` whose network (this width and seed, D outputs) has the widest gap in
+    its scalar eNTK's spectrum at initialisation (`stepwise.widest_gap`)."""
+    return S.widest_gap(lambda d: S.kernel_modes(scalar_part(dense_ntk(
+        linearized(width, seed, d, alpha).network, views))[0])[0], dims)
+
+
+def well_posed_size(width: int, seed: int, pairs: list[int], out_dim: int | range, alpha: float,
+                    max_bound: float) -> tuple[int, int] | None:
+    """`--pairs auto`: the largest N in `pairs` whose problem is well-posed at
+    initialisation (`stepwise.well_posed`): D = `out_dim`, or its widest gap (`gap_dim`,
+    capped at 2N − 2), and the sin θ bound of `davis_kahan` for that network ≤ `max_bound`.
+    Returns (N, D), or None if no N qualifies. Only the networks at init are used."""
+    dims = {}
+
+    def bound(n: int) -> float:
+        views = data(n)[0]
+        d = out_dim if isinstance(out_dim, int) else gap_dim(
+            width, seed, range(out_dim.start, min(out_dim.stop, 2 * n - 1)), alpha, views)
+        dims[n] = d
+        theta = dense_ntk(linearized(width, seed, d, alpha).network, views)
+        return davis_kahan(theta, scalar_part(theta)[0])["bound"]
+
+    n = S.well_posed(pairs, bound, max_bound)
+    return None if n is None else (n, dims[n])
+
+
 def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, views: torch.Tensor,
         held: torch.Tensor, network: bool, couplings: list[float]) -> dict:
-    """One run; `out_dim` a range: D chosen in it by `widest_gap` on the networks at init.
-    For each λ in `couplings`, the same descent with Θ_λ = K ⊗ I + λ(Θ − K ⊗ I): the
-    gap held fixed, the coupling scaled, so the Davis–Kahan ratio is λε/(1 − γ_{D+1}/γ_D)."""
+    """One run; `out_dim` a range: D chosen in it by `gap_dim`. For each λ in `couplings`,
+    the same descent with Θ_λ = K ⊗ I + λ(Θ − K ⊗ I): the gap held fixed, the coupling
+    scaled, so the Davis–Kahan ratio is λε/(1 − γ_{D+1}/γ_D)."""
     if isinstance(out_dim, range):
-        out_dim = S.widest_gap(lambda d: S.kernel_modes(scalar_part(dense_ntk(
-            linearized(width, seed, d, alpha).network, views))[0])[0], out_dim)
+        out_dim = gap_dim(width, seed, out_dim, alpha, views)
     net = linearized(width, seed, out_dim, alpha)
     theta, theta_held = dense_ntk(net.network, views), dense_ntk(net.network, held, views)
     k, eps = scalar_part(theta)
@@ -151,9 +192,9 @@ def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, v
     with torch.no_grad():
         z0, f0 = net(views), net(held)
     z, f, steps = train_outputs(z0, theta, lr, 100_000, TOL, f0, theta_held)
-    row = {"width": width, "seed": seed, "out_dim": out_dim, "steps": steps,
+    row = {"width": width, "seed": seed, "pairs": len(views) // 2, "out_dim": out_dim, "steps": steps,
            "copies": copies(theta, k, range(out_dim - 2, out_dim + 2)), "gap": float(gamma[out_dim] / gamma[out_dim - 1]),
-           "eps": eps, "davis_kahan": davis_kahan(theta, k), "gamma": (gamma[: out_dim + 2] / gamma[0]).tolist()}
+           "eps": eps, **dict(zip(("davis_kahan", "dk_bound", "dk_sin"), davis_kahan(theta, k).values())), "gamma": (gamma[: out_dim + 2] / gamma[0]).tolist()}
     if network:
         _, f_net = train_pairs(net, views, lr, steps, new=held)
         with torch.no_grad():
@@ -207,6 +248,14 @@ def out_dim_arg(value: str) -> int | str:
     return int(value)
 
 
+def pairs_arg(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 2:
+        raise argparse.ArgumentTypeError(f"--pairs {value!r}: an integer ≥ 2 or 'auto'")
+    return int(value)
+
+
 def mechanism(row: dict, out_dim: int) -> tuple[float, list[float], list[float]]:
     """ε/(1 − γ_{D+1}/γ_D), and the last and the mean principal cosine (views, held-out)."""
     cosines = row["dyn_cosines"]
@@ -241,7 +290,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--pairs", type=pairs_arg, default=64,
+                        help="N, or 'auto': per run the largest of --pair-choices with sin θ bound ≤ --max-bound")
+    parser.add_argument("--pair-choices", type=int, nargs="+", default=[8, 16, 24, 32, 48, 64])
+    parser.add_argument("--max-bound", type=float, default=0.312,
+                        help="largest sin θ bound --pairs auto accepts (0.312: every cosine ≥ 0.95)")
     parser.add_argument("--out-dim", type=out_dim_arg, default=8, help="D, or 'gap': chosen per run in --gap-range")
     parser.add_argument("--gap-range", type=int, nargs=2, default=[4, 10], metavar=("LO", "HI"),
                         help="the D that --out-dim gap chooses from, LO ≤ D ≤ HI")
@@ -254,20 +307,36 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="earlier JSON results drawn in the chart too")
     args = parser.parse_args()
     lo, hi = args.gap_range
-    if not 1 <= lo <= hi or hi + 2 > 2 * args.pairs:
-        parser.error(f"--gap-range {lo} {hi}: needs 1 ≤ LO ≤ HI and HI + 2 ≤ 2·pairs = {2 * args.pairs}")
+    fewest = min(args.pair_choices) if args.pairs == "auto" else args.pairs
+    if not 1 <= lo <= hi or (args.pairs != "auto" and hi + 2 > 2 * fewest) or lo + 2 > 2 * fewest:
+        parser.error(f"--gap-range {lo} {hi}: needs 1 ≤ LO ≤ HI and HI + 2 ≤ 2·pairs = {2 * fewest} "
+                     "(with --pairs auto: LO + 2 ≤ 2·min(--pair-choices); HI is capped at 2N − 2)")
+    if min(args.pair_choices) < 2 or not 0 < args.max_bound < 1:
+        parser.error(f"--pair-choices {args.pair_choices} --max-bound {args.max_bound}: "
+                     "needs every choice ≥ 2 and 0 < max-bound < 1")
     out_dim = range(lo, hi + 1) if args.out_dim == "gap" else args.out_dim
-    views, held = data(args.pairs)
-    rows = []
-    print("width seed  D steps  dyn(train held)  last(train held)  gap    eps  ε/(1−gap)  DK     limit(train held)  kiani c(train held dyn) n(train held dyn)"
+    rows, skipped = [], []
+    print("width seed   N  D steps  dyn(train held)  last(train held)  gap    eps  ε/(1−gap)  DK    bound √(1−b²) sinM  "
+          "limit(train held)  kiani c(train held dyn) n(train held dyn)"
           "  kernel(full scalar pred)  inv   D+2  K⊗I(train held)  copies of modes D−1 … D+2 / γ")
     for w in args.widths:
         for s in args.seeds:
-            r = one(w, s, out_dim, args.eta, args.alpha, views, held, w in args.network, args.coupling)
+            pairs, d = args.pairs, out_dim
+            if pairs == "auto":
+                chosen = well_posed_size(w, s, args.pair_choices, out_dim, args.alpha, args.max_bound)
+                if chosen is None:
+                    skipped.append({"width": w, "seed": s})
+                    print(f"{w:5d} {s:4d}  no N in {args.pair_choices} has a sin θ bound ≤ {args.max_bound}", flush=True)
+                    continue
+                pairs, d = chosen
+            views, held = data(pairs)
+            r = one(w, s, d, args.eta, args.alpha, views, held, w in args.network, args.coupling)
             rows.append(r)
             dk, last, _ = mechanism(r, r["out_dim"])
-            print(f"{w:5d} {s:4d} {r['out_dim']:2d} {r['steps']:6d}  {r['dyn'][0]:.3f} {r['dyn'][1]:.3f}      "
-                  f"{last[0]:.3f} {last[1]:.3f}      {r['gap']:.3f}  {r['eps']:.3f}  {dk:.3f}     {r['davis_kahan']:5.2f}  "
+            floor = math.sqrt(1 - r["dk_bound"] ** 2) if r["dk_bound"] < 1 else 0.0
+            print(f"{w:5d} {s:4d} {pairs:3d} {r['out_dim']:2d} {r['steps']:6d}  {r['dyn'][0]:.3f} {r['dyn'][1]:.3f}      "
+                  f"{last[0]:.3f} {last[1]:.3f}      {r['gap']:.3f}  {r['eps']:.3f}  {dk:.3f}     {r['davis_kahan']:5.2f} "
+                  f"{r['dk_bound']:5.2f} {floor:.3f} {r['dk_sin']:.3f}  "
                   f"{r['limit'][0]:.3f} {r['limit'][1]:.3f}        "
                   f"{' '.join(f'{c:.3f}' for c in r['contrastive'])}   "
                   f"{' '.join(f'{c:.3f}' for c in r['noncontrastive'])}   "
@@ -282,6 +351,8 @@ def main() -> None:
                       flush=True)
     result = {"pairs": args.pairs, "out_dim": args.out_dim, "gap_range": args.gap_range, "alpha": args.alpha,
               "eta": args.eta, "rows": rows}
+    if args.pairs == "auto":
+        result.update(pair_choices=args.pair_choices, max_bound=args.max_bound, skipped=skipped)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     results = [result] + [json.loads(p.read_text()) for p in args.compare]

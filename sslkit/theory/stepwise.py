@@ -235,6 +235,43 @@ def widest_gap(spectrum: Callable[[int], Tensor], dims: range) -> int:
     return min(dims, key=ratio)
 
 
+def sin_theta(m: Tensor, v: Tensor) -> tuple[float, float, float]:
+    """Davis and Kahan's sin θ theorem for the symmetric operator m (n, n) and the span of
+    v (n, r), orthonormal columns, an invariant subspace of an unperturbed operator m₀ with
+    m = m₀ + E (e.g. the top-r eigenvectors of m₀). With H = vᵀmv and the residual
+    R = mv − vH = (1 − Π)EΠ·v (Π = vvᵀ; m₀v = vΛ removes m₀), and V̂ the top-r eigenspace
+    of m:
+
+        ‖sin Θ(v, V̂)‖₂ ≤ ‖R‖₂ / δ,   δ = λ_min(H) − λ_{r+1}(m) > 0
+
+    (Davis & Kahan 1970, the sin θ theorem with the eigenvalues of H in [λ_min(H), ·] and
+    those of m off V̂ all ≤ λ_{r+1}(m); Stewart & Sun 1990, Thm V.3.6). Returns ‖R‖₂, δ
+    and the largest sin Θ itself, √(1 − σ_min(vᵀV̂)²). Everything is computed from m and
+    v, so the bound holds or the theorem is wrong."""
+    m = (m + m.T) / 2
+    r = v.shape[1]
+    h = v.T @ m @ v
+    residual = float(torch.linalg.matrix_norm(m @ v - v @ h, ord=2))
+    values, vectors = _descending_eigh(m)
+    separation = float(torch.linalg.eigvalsh(h)[0] - values[r])
+    cosine = float(torch.linalg.svdvals(v.T @ vectors[:, :r]).min().clamp(max=1))
+    return residual, separation, math.sqrt(1 - cosine**2)
+
+
+def well_posed(sizes: list[int], ratio: Callable[[int], float], max_ratio: float) -> int | None:
+    """The largest size n in `sizes` whose problem is determined by its operator:
+    ratio(n) ≤ max_ratio, with ratio(n) the sin θ bound ‖R‖₂/δ of `sin_theta` (∞ where
+    δ ≤ 0), evaluated at initialisation. None if no size qualifies. Since ‖sin Θ‖ ≤ ratio,
+    the chosen problem's operator keeps its top eigenspace within principal cosines
+    ≥ √(1 − max_ratio²) of the prediction's (0.95 for max_ratio = √(1 − 0.95²) = 0.312):
+    a statement made before training. Sizes are tried from the largest down, and the
+    trained result plays no part."""
+    for n in sorted(sizes, reverse=True):
+        if ratio(n) <= max_ratio:
+            return n
+    return None
+
+
 def principal_cosines(f1: Tensor, f2: Tensor) -> Tensor:
     """Cosines of the principal angles between the column spans of f1 (n, d1) and f2 (n, d2)
     in Rⁿ (descending, min(d1, d2) of them): the singular values of Q1ᵀQ2 for orthonormal
