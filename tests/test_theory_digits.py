@@ -166,3 +166,58 @@ def test_scalar_part_is_exact_for_a_scalar_kernel_and_shrinks_with_width():
     views, _ = digit_views(5)
     narrow, wide = (scalar_part(dense_ntk(linearized(w, 3, 1e-3).network, views))[1] for w in (64, 1024))
     assert wide < narrow / 2
+
+
+def test_sin_theta_bound_is_exact_for_a_two_by_two_rotation_and_well_posed_takes_the_largest_size():
+    """`sin_theta` against the closed form of M = [[g₁, e], [e, g₂]] with v = e₁: the
+    residual is |e|, the separation g₁ − λ₂(M) = (g₁ − g₂)/2 + √((g₁ − g₂)²/4 + e²), and
+    the top eigenvector is turned by θ = ½·atan(2e/(g₁ − g₂)), so the bound ‖R‖/δ equals
+    tan θ exactly (≥ sin θ, the theorem). `well_posed` then picks, from sizes whose
+    coupling e is not monotone in the size, the largest one with tan θ ≤ the threshold,
+    not the first to fail."""
+    g1, g2 = 1.0, 0.5
+    for e in (0.01, 0.1, 0.3, 1.0):
+        m = torch.tensor([[g1, e], [e, g2]], dtype=torch.float64)
+        residual, separation, sin = S.sin_theta(m, torch.eye(2, dtype=torch.float64)[:, :1])
+        theta = 0.5 * np.arctan2(2 * e, g1 - g2)
+        assert residual == pytest.approx(e, rel=1e-12)
+        assert separation == pytest.approx((g1 - g2) / 2 + np.hypot((g1 - g2) / 2, e), rel=1e-12)
+        assert sin == pytest.approx(np.sin(theta), rel=1e-9)
+        assert residual / separation == pytest.approx(np.tan(theta), rel=1e-12)
+    coupling = {4: 0.02, 8: 0.05, 12: 0.4, 16: 0.08, 20: 0.3}
+
+    def ratio(n: int) -> float:
+        residual, separation, _ = S.sin_theta(torch.tensor([[g1, coupling[n]], [coupling[n], g2]], dtype=torch.float64),
+                                              torch.eye(2, dtype=torch.float64)[:, :1])
+        return residual / separation
+
+    # tan(½ atan(2e/0.5)) for e = 0.08, 0.3: 0.156 and 0.468; a threshold of 0.2 admits 16, not 20
+    assert S.well_posed(list(coupling), ratio, 0.2) == 16
+    assert S.well_posed(list(coupling), ratio, 0.02) is None
+
+
+def test_sin_theta_bounds_the_operator_turn_for_output_coupled_perturbations_and_the_digits_ntk():
+    """The sin θ theorem as an independent truth for `sin_theta` on the operators of the
+    final-embedding experiment: M₀ = A ⊗ I (D copies of each mode, as for Θ = K ⊗ I) plus a
+    random symmetric E coupling the outputs, v = U_D ⊗ I; and the digits network's own
+    full operator at init (8 pairs, width 256, D = 2, scripts/theory_digits.py's
+    `davis_kahan` computation): the operator's largest sin never exceeds ‖R‖/δ. Halving
+    the residual, or taking λ_max(H) for λ_min(H) in δ, makes it fail."""
+    g = torch.Generator().manual_seed(0)
+    d, eye = 2, torch.eye(2, dtype=torch.float64)
+    for scale in (1e-3, 1e-2, 3e-2, 1e-1):
+        a = torch.randn(6, 6, generator=g, dtype=torch.float64)
+        values, vectors = torch.linalg.eigh(a @ a.T)
+        u = vectors.flip(1)
+        e = torch.randn(12, 12, generator=g, dtype=torch.float64) * scale * float(values[-1])
+        m = torch.kron(a @ a.T, eye) + (e + e.T) / 2
+        residual, separation, sin = S.sin_theta(m, torch.kron(u[:, :d].contiguous(), eye))
+        assert separation > 0 and sin <= residual / separation + 1e-12
+    views, _ = digit_views(8)
+    theta = dense_ntk(linearized(256, d, 1e-10).network, views)
+    k = scalar_part(theta)[0]
+    _, u = S.kernel_modes(k)
+    root = S._sqrt_psd(torch.from_numpy(S.output_matrix(theta, 16, d)))
+    m = root @ torch.kron(S.swap(8), eye) @ root / 16
+    residual, separation, sin = S.sin_theta(m, torch.kron(u[:, :d].contiguous(), eye))
+    assert 0 < sin <= residual / separation < 1
