@@ -23,7 +23,8 @@ difference between the two. Per width and seed it prints:
   ‖Θ‖), DK: the Davis–Kahan ratio of the coupling itself (`davis_kahan`), the sin θ
   theorem's bound b on the angle between the full operator's top eigenspace and the
   prediction's, √(1 − b²) (the least principal cosine that bound allows) and that
-  operator's largest sin itself (sinM ≤ b), and the last (smallest) principal cosine on
+  operator's largest sin itself (sinM ≤ b), the trained outputs' own sine in the
+  operator's coordinates (sinY, `whitened_turn`; ≤ b if they lie in that eigenspace), and the last (smallest) principal cosine on
   the views and on the held-out digits;
 - kernel: the relative Frobenius error on the held-out digits of the induced kernel of the
   trained outputs on the views against the trained embedding's kernel f(x)ᵀf(x'), with the
@@ -149,6 +150,18 @@ def linearized(width: int, seed: int, out_dim: int, alpha: float):
                           parameterization="ntk", bias_scale=BIAS).double()
 
 
+def whitened_turn(theta: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> float:
+    """The sine of the angle between the trained outputs in the operator's coordinates,
+    y = Θ^{+1/2} vec Z, and U_D ⊗ I: ‖(1 − Π)y‖/‖y‖. The prediction has y ∈ U_D ⊗ I (for
+    Θ = K ⊗ I, y = vec(U_D γ^{-1/2} R)), and a y in M's top D² eigenspace has a sine
+    ≤ `davis_kahan`'s bound; a larger one means that the descent did not end there."""
+    n2, d = z.shape
+    y = S._sqrt_psd(torch.from_numpy(S.output_matrix(theta, n2, d)), inverse=True) @ z.flatten()
+    u = S.kernel_modes(k)[1][:, :d]
+    inside = torch.kron(u @ u.T, torch.eye(d, dtype=torch.float64)) @ y
+    return float((y - inside).norm() / y.norm())
+
+
 def gap_dim(width: int, seed: int, dims: range, alpha: float, views: torch.Tensor) -> int:
     """The D in `dims` whose network (this width and seed, D outputs) has the widest gap in
     its scalar eNTK's spectrum at initialisation (`stepwise.widest_gap`)."""
@@ -202,6 +215,7 @@ def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, v
 
     pred = [S.final_embedding(k, u[:, :out_dim], gamma[:out_dim], kx) for kx in (k, k_held)]
     row["dyn"] = [mean_cosine(z, pred[0]), mean_cosine(f, pred[1])]
+    row["whitened_sin"] = whitened_turn(theta, k, z)
     row["dyn_cosines"] = [S.principal_cosines(z, pred[0]).tolist(), S.principal_cosines(f, pred[1]).tolist()]
     eye = torch.eye(out_dim, dtype=torch.float64)
     scalar, scalar_held = k[:, :, None, None] * eye, k_held.T[:, :, None, None] * eye
@@ -316,7 +330,7 @@ def main() -> None:
                      "needs every choice ≥ 2 and 0 < max-bound < 1")
     out_dim = range(lo, hi + 1) if args.out_dim == "gap" else args.out_dim
     rows, skipped = [], []
-    print("width seed   N  D steps  dyn(train held)  last(train held)  gap    eps  ε/(1−gap)  DK    bound √(1−b²) sinM  "
+    print("width seed   N  D steps  dyn(train held)  last(train held)  gap    eps  ε/(1−gap)  DK    bound √(1−b²) sinM sinY  "
           "limit(train held)  kiani c(train held dyn) n(train held dyn)"
           "  kernel(full scalar pred)  inv   D+2  K⊗I(train held)  copies of modes D−1 … D+2 / γ")
     for w in args.widths:
@@ -336,7 +350,7 @@ def main() -> None:
             floor = math.sqrt(1 - r["dk_bound"] ** 2) if r["dk_bound"] < 1 else 0.0
             print(f"{w:5d} {s:4d} {pairs:3d} {r['out_dim']:2d} {r['steps']:6d}  {r['dyn'][0]:.3f} {r['dyn'][1]:.3f}      "
                   f"{last[0]:.3f} {last[1]:.3f}      {r['gap']:.3f}  {r['eps']:.3f}  {dk:.3f}     {r['davis_kahan']:5.2f} "
-                  f"{r['dk_bound']:5.2f} {floor:.3f} {r['dk_sin']:.3f}  "
+                  f"{r['dk_bound']:5.2f} {floor:.3f} {r['dk_sin']:.3f} {r['whitened_sin']:.3f}  "
                   f"{r['limit'][0]:.3f} {r['limit'][1]:.3f}        "
                   f"{' '.join(f'{c:.3f}' for c in r['contrastive'])}   "
                   f"{' '.join(f'{c:.3f}' for c in r['noncontrastive'])}   "
