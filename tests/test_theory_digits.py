@@ -147,8 +147,9 @@ def test_trained_network_spans_the_predicted_embedding_on_held_out_digits():
     finite-width coupling mixes modes 7–10 and the bar of 0.95 is missed for some seeds at
     every width up to 4096 (scripts/theory_digits.py; numbers and the reason in
     docs/theory.md, "The final embedding on digits"). Nor is the pass a margin against
-    the coupling: with the coupling scaled to 0.1–0.5 of the network's, this run misses
-    (`--coupling`, same section)."""
+    the coupling: with the coupling scaled to 0.05–0.5 of the network's, this run misses
+    (`--coupling`, same section), although its operator is then well-posed (sin θ bound
+    0.02–0.28; at full coupling it is 0.80, so `--pairs auto` would not choose this run)."""
     views, _ = digit_views(16)
     out_dim = S.widest_gap(lambda d: S.kernel_modes(scalar_part(dense_ntk(
         linearized(512, d, 1e-10).network, views))[0])[0], range(2, 7))
@@ -221,3 +222,29 @@ def test_sin_theta_bounds_the_operator_turn_for_output_coupled_perturbations_and
     m = root @ torch.kron(S.swap(8), eye) @ root / 16
     residual, separation, sin = S.sin_theta(m, torch.kron(u[:, :d].contiguous(), eye))
     assert 0 < sin <= residual / separation < 1
+
+
+def operator_bound(theta: torch.Tensor) -> tuple[float, float]:
+    """The sin θ bound ‖R‖/δ of the full operator Θ^{1/2}(P ⊗ I)Θ^{1/2}/(2N) against
+    U_D ⊗ I (scripts/theory_digits.py's `davis_kahan`), and the operator's largest sin."""
+    n2, d = theta.shape[0], theta.shape[2]
+    eye = torch.eye(d, dtype=torch.float64)
+    u = S.kernel_modes(scalar_part(theta)[0])[1][:, :d].contiguous()
+    root = S._sqrt_psd(torch.from_numpy(S.output_matrix(theta, n2, d)))
+    residual, separation, sin = S.sin_theta(root @ torch.kron(S.swap(n2 // 2), eye) @ root / n2, torch.kron(u, eye))
+    return (residual / separation if separation > 0 else float("inf")), sin
+
+
+@pytest.mark.slow
+def test_well_posed_run_spans_the_predicted_embedding():
+    """One run of the well-posed grid (scripts/theory_digits.py --pairs auto, width 1024,
+    seed 0): the largest N in 8 … 32 whose network at init has a sin θ bound ≤ 0.312 at
+    D = 2 is 16 (bound 0.27; 24 and 32 give 0.93 and 0.32), and that run meets the bar on
+    the views and the held-out digits (`check_final_embedding`). The bound is on the
+    operator's top eigenspace, which it holds (sin 0.04); it is not a bound on the descent,
+    whose outputs can leave that eigenspace (docs/theory.md, "A well-posed version")."""
+    bounds = {n: operator_bound(dense_ntk(linearized(1024, 2, 1e-10).network, digit_views(n)[0])) for n in (8, 16, 24, 32)}
+    assert all(sin <= bound for bound, sin in bounds.values())
+    pairs = S.well_posed(list(bounds), lambda n: bounds[n][0], 0.312)
+    assert pairs == 16
+    check_final_embedding(pairs=pairs, width=1024, out_dim=2)
