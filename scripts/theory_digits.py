@@ -24,7 +24,7 @@ difference between the two. Per width and seed it prints:
   theorem's bound b on the angle between the full operator's top eigenspace and the
   prediction's, √(1 − b²) (the least principal cosine that bound allows) and that
   operator's largest sin itself (sinM ≤ b), the trained outputs' own sine in the
-  operator's coordinates (sinY, `whitened_turn`; ≤ b if they lie in that eigenspace), and the last (smallest) principal cosine on
+  operator's coordinates (sinY, `mode_shares`; ≤ b if they lie in that eigenspace), and the last (smallest) principal cosine on
   the views and on the held-out digits;
 - kernel: the relative Frobenius error on the held-out digits of the induced kernel of the
   trained outputs on the views against the trained embedding's kernel f(x)ᵀf(x'), with the
@@ -45,7 +45,8 @@ has a sin θ bound ≤ `--max-bound` (`well_posed_size`; 0.312 = √(1 − 0.95�
 operator's top eigenspace has every principal cosine ≥ 0.95 with the prediction); runs
 where no N qualifies are listed, not trained. `--coupling λ …` also trains each run with the cross-output
 coupling scaled by λ, Θ_λ = K ⊗ I + λ(Θ − K ⊗ I) (λ = 0 is the K⊗I control, λ = 1 the
-network), and prints the mean and the last cosine per λ. The JSON goes to `--out`, and a
+network), and prints per λ the mean and the last cosine, the bound, sinM and sinY of
+Θ_λ, and how ‖y‖² splits over the scalar modes (`mode_shares`). The JSON goes to `--out`, and a
 chart of the last principal cosine against ε/(1 − γ_{D+1}/γ_D) beside it (.png), with the
 rows of the `--compare` JSON files drawn too.
 
@@ -150,16 +151,21 @@ def linearized(width: int, seed: int, out_dim: int, alpha: float):
                           parameterization="ntk", bias_scale=BIAS).double()
 
 
-def whitened_turn(theta: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> float:
-    """The sine of the angle between the trained outputs in the operator's coordinates,
-    y = Θ^{+1/2} vec Z, and U_D ⊗ I: ‖(1 − Π)y‖/‖y‖. The prediction has y ∈ U_D ⊗ I (for
-    Θ = K ⊗ I, y = vec(U_D γ^{-1/2} R)), and a y in M's top D² eigenspace has a sine
-    ≤ `davis_kahan`'s bound; a larger one means that the descent did not end there."""
+def mode_shares(theta: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """How the trained outputs in the operator's coordinates, y = Θ^{+1/2} vec Z (2N, D),
+    split over the scalar modes: ‖uₖᵀy‖²/‖y‖² for each k (summing to 1). The prediction
+    has y ∈ U_D ⊗ I (for Θ = K ⊗ I, y = U_D γ^{-1/2} R), so the sine of y's angle to
+    U_D ⊗ I is sin Y = √(1 − Σ_{k ≤ D} share_k); a y in M's top D² eigenspace has
+    sin Y ≤ `davis_kahan`'s bound, and a larger one means that the descent did not end
+    there."""
     n2, d = z.shape
     y = S._sqrt_psd(torch.from_numpy(S.output_matrix(theta, n2, d)), inverse=True) @ z.flatten()
-    u = S.kernel_modes(k)[1][:, :d]
-    inside = torch.kron(u @ u.T, torch.eye(d, dtype=torch.float64)) @ y
-    return float((y - inside).norm() / y.norm())
+    share = (S.kernel_modes(k)[1].T @ y.reshape(n2, d)).pow(2).sum(1)
+    return share / share.sum()
+
+
+def sin_y(shares: torch.Tensor, d: int) -> float:
+    return float((1 - shares[:d].sum()).clamp(min=0).sqrt())
 
 
 def gap_dim(width: int, seed: int, dims: range, alpha: float, views: torch.Tensor) -> int:
@@ -215,7 +221,7 @@ def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, v
 
     pred = [S.final_embedding(k, u[:, :out_dim], gamma[:out_dim], kx) for kx in (k, k_held)]
     row["dyn"] = [mean_cosine(z, pred[0]), mean_cosine(f, pred[1])]
-    row["whitened_sin"] = whitened_turn(theta, k, z)
+    row["whitened_sin"] = sin_y(mode_shares(theta, k, z), out_dim)
     row["dyn_cosines"] = [S.principal_cosines(z, pred[0]).tolist(), S.principal_cosines(f, pred[1]).tolist()]
     eye = torch.eye(out_dim, dtype=torch.float64)
     scalar, scalar_held = k[:, :, None, None] * eye, k_held.T[:, :, None, None] * eye
@@ -223,10 +229,12 @@ def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, v
     row["scalar_dyn"] = [mean_cosine(zs, pred[0]), mean_cosine(fs, pred[1])]  # the same descent with Θ = K ⊗ I
     row["coupling"] = []
     for lam in couplings:
-        zl, fl, _ = train_outputs(z0, scalar + lam * (theta - scalar), lr, 100_000, TOL, f0,
-                                  scalar_held + lam * (theta_held - scalar_held))
+        theta_l = scalar + lam * (theta - scalar)
+        zl, fl, _ = train_outputs(z0, theta_l, lr, 100_000, TOL, f0, scalar_held + lam * (theta_held - scalar_held))
         cosines = [S.principal_cosines(zl, pred[0]), S.principal_cosines(fl, pred[1])]
-        row["coupling"].append({"lambda": lam, "ratio": lam * eps / (1 - row["gap"]),
+        shares = mode_shares(theta_l, k, zl)
+        row["coupling"].append({"lambda": lam, "ratio": lam * eps / (1 - row["gap"]), **davis_kahan(theta_l, k),
+                                "sin_y": sin_y(shares, out_dim), "shares": shares[: out_dim + 3].tolist(),
                                 "mean": [float(c.mean()) for c in cosines], "last": [float(c[-1]) for c in cosines]})
     more = S.final_embedding(k, u[:, : out_dim + 2], gamma[: out_dim + 2], k_held)
     row["dyn_within_2_more"] = mean_cosine(f, more)  # 1 iff the trained span lies in the top D + 2 modes
@@ -361,7 +369,9 @@ def main() -> None:
                   flush=True)
             for c in r["coupling"]:
                 print(f"    coupling λ = {c['lambda']:.2f}: λε/(1−gap) {c['ratio']:.3f}  mean(train held) "
-                      f"{c['mean'][0]:.3f} {c['mean'][1]:.3f}  last(train held) {c['last'][0]:.3f} {c['last'][1]:.3f}",
+                      f"{c['mean'][0]:.3f} {c['mean'][1]:.3f}  last(train held) {c['last'][0]:.3f} {c['last'][1]:.3f}  "
+                      f"DK {c['dk']:.3f} bound {c['bound']:.3f} sinM {c['sin']:.3f} sinY {c['sin_y']:.3f}  "
+                      f"‖y‖² share of modes 1…D+3 {' '.join(f'{v:.3f}' for v in c['shares'])}",
                       flush=True)
     result = {"pairs": args.pairs, "out_dim": args.out_dim, "gap_range": args.gap_range, "alpha": args.alpha,
               "eta": args.eta, "rows": rows}
