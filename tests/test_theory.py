@@ -138,15 +138,6 @@ def test_full_entk_ode_reproduces_a_linearized_network_on_fixed_pairs():
     trained as z = J·δ with J from torch.func.jacrev of the Linearized module (the same
     function: it is linear in δ), which makes its 3000 steps cheap."""
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 3000 products of (288, 2.9k): a second thread only contends
-    try:
-        check_fixed_pairs()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def check_fixed_pairs():
     from sslkit.augment import ShiftNoise
     from sslkit.data import digits
 

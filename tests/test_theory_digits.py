@@ -17,15 +17,6 @@ from sslkit.theory.kernels import dense_ntk, scalar_part
 from sslkit.theory.pairs import train_outputs, train_pairs
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small float64 products: under load a second intra-op thread only contends."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def digit_views(pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stacked fixed views of the first `pairs` digits and the clean held-out digits."""
     augment = ShiftNoise(1, 0.1, 0.3053)
