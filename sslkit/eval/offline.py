@@ -26,7 +26,7 @@ from sslkit.errors import ConfigError
 from sslkit.eval.evaluation import classes_of, held_out
 from sslkit.eval.features import extract, labelled
 from sslkit.eval.knn import topk_accuracy
-from sslkit.eval.probe import OnlineProbe, fit_linear
+from sslkit.eval.probe import WEIGHT_DECAY, OnlineProbe, fit_linear
 from sslkit.optim import Schedule
 from sslkit.rng import LINEAR_EVAL, generator
 
@@ -94,10 +94,11 @@ def features(ckpt: Path, run_dir: Path, kind: str, augment_copies: int, device: 
 
 def fit_sgd(x: torch.Tensor, y: torch.Tensor, classes: int, epochs: int, batch_size: int, lr: float,
             weight_decay: float, seed: int) -> OnlineProbe:
-    """SGD (momentum 0.9, cosine schedule) over shuffled mini-batches of the cache."""
+    """SGD (momentum 0.9, cosine schedule, one step per mini-batch) over shuffled
+    mini-batches of the cache."""
     batches = max(1, len(x) // batch_size)
     probe = OnlineProbe({"x": x.shape[1]}, classes, epochs * batches, lr, 0.9, weight_decay,
-                        Schedule.cosine).to(x.device)
+                        Schedule.cosine, steps_per_batch=1).to(x.device)
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=generator(x.device, seed, LINEAR_EVAL, epoch), device=x.device)
         for idx in order[: batches * batch_size].view(batches, -1):
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path", type=Path, help="a run directory (its checkpoints/last.pt) or a checkpoint file")
     parser.add_argument("--features", choices=["backbone", "projector"], default="backbone")
     parser.add_argument("--optimizer", choices=["lbfgs", "sgd"], default="lbfgs")
-    parser.add_argument("--weight-decay", type=float, default=1e-4, help="L2 penalty (L-BFGS: λ/2·‖W‖²)")
+    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
+                        help="λ of the penalty λ/2·‖W‖² (the online probe's default too)")
     parser.add_argument("--augment", type=int, default=0, metavar="K",
                         help="K augmented copies of the training set")
     parser.add_argument("--augment-kind", choices=["standard", "views"], default="standard",

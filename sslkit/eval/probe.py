@@ -33,56 +33,81 @@ class LinearProbe(nn.Module):
         return self.linear(self.norm(x))
 
 
+WEIGHT_DECAY = 1e-4  # λ of both linear fits: OnlineProbe's default and sslkit-eval's
+
+
 class OnlineProbe(nn.Module):
     """eval=online_probe: one LinearProbe per feature kind of `dims` ({kind: dim}) that
-    `features` lists (None: every kind), trained with its own SGD (momentum, weight decay,
-    a `schedule` over `total_steps`) on detached features of each training batch, those
-    `input` names (the Evaluation computes them); samples labelled −1 are skipped.
+    `features` lists (None: every kind), trained with its own SGD (momentum, weight decay
+    λ on W, a `schedule` over `total_steps`) on detached features of each training batch,
+    those `input` names (the Evaluation computes them); samples labelled −1 are skipped.
 
-    Scored with the exponential moving average of the heads (weights and statistics):
-    θ̄ ← ema·θ̄ + (1 − ema)·θ after every step, θ̄ = θ after the first (ema = 0: the last
-    iterate). The features are standardised, so lr = 1 suits any feature scale; at that
-    rate SGD keeps up with features that move, and the average of its last ~1/(1 − ema)
-    iterates damps the scatter of the last one. A longer average lags the features. The
-    schedule follows the training's (configs/eval/online_probe.yaml): the probe anneals
-    when the features stop moving. Measured against sslkit-eval: scripts/RESULTS.md,
-    "Online probe settings against sslkit-eval"."""
+    It minimises sslkit-eval's objective, mean cross-entropy + λ/2·‖W‖² (fit_linear, the
+    same default λ = WEIGHT_DECAY), so that on the final features both estimate one convex
+    optimum. Without λ there is none on separable features (digits' are): ‖W‖ grows for
+    as long as SGD runs, and the accuracy depends on where it stops. That optimum is
+    λ-strongly convex, and its slowest mode decays as (1 − lr·λ/(1 − momentum))ᵗ, one e-fold
+    per 1000 SGD steps at lr 1, momentum 0.9, λ = 10⁻⁴: more than a short run has. So the
+    probe takes `steps_per_batch` SGD steps on each batch (standardised once, by its own
+    statistics), `steps_per_batch`·`total_steps` in all; the linear steps cost little
+    beside the network's.
+
+    Scored with the exponential moving average of the heads (weights and statistics),
+    updated once per batch: θ̄ ← ema·θ̄ + (1 − ema)·θ, θ̄ = θ after the first (ema = 0: the
+    last iterate). The features are standardised, so lr = 1 suits any feature scale; at
+    that rate SGD keeps up with features that move, and the average of its last
+    ~1/(1 − ema) batches damps the scatter of the last iterate. A longer average lags the
+    features. The schedule follows the training's (configs/eval/online_probe.yaml): the
+    probe anneals when the features stop moving. Measured against sslkit-eval:
+    scripts/RESULTS.md, "Online probe settings against sslkit-eval"."""
 
     def __init__(self, dims: dict[str, int], classes: int, total_steps: int, lr: float = 1.0,
-                 momentum: float = 0.9, weight_decay: float = 0.0, schedule: Schedule = Schedule.constant,
+                 momentum: float = 0.9, weight_decay: float = WEIGHT_DECAY, schedule: Schedule = Schedule.constant,
                  ema: float = 0.9, features: Sequence[ProbeFeatures] | None = None,
-                 input: ProbeInput = ProbeInput.clean) -> None:
+                 input: ProbeInput = ProbeInput.clean, steps_per_batch: int = 4) -> None:
         super().__init__()
         if not 0 <= ema < 1:
             raise ConfigError(f"eval.online_probe.ema={ema} is not allowed: use a decay in [0, 1), e.g. 0.9 "
                               f"(0 scores the last iterate).")
+        if steps_per_batch < 1:
+            raise ConfigError(f"eval.online_probe.steps_per_batch={steps_per_batch} is not allowed: use a "
+                              f"positive number of SGD steps per training batch, e.g. 1.")
         self.input = ProbeInput(input)
+        self.steps_per_batch = steps_per_batch
         self.heads = nn.ModuleDict({kind: LinearProbe(dims[kind], classes)
                                     for kind in (dims if features is None else kinds(features))})
-        self.optimizer = torch.optim.SGD(self.heads.parameters(), lr=lr, momentum=momentum,
-                                         weight_decay=weight_decay)
+        weights = [head.linear.weight for head in self.heads.values()]
+        biases = [head.linear.bias for head in self.heads.values()]
+        self.optimizer = torch.optim.SGD([{"params": weights, "weight_decay": weight_decay},
+                                          {"params": biases, "weight_decay": 0.0}], lr=lr, momentum=momentum)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, schedule, 0, total_steps))
+            self.optimizer, lambda step: lr_factor(step, schedule, 0, total_steps * steps_per_batch))
         self.average = AveragedModel(self.heads, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True)
 
     def train_step(self, features: dict[str, Tensor], labels: Tensor) -> None:
-        """One SGD step of every head: mean cross-entropy over the labelled rows (label
-        ≥ 0; none labelled: no change); features of n rows go with labels[:n]. Never
-        waits for the GPU."""
+        """`steps_per_batch` SGD steps of every head on one batch: mean cross-entropy over
+        the labelled rows (label ≥ 0; none labelled: a zero gradient) of the batch standardised
+        once (its own statistics, which update the running ones once); features of n rows
+        go with labels[:n]. Then one update of the average. Never waits for the GPU."""
         first = self.scheduler.last_epoch == 0  # the first batch sets the running statistics
         self.heads.train()
-        loss = 0.0
-        with torch.enable_grad():
+        inputs, targets = {}, {}
+        with torch.no_grad():
             for kind, head in self.heads.items():
                 head.norm.momentum = 1.0 if first else 0.5
                 x = features[kind].detach().float()
-                y = labels[: len(x)].to(x.device)
-                ce = F.cross_entropy(head(x), y, ignore_index=-1, reduction="sum")
-                loss = loss + ce / (y >= 0).sum().clamp(min=1)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
+                inputs[kind], targets[kind] = head.norm(x), labels[: len(x)].to(x.device)
+        for _ in range(self.steps_per_batch):
+            loss = 0.0
+            with torch.enable_grad():
+                for kind, head in self.heads.items():
+                    y = targets[kind]
+                    ce = F.cross_entropy(head.linear(inputs[kind]), y, ignore_index=-1, reduction="sum")
+                    loss = loss + ce / (y >= 0).sum().clamp(min=1)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
         self.average.update_parameters(self.heads)
 
     @torch.no_grad()
@@ -102,7 +127,7 @@ class OnlineProbe(nn.Module):
         self.scheduler.load_state_dict(state["scheduler"])
 
 
-def fit_linear(x: Tensor, y: Tensor, classes: int, weight_decay: float = 1e-4, max_iter: int = 500) -> LinearProbe:
+def fit_linear(x: Tensor, y: Tensor, classes: int, weight_decay: float = WEIGHT_DECAY, max_iter: int = 500) -> LinearProbe:
     """The LinearProbe minimising mean cross-entropy + weight_decay/2·‖W‖² on (x, y),
     fitted with full-batch L-BFGS (strong Wolfe line search) after setting the
     standardisation to the exact mean and (biased) variance of x. Convex: the result does
