@@ -2,6 +2,7 @@
 
     python scripts/probe_replay.py record RUN_DIR OVERRIDE...   # sslkit-train OVERRIDE... hydra.run.dir=RUN_DIR
     python scripts/probe_replay.py check RUN_DIR...              # replay == the run's logged accuracies?
+    python scripts/probe_replay.py compare RUN_DIR... --setting "steps_per_batch=1 weight_decay=0" [--fixed]
 
 The probe never changes the SSL trajectory, so one run fixes everything the probe sees: the
 features of each training batch (with its labels), and the held-out features at every
@@ -11,11 +12,15 @@ batches (`final`: the trajectory's batch order on features held fixed) and the s
 cache of the final checkpoint (all labelled training samples). `replay` trains a fresh
 OnlineProbe on a recording in seconds, with any constructor arguments; `check` replays the
 run's own settings and compares with its metrics.jsonl, which must agree exactly before a
-replayed number means anything.
+replayed number means anything. `compare` replays each `--setting` (OnlineProbe arguments
+over the run's own; `--fixed`: on the final features) and prints its last top-1 minus
+sslkit-eval's (L-BFGS, λ = `--weight-decay`) and the held-out digits on which the two
+classifiers disagree, per run and summed up over the runs.
 """
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -26,9 +31,10 @@ from omegaconf import OmegaConf
 
 from sslkit.cli import CONFIG_DIR
 from sslkit.config import register_configs
-from sslkit.eval import Evaluation, OnlineProbe, extract, topk_accuracy
+from sslkit.eval import Evaluation, OnlineProbe, extract, fit_linear, topk_accuracy
 from sslkit.eval.offline import features as offline_features
 from sslkit.eval.offline import load_model
+from sslkit.eval.probe import WEIGHT_DECAY
 
 
 def record(run_dir: Path, overrides: list[str]) -> None:
@@ -73,7 +79,7 @@ def record(run_dir: Path, overrides: list[str]) -> None:
     torch.save(rec, run_dir / "probe_record.pt")
 
 
-def replay(rec: dict, inputs: str = "features", score_features: dict | None = None, **probe) -> dict[int, dict]:
+def replay(rec: dict, inputs: str = "features", **probe) -> dict[int, dict]:
     """{eval step: {kind: top-1 %}} of an OnlineProbe with the run's arguments updated by
     `probe`, trained on rec[inputs] ("features": the trajectory; "final": the final
     network's features of the same batches) and scored on the recorded held-out features
@@ -87,14 +93,39 @@ def replay(rec: dict, inputs: str = "features", score_features: dict | None = No
     for step, (f, y) in enumerate(zip(rec[inputs], rec["y"])):
         p.train_step(f, y)
         if step in rec["test"]:
-            test = rec["test"][last if inputs == "final" else step]
-            out[step] = {k: topk_accuracy(s, setup["test_y"])[1] for k, s in p.scores(test).items()}
+            out[step] = p.scores(rec["test"][last if inputs == "final" else step])
     return out
+
+
+def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay: float) -> None:
+    """Per run and setting: last top-1 − sslkit-eval's, and the disagreeing held-out digits."""
+    gaps: dict[str, list[tuple[float, int]]] = {s: [] for s in settings}
+    for run_dir in run_dirs:
+        rec = torch.load(run_dir / "probe_record.pt", weights_only=False)
+        o = rec["offline"]["backbone"]
+        offline = fit_linear(o["train_x"], o["train_y"], rec["setup"]["classes"], weight_decay).eval()
+        reference = offline(o["test_x"]).detach().argmax(1)
+        line = f"{run_dir.name}: sslkit-eval {topk_accuracy(offline(o['test_x']).detach(), o['test_y'])[1]:.2f}"
+        for setting in settings:
+            args = {k: float(v) if "." in v or "e" in v else int(v)
+                    for k, v in (kv.split("=") for kv in setting.split())}
+            replayed = replay(rec, "final" if fixed else "features", **args)
+            scores = replayed[max(replayed)]["backbone"]
+            gap = topk_accuracy(scores, o["test_y"])[1] - topk_accuracy(offline(o["test_x"]).detach(), o["test_y"])[1]
+            gaps[setting].append((gap, int((scores.argmax(1) != reference).sum())))
+            line += f" | {setting or 'recorded'}: {gap:+.2f} ({gaps[setting][-1][1]} differ)"
+        print(line, flush=True)
+    for setting, g in gaps.items():
+        print(f"{setting or 'recorded'}{' (final features)' if fixed else ''}: within 1 point in "
+              f"{sum(abs(d) <= 1 + 1e-6 for d, _ in g)}/{len(g)}, mean |gap| "
+              f"{statistics.mean(abs(d) for d, _ in g):.2f}, mean gap {statistics.mean(d for d, _ in g):+.2f}, "
+              f"mean disagreeing digits {statistics.mean(n for _, n in g):.1f}")
 
 
 def check(run_dir: Path) -> bool:
     rec = torch.load(run_dir / "probe_record.pt", weights_only=False)
-    replayed = replay(rec)
+    replayed = {step: {k: topk_accuracy(s, rec["setup"]["test_y"])[1] for k, s in scores.items()}
+                for step, scores in replay(rec).items()}
     ok = True
     for step, logged in rec["logged"].items():
         for kind, top1 in replayed[step].items():
@@ -117,9 +148,17 @@ def main() -> None:
     r.add_argument("overrides", nargs="*")
     c = sub.add_parser("check")
     c.add_argument("run_dirs", type=Path, nargs="+")
+    m = sub.add_parser("compare")
+    m.add_argument("run_dirs", type=Path, nargs="+")
+    m.add_argument("--setting", action="append", default=None,
+                   help='OnlineProbe arguments, e.g. "steps_per_batch=4 weight_decay=1e-4"; "" the recorded ones')
+    m.add_argument("--fixed", action="store_true", help="replay on the final network's features of the same batches")
+    m.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="sslkit-eval's λ")
     args = parser.parse_args()
     if args.command == "record":
         record(args.run_dir, args.overrides)
+    elif args.command == "compare":
+        compare(args.run_dirs, args.setting or [""], args.fixed, args.weight_decay)
     else:
         sys.exit(0 if all(check(d) for d in args.run_dirs) else 1)
 
