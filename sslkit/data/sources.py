@@ -3,7 +3,6 @@
 from enum import Enum
 
 import torch
-from sklearn.datasets import load_digits
 
 from sslkit.data.memory import InMemoryData
 from sslkit.errors import ConfigError
@@ -34,6 +33,8 @@ def digits(batch_size: int, split: DigitsSplit = DigitsSplit.all, size: int = 8,
     if size < 8 or channels not in (1, 3):
         raise ConfigError(f"data.size={size}, data.channels={channels} is not allowed: use a size >= 8 "
                           f"(pixels) and 1 or 3 channels.")
+    from sklearn.datasets import load_digits  # here, not at the top: importing scikit-learn takes 2 s
+
     d = load_digits()
     x = torch.from_numpy(d.images * (255 / 16)).float().unsqueeze(1)
     if size != 8:
