@@ -116,7 +116,7 @@ def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
     axes[3].plot(mstep, [m["loss"] for m in metrics], color="black", lw=1.5, label="loss")
     for key in _loss_terms(metrics):
         axes[3].plot(mstep, [m.get(key, np.nan) for m in metrics], lw=1, label=key)
-    _finish(fig, axes, f"{describe(read_config(run_dir))}\n{run_dir}", [spectra["step"], mstep])
+    _finish(fig, axes, f"{describe(read_config(run_dir))}\n{shown(run_dir)}", [spectra["step"], mstep])
     return fig
 
 
@@ -191,6 +191,12 @@ def theory_table(run_dir: str | Path) -> str | None:
             continue
         rows.append(f"{k + 1:>4} {g:>9.4g} {pred:>10.1f} {ode:>10.1f} {meas:>10.1f} {meas / pred - 1:>+10.3f}")
     return "\n".join(rows)
+
+
+def shown(run_dir: str | Path) -> str:
+    """run_dir as a title shows it: relative to the working directory when inside it."""
+    path = Path(run_dir).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def read_config(run_dir: str | Path) -> dict:

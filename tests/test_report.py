@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from sslkit.cli import report_main
-from sslkit.report import draw_compare, draw_side_by_side, draw_stepwise, run_labels
+from sslkit.report import draw_compare, draw_side_by_side, draw_stepwise, run_labels, shown
 from sslkit.spectrum import SpectrumMonitor, crossing_steps, load
 
 BIN = Path(sys.executable).parent
@@ -131,6 +131,15 @@ def test_stepwise_figure_says_what_ran_and_tells_every_mode_apart(tmp_path):
     assert np.all(floor[0].get_ydata() == eig.get_ylim()[0])
     assert any("≤ 0" in t.get_text() for t in eig.texts)
     assert {ax.get_xlim() for ax in fig.axes[:4]} == {(0.0, 29.0)}, "panels must span the same steps"
+
+
+def test_titles_show_a_run_directory_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """A figure made in one checkout names its run as the user typed it, not the checkout's path."""
+    monkeypatch.chdir(tmp_path / "..")
+    assert shown(tmp_path / "runs" / "a") == str(Path(tmp_path.name) / "runs" / "a")
+    assert shown(Path("runs") / "a") == str(Path("runs") / "a")
+    monkeypatch.chdir(tmp_path)
+    assert shown(tmp_path.parent / "b") == str(tmp_path.parent / "b"), "outside: the absolute path"
 
 
 def test_comparison_shows_rankme_loss_terms_and_a_title_of_what_differs(tmp_path):
