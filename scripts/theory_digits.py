@@ -262,20 +262,15 @@ def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, v
     return row
 
 
-def out_dim_arg(value: str) -> int | str:
-    if value == "gap":
-        return value
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"--out-dim {value!r}: a positive integer or 'gap'")
-    return int(value)
-
-
-def pairs_arg(value: str) -> int | str:
-    if value == "auto":
-        return value
-    if not value.isdigit() or int(value) < 2:
-        raise argparse.ArgumentTypeError(f"--pairs {value!r}: an integer ≥ 2 or 'auto'")
-    return int(value)
+def int_or(word: str, flag: str, least: int):
+    """An argparse type: an integer ≥ least, or `word`."""
+    def parse(value: str) -> int | str:
+        if value == word:
+            return value
+        if not value.isdigit() or int(value) < least:
+            raise argparse.ArgumentTypeError(f"{flag} {value!r}: an integer ≥ {least} or {word!r}")
+        return int(value)
+    return parse
 
 
 def mechanism(row: dict, out_dim: int) -> tuple[float, list[float], list[float]]:
@@ -312,12 +307,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--pairs", type=pairs_arg, default=64,
+    parser.add_argument("--pairs", type=int_or("auto", "--pairs", 2), default=64,
                         help="N, or 'auto': per run the largest of --pair-choices with sin θ bound ≤ --max-bound")
     parser.add_argument("--pair-choices", type=int, nargs="+", default=[8, 16, 24, 32, 48, 64])
     parser.add_argument("--max-bound", type=float, default=0.312,
                         help="largest sin θ bound --pairs auto accepts (0.312: every cosine ≥ 0.95)")
-    parser.add_argument("--out-dim", type=out_dim_arg, default=8, help="D, or 'gap': chosen per run in --gap-range")
+    parser.add_argument("--out-dim", type=int_or("gap", "--out-dim", 1), default=8, help="D, or 'gap': chosen per run in --gap-range")
     parser.add_argument("--gap-range", type=int, nargs=2, default=[4, 10], metavar=("LO", "HI"),
                         help="the D that --out-dim gap chooses from, LO ≤ D ≤ HI")
     parser.add_argument("--eta", type=float, default=0.1, help="η·γ₁")
