@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from sslkit.cli import CONFIG_DIR
@@ -104,14 +103,15 @@ def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay
         rec = torch.load(run_dir / "probe_record.pt", weights_only=False)
         o = rec["offline"]["backbone"]
         offline = fit_linear(o["train_x"], o["train_y"], rec["setup"]["classes"], weight_decay).eval()
-        reference = offline(o["test_x"]).detach().argmax(1)
-        line = f"{run_dir.name}: sslkit-eval {topk_accuracy(offline(o['test_x']).detach(), o['test_y'])[1]:.2f}"
+        offline_scores = offline(o["test_x"]).detach()
+        reference, offline_top1 = offline_scores.argmax(1), topk_accuracy(offline_scores, o["test_y"])[1]
+        line = f"{run_dir.name}: sslkit-eval {offline_top1:.2f}"
         for setting in settings:
             args = {k: float(v) if "." in v or "e" in v else int(v)
                     for k, v in (kv.split("=") for kv in setting.split())}
             replayed = replay(rec, "final" if fixed else "features", **args)
             scores = replayed[max(replayed)]["backbone"]
-            gap = topk_accuracy(scores, o["test_y"])[1] - topk_accuracy(offline(o["test_x"]).detach(), o["test_y"])[1]
+            gap = topk_accuracy(scores, o["test_y"])[1] - offline_top1
             gaps[setting].append((gap, int((scores.argmax(1) != reference).sum())))
             line += f" | {setting or 'recorded'}: {gap:+.2f} ({gaps[setting][-1][1]} differ)"
         print(line, flush=True)
