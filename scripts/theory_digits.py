@@ -211,9 +211,11 @@ def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, v
     with torch.no_grad():
         z0, f0 = net(views), net(held)
     z, f, steps = train_outputs(z0, theta, lr, 100_000, TOL, f0, theta_held)
+    dk = davis_kahan(theta, k)
     row = {"width": width, "seed": seed, "pairs": len(views) // 2, "out_dim": out_dim, "steps": steps,
            "copies": copies(theta, k, range(out_dim - 2, out_dim + 2)), "gap": float(gamma[out_dim] / gamma[out_dim - 1]),
-           "eps": eps, **dict(zip(("davis_kahan", "dk_bound", "dk_sin"), davis_kahan(theta, k).values())), "gamma": (gamma[: out_dim + 2] / gamma[0]).tolist()}
+           "eps": eps, "davis_kahan": dk["dk"], "dk_bound": dk["bound"], "dk_sin": dk["sin"],
+           "gamma": (gamma[: out_dim + 2] / gamma[0]).tolist()}
     if network:
         _, f_net = train_pairs(net, views, lr, steps, new=held)
         with torch.no_grad():
