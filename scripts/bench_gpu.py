@@ -195,7 +195,12 @@ def main() -> None:
     steps, warmup = args.steps or (3 if tiny else 50), args.warmup or (2 if tiny else 15)
 
     register_configs()
-    root = Path(tempfile.mkdtemp(prefix="bench_gpu-"))
+    with tempfile.TemporaryDirectory(prefix="bench_gpu-") as tmp:
+        measure(args, Path(tmp), tiny, batch, steps, warmup)
+
+
+def measure(args: argparse.Namespace, root: Path, tiny: bool, batch: int, steps: int, warmup: int) -> None:
+    """Write fake CIFAR under root, run the timings there and print the report."""
     fake_cifar(root, max(4 * batch, 64 if tiny else 8192))
     overrides = [f"experiment={args.experiment}", f"data.root={root}", "data.split=test",
                  f"data.batch_size={batch}", f"trainer.max_steps={warmup + steps}", *QUIET,
