@@ -2,7 +2,7 @@
 spectrum=every_step, alternated in one process, several times; or (`monitor`) the monitor
 alone on random embeddings.
 
-    python scripts/bench_spectrum.py [CASE] [--steps N] [--repeats R] [-- OVERRIDES...]
+    python scripts/bench_spectrum.py [CASE] [--steps N] [--repeats R] [--observer WHERE] [-- OVERRIDES...]
     python scripts/bench_spectrum.py monitor [--batch 256] [--dim 2048] [--feat-dim 512]
                                              [--device cuda] [--step-ms 12.5]
 
@@ -11,6 +11,10 @@ projector, batch 32, on 32×32 random images written in the CIFAR-10 format: the
 what a CIFAR step costs), `mlp2048` (an MLP of width 2048 with a 2048-d projector, batch 32)
 or `tracked` (as mlp2048 at batch 256, where the covariances have rank > spectrum.exact_max
 and the top eigenvalues are tracked by subspace iteration).
+
+`--observer thread|training` puts the recording in its background thread or in the
+training thread whatever the cores (`auto`, the default, lets sslkit choose:
+sslkit.records.observer.core_to_spare).
 
 `monitor` times `SpectrumMonitor` with the default matrices (cov, xcorr with Barlow Twins'
 batch-normalised view, feat_cov) on random float32 embeddings (batch × dim) and features
@@ -45,10 +49,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from hydra import compose, initialize_config_dir
 
 from sslkit.cli import CONFIG_DIR
 from sslkit.config import register_configs
+from sslkit.records import observer
 from sslkit.train import train
 
 CASES = {
@@ -78,8 +84,6 @@ def step_times(run_dir: Path, batch_size: int, skip: int) -> np.ndarray:
 
 def bench_monitor(batch: int, dim: int, feat_dim: int, device: str, step_ms: float, steps: int) -> None:
     """The monitor alone (module docstring, `monitor`)."""
-    import torch
-
     from sslkit.losses import BarlowTwinsLoss
     from sslkit.spectrum import SpectrumMonitor
 
@@ -139,7 +143,7 @@ def main() -> None:
         parser.add_argument("--batch", type=int, default=256)
         parser.add_argument("--dim", type=int, default=2048)
         parser.add_argument("--feat-dim", type=int, default=512)
-        parser.add_argument("--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu")
+        parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
         parser.add_argument("--step-ms", type=float, default=1e3 * 256 / 20525)
         parser.add_argument("--steps", type=int, default=200)
         a = parser.parse_args()
@@ -148,8 +152,12 @@ def main() -> None:
     parser.add_argument("case", nargs="?", default="digits", choices=sorted(CASES))
     parser.add_argument("--steps", type=int, default=None, help="steps per run (default: per case)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--observer", choices=["auto", "thread", "training"], default="auto",
+                        help="where the recording runs (module docstring)")
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides for both modes")
     args = parser.parse_args()
+    if args.observer != "auto":
+        observer.core_to_spare = lambda device: args.observer == "thread"
     steps = args.steps or {"digits": 600, "resnet18": 40, "mlp2048": 60, "tracked": 30}[args.case]
     skip = max(2, steps // 10)  # warm-up steps left out of the statistics
 
@@ -163,7 +171,8 @@ def main() -> None:
         with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
             configs = {mode: compose("train", overrides=[*overrides, f"spectrum={mode}"])
                        for mode in ("off", "every_step")}
-        print(f"case {args.case}: {' '.join(overrides)}; {steps} steps per run, first {skip} left out")
+        print(f"case {args.case}: {' '.join(overrides)}; {steps} steps per run, first {skip} left out; "
+              f"{torch.get_num_threads()} intra-op threads, observer {args.observer}")
         for repeat in range(args.repeats):
             order = ("off", "every_step") if repeat % 2 == 0 else ("every_step", "off")
             result = {}

@@ -96,7 +96,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     observe = rank.is_main  # logs, spectra and checkpoints come from rank 0 only
     if observe:
         save_run_info(cfg, run_dir, device)
-        # metrics.jsonl, spectra and dashboards, in a background thread; files cut back to `logs`
+        # metrics.jsonl, spectra and dashboards, in a background thread where a core is free; files cut back to `logs`
         observer = Observer(run_dir, cfg, device, start, logs,
                             view=getattr(run.loss_fn, "spectrum_view", None))  # xcorr is the loss's own C
 

@@ -144,8 +144,13 @@ def test_bad_logger_options_name_the_key(config, tmp_path):
         train(config("trainer.max_steps=2", "spectrum.full_every=0"), tmp_path / "b")
 
 
-def test_an_error_in_the_observer_thread_stops_the_run(config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("background", [True, False], ids=["observer_thread", "training_thread"])
+def test_an_error_in_the_observer_thread_stops_the_run(config, tmp_path, monkeypatch, background):
+    """A dashboard's failure stops training with one message, whichever thread recorded."""
+    from sslkit.records import observer
     from sslkit.records.tensorboard import TensorBoardSink
+
+    monkeypatch.setattr(observer, "core_to_spare", lambda device: background)
 
     def fail(self, step, scalars):
         raise OSError("No space left on device")

@@ -3,6 +3,7 @@ theory are in test_theory.py)."""
 
 import json
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from conftest import HAS_WANDB, assert_separated_steps
+from sslkit.records import observer
 from sslkit.spectrum import load
 from sslkit.train import train
 
@@ -29,18 +31,58 @@ def test_default_experiment_learns_five_separated_steps(config, tmp_path):
     assert_separated_steps(tmp_path, 5)
 
 
-def test_training_leaves_the_thread_settings_alone(config, tmp_path):
-    """Training with the spectrum monitor (and its background thread, which runs on one
-    OpenMP thread of its own) on does not change the process's intra-op or inter-op thread
-    counts, nor any thread pool threadpoolctl sees (OpenMP, numpy's BLAS). Checked at 2
-    threads everywhere, not at the suite's 1, which a leaked one-thread setting would keep."""
+@pytest.mark.parametrize("background", [True, False], ids=["observer_thread", "training_thread"])
+def test_training_leaves_the_thread_settings_alone(config, tmp_path, monkeypatch, background):
+    """Training with the spectrum monitor on, its work in the background thread (which runs
+    on one OpenMP thread of its own) or in the training thread, does not change the
+    process's intra-op or inter-op thread counts, nor any thread pool threadpoolctl sees
+    (OpenMP, numpy's BLAS). Checked at 2 threads everywhere, not at the suite's 1, which a
+    leaked one-thread setting would keep. A first short run loads every library training
+    uses (scikit-learn's, for digits), so that the pools compared are the same ones."""
+    monkeypatch.setattr(observer, "core_to_spare", lambda device: background)
     pools = lambda: [(p["prefix"], p["num_threads"]) for p in threadpool_info()]  # noqa: E731
+    train(config("data.batch_size=128", "trainer.max_steps=1"), tmp_path / "first")
     with threadpool_limits(limits=2):
         torch.set_num_threads(2)
         before = torch.get_num_threads(), torch.get_num_interop_threads(), pools()
         assert before[0] == 2 and all(n == 2 for _, n in before[2]), before
-        train(config("data.batch_size=128", "trainer.max_steps=3"), tmp_path)
+        train(config("data.batch_size=128", "trainer.max_steps=3"), tmp_path / "run")
         assert (torch.get_num_threads(), torch.get_num_interop_threads(), pools()) == before
+
+
+def test_the_observer_thread_only_where_a_core_is_free(monkeypatch):
+    """On a CPU the background thread runs only when the step's intra-op pool leaves one of
+    the process's cores free; beside a GPU always."""
+    monkeypatch.setattr(observer.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    for threads, spare in ((1, True), (3, True), (4, False), (8, False)):
+        monkeypatch.setattr(observer.torch, "get_num_threads", lambda t=threads: t)
+        assert observer.core_to_spare(torch.device("cpu")) is spare, threads
+        assert observer.core_to_spare(torch.device("cuda", 0))
+
+
+def test_the_training_thread_records_what_the_observer_thread_does(config, tmp_path, monkeypatch):
+    """The observer's work in the training thread (a CPU whose cores the step's pool holds)
+    writes the same metrics.jsonl, spectra and crossing events as in its own thread, through
+    a checkpoint mid-chunk (`state()`), and no thread is started for it."""
+    overrides = ("data.batch_size=128", "trainer.max_steps=40", "trainer.checkpoint_every=17")
+    runs = {}
+    for background in (True, False):
+        monkeypatch.setattr(observer, "core_to_spare", lambda device, b=background: b)
+        before = {t.name for t in threading.enumerate()}
+        started = []
+        monkeypatch.setattr(observer.threading.Thread, "start",
+                            lambda self, run=threading.Thread.start: started.append(self.name) or run(self))
+        train(config(*overrides), tmp_path / str(background))
+        assert started == (["sslkit-observer"] if background else []), started
+        assert {t.name for t in threading.enumerate()} <= before | {"MainThread"}
+        runs[background] = tmp_path / str(background)
+    assert metrics(runs[True]) == metrics(runs[False])
+    thread, inline = load(runs[True]), load(runs[False])
+    assert thread.keys() == inline.keys()
+    for key in thread:
+        np.testing.assert_array_equal(thread[key], inline[key], err_msg=key)
+    events = [(r / "spectrum" / "events.jsonl").read_text() for r in runs.values()]
+    assert events[0] == events[1] and events[0]
 
 
 def test_same_seed_same_run_and_other_seed_differs(config, tmp_path):

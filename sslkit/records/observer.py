@@ -1,22 +1,29 @@
 """Everything a run records besides checkpoints — metrics.jsonl, the spectrum monitor, the
-dashboards — done so that the training step never waits for it.
+dashboards — done so that the training step waits for it as little as the hardware allows.
 
 `spectrum(step, out)` runs the monitor's device part in the training thread:
 a few products per matrix, launched (on CUDA on the observer's own stream, after the
 step's work) into a ring on the device, copied to the host in bulk every
 `spectrum.chunk` steps (sslkit.spectrum.monitor). Launching there costs less host time
-than from a second Python thread, which would hold the interpreter lock while it launches,
-and on a CPU a second thread would also take cores from the step's own thread pool: the
-training's thread settings are never touched. Everything else — eigenvalues of the small
-matrices, summaries, files, dashboards, and on a CPU the products too — runs in a
-background thread that takes only what the step leaves of the CPU: it runs at the lowest
-scheduling priority (nice 19, Linux sets it per thread) and on one core (its own OpenMP
-setting, which is per thread), so it never preempts or splits the step's thread pool.
+than from a second Python thread, which would hold the interpreter lock while it launches.
+Everything else — eigenvalues of the small matrices, summaries, files, dashboards, and on
+a CPU the products too — runs in a background thread where a core is free for it: beside
+a GPU (the step's host work is launches), and on a CPU when the step's thread pool leaves
+a core (`torch.get_num_threads()` below the cores the process may use). That thread takes
+only what the step leaves of the CPU: it runs at the lowest scheduling priority (nice 19,
+Linux sets it per thread) and on one core (its own OpenMP setting, which is per thread).
 
-`log(record)` queues the step's metrics. A record waits in the thread until the spectrum
-summaries of its own step are known, then it is written to metrics.jsonl and sent to the
-dashboards. The queue is bounded: if the thread falls behind by `MAX_PENDING` items the
-loop waits for it.
+Where the step's pool holds every core (a CPU run at its default thread count), a second
+busy thread can only take a core from it, and an OpenMP pool waits at every barrier for
+its slowest member, so the whole step stalls whenever the background thread runs (200
+steps of the default experiment on 2 cores: 40 s with the thread, 12 s with the monitor
+off; scripts/RESULTS.md). There the work runs in the training thread instead, a chunk
+at a time, on the step's own pool. The training's thread settings are never touched.
+
+`log(record)` queues the step's metrics. A record waits until the spectrum summaries of
+its own step are known, then it is written to metrics.jsonl and sent to the dashboards.
+The queue is bounded: if the thread falls behind by `MAX_PENDING` items the loop waits
+for it.
 
 `state()` waits until everything queued is written and returns the files' positions for a
 checkpoint; a resumed run passes them back to cut the files to that point.
@@ -48,8 +55,11 @@ MAX_PENDING = 8
 
 class Observer:
     def __init__(self, run_dir: str | Path, cfg: DictConfig, device: torch.device, start_step: int = 0,
-                 state: dict[str, Any] | None = None, view: Callable[[Tensor], Tensor] | None = None) -> None:
-        """`view`: how the loss maps embeddings before its C (the loss's `spectrum_view`)."""
+                 state: dict[str, Any] | None = None, view: Callable[[Tensor], Tensor] | None = None,
+                 background: bool | None = None) -> None:
+        """`view`: how the loss maps embeddings before its C (the loss's `spectrum_view`);
+        `background`: whether the work runs in a thread of its own (None: where a core is
+        free for it, `core_to_spare`)."""
         self.run_dir = Path(run_dir)
         state = state or {"metrics_bytes": 0, "spectrum": None}
         spectrum = OmegaConf.to_container(cfg.spectrum, resolve=True, enum_to_str=True)
@@ -74,8 +84,10 @@ class Observer:
         self.held: list[tuple[dict, int]] = []  # records waiting for the spectra observed before them
         self.observed = -1  # the last step handed to the monitor
         self.last_step = start_step
-        self.thread = threading.Thread(target=self._work, name="sslkit-observer", daemon=True)
-        self.thread.start()
+        self.thread: threading.Thread | None = None
+        if core_to_spare(device) if background is None else background:
+            self.thread = threading.Thread(target=self._work, name="sslkit-observer", daemon=True)
+            self.thread.start()
 
     def spectrum(self, step: int, out: StepOutput) -> None:
         """This step's spectra (if the monitor observes this step): the device part now,
@@ -113,7 +125,8 @@ class Observer:
     def state(self) -> dict[str, Any]:
         """Wait for everything queued, flush, and return the positions for a checkpoint."""
         self._flush_spectrum()
-        self.queue.join()
+        if self.thread is not None:
+            self.queue.join()
         self._raise()
         self.metrics.flush()
         return {"metrics_bytes": self.metrics.bytes,
@@ -123,8 +136,9 @@ class Observer:
         """Finish the queue, close the files, send the stepwise figure to the dashboards."""
         if self.error is None:
             self._flush_spectrum()
-        self.queue.put(None)
-        self.thread.join()
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
         if self.error is None:
             self._send_spectra(float("inf"))
         self.metrics.close()
@@ -144,7 +158,14 @@ class Observer:
 
     def _put(self, item: tuple) -> None:
         self._raise()
-        self.queue.put(item)
+        if self.thread is not None:
+            self.queue.put(item)
+            return
+        try:  # in the training thread: a failure is reported as the thread's would be
+            self._handle(item)
+        except Exception as exc:
+            self.error = exc
+        self._raise()
 
     def _raise(self) -> None:
         if self.error is not None:
@@ -190,6 +211,15 @@ class Observer:
             self.summaries[step] = summaries
             for sink in self.sinks:
                 sink.log_spectrum(step, rows)
+
+
+def core_to_spare(device: torch.device) -> bool:
+    """Whether a background thread would have a core of its own: beside a GPU always, on a
+    CPU when the step's intra-op pool is smaller than the cores this process may use."""
+    if device.type != "cpu":
+        return True
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return torch.get_num_threads() < cores
 
 
 def _yield_to_training() -> None:
