@@ -93,6 +93,9 @@ class Checks(Callback):
     composed and checked with `sslkit.train.check` before any of them trains, and a SLURM
     sweep needs SLURM's commands (submitit would stop with a traceback)."""
 
+    # configs/hydra/launcher/: sslkit's launchers, named apart from the plugin's that they extend
+    RENAMED = {"submitit_slurm": "slurm", "submitit_local": "local"}
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._writable(config.hydra.run.dir, "hydra.run.dir")
 
@@ -104,6 +107,10 @@ class Checks(Callback):
         from sslkit.train import check
 
         self._writable(config.hydra.sweep.dir, "hydra.sweep.dir")
+        if (launcher := config.hydra.runtime.choices.get("hydra/launcher")) in self.RENAMED:
+            _fail(f"error: hydra/launcher={launcher} is the submitit plugin's own config, without sslkit's "
+                  f"settings (e.g. no requeue after a time-out); sslkit's is hydra/launcher={self.RENAMED[launcher]} "
+                  f"(configs/hydra/launcher/{self.RENAMED[launcher]}.yaml, on top of {launcher}).")
         loader = GlobalHydra.instance().config_loader()
         overrides = OverridesParser.create(config_loader=loader).parse_overrides(list(config.hydra.overrides.task))
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
@@ -119,9 +126,9 @@ class Checks(Callback):
                 _fail(f"error: sweep job {num} ({' '.join(job)}), checked before any job trains: {error}")
         missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
         if config.hydra.launcher._target_.endswith(".SlurmLauncher") and missing:
-            _fail(f"error: hydra/launcher=submitit_slurm submits the {len(jobs)} jobs to SLURM, and this machine "
+            _fail(f"error: hydra/launcher=slurm submits the {len(jobs)} jobs to SLURM, and this machine "
                   f"has no SLURM ({' and '.join(missing)} not on PATH). Launch the command from a node of the "
-                  "cluster, or run the sweep here with hydra/launcher=submitit_local (without the "
+                  "cluster, or run the sweep here with hydra/launcher=local (without the "
                   "hydra.launcher.* keys only SLURM has: partition, account, qos, constraint, gres).")
 
     @staticmethod

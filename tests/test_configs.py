@@ -3,19 +3,24 @@ the files in configs/ (a new YAML file is covered with no edit here), after the
 lightning-hydra-template's test_configs.py."""
 
 import pickle
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.object_type import ObjectType
+from hydra.core.plugins import Plugins
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torchvision.io import write_png
 
 from conftest import compose_config
-from sslkit.config import derive, schema_path
+from sslkit.cli import Checks
+from sslkit.config import CONFIG_DIR, derive, schema_path
 from sslkit.eval import Evaluation
 from sslkit.losses.barlow_twins import Normalize
 from sslkit.methods import check_loss
@@ -137,3 +142,56 @@ def test_schemas_read_from_the_code_refuse_bad_values_at_composition(override, m
         chain.append(str(exc))
         exc = exc.__cause__
     assert any(message in text for text in chain), chain
+
+
+LAUNCHERS = sorted(p.stem for p in (CONFIGS / "hydra" / "launcher").glob("*.yaml"))
+
+
+def test_no_config_file_is_named_like_a_node_of_the_config_store():
+    """Hydra matches a config file to the ConfigStore node of the same name and group as its
+    schema, with a deprecation warning (hydra/_internal/config_loader_impl.py,
+    `_load_single_config`; https://hydra.cc/docs/1.2/upgrades/1.0_to_1.1/automatic_schema_matching).
+    No file of configs/, hydra/* included, shares a name with a node that sslkit or an
+    installed plugin (found by Hydra's plugin scan) stores."""
+    Plugins.instance()  # imports every hydra_plugins module: the submitit launcher stores its nodes
+    store = ConfigStore.instance()
+    named = [str(p.relative_to(CONFIGS)) for p in sorted(CONFIGS.rglob("*.yaml"))
+             if store.get_type(str(p.relative_to(CONFIGS))) != ObjectType.NOT_FOUND]
+    assert not named, f"named like a ConfigStore node: {named}"
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_launchers_compose_without_a_warning_onto_the_plugins_schema(launcher):
+    """hydra/launcher=<option> composes without Hydra's warnings, to the submitit plugin's
+    config of the file's schema (its dataclass) with the file's own values on top; a
+    value of the wrong type is refused at composition, so the plugin's schema still checks it."""
+    node = OmegaConf.load(CONFIGS / "hydra" / "launcher" / f"{launcher}.yaml")
+    [plugin] = [d for d in node.get("defaults", [launcher]) if d != "_self_"]  # without: matched by name
+    own = {k: v for k, v in OmegaConf.to_container(node, resolve=False).items() if k != "defaults"}
+    with warnings.catch_warnings(record=True) as caught, initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        warnings.simplefilter("always")
+        cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert not [str(w.message) for w in caught]
+    expected = OmegaConf.merge(ConfigStore.instance().load(f"hydra/launcher/{plugin}.yaml").node, own)
+    assert OmegaConf.to_container(cfg.hydra.launcher) == OmegaConf.to_container(expected)
+    assert cfg.hydra.launcher._target_.startswith("hydra_plugins.hydra_submitit_launcher.")
+    with pytest.raises(Exception, match="timeout_min=an hour"), initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        compose("train", overrides=[f"hydra/launcher={launcher}", "hydra.launcher.timeout_min=an hour"],
+                return_hydra_config=True)
+
+
+@pytest.mark.parametrize("plugins, ours", sorted(Checks.RENAMED.items()))
+def test_a_sweep_with_the_plugins_own_launcher_stops_naming_sslkits(plugins, ours, tmp_path, capsys):
+    """The plugin's bare submitit_slurm / submitit_local (e.g. no requeue after a time-out)
+    stop a sweep before any job, with the name of sslkit's launcher that extends it."""
+    assert (CONFIGS / "hydra" / "launcher" / f"{ours}.yaml").exists()
+    assert OmegaConf.load(CONFIGS / "hydra" / "launcher" / f"{ours}.yaml").defaults[0] == plugins
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra/launcher={plugins}", f"hydra.sweep.dir={tmp_path}"],
+                      return_hydra_config=True)
+    with pytest.raises(SystemExit) as info:
+        Checks().on_multirun_start(cfg)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith(f"sslkit-train: error: hydra/launcher={plugins} is the submitit "
+                                                   "plugin's own config"), err
+    assert f"sslkit's is hydra/launcher={ours} (configs/hydra/launcher/{ours}.yaml" in err, err

@@ -143,12 +143,17 @@ def assert_same_training(one_dir: Path, two_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_submitit_local_sweep_runs_to_completion(tmp_path):
-    done = subprocess.run([BIN / "sslkit-train", "-m", "hydra/launcher=submitit_local", "device=cpu", "loss=barlow_twins,vicreg",
+    done = subprocess.run([BIN / "sslkit-train", "-m", "hydra/launcher=local", "device=cpu", "loss=barlow_twins,vicreg",
                            "seed=0,1", "trainer.max_steps=3", "trainer.progress=false", "trainer.report=false",
                            f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(tmp_path.glob("*/metrics.jsonl"))
     assert len(runs) == 4 and all(len(r.read_text().splitlines()) == 3 for r in runs)
+    # Hydra's warning for a config file named like a ConfigStore node (automatic schema
+    # matching), once per composition: in the sweep and in each job's log
+    logs = sorted(tmp_path.glob(".submitit/*/*_log.out"))
+    assert len(logs) == 4 and not [text for text in (done.stderr, *(log.read_text() for log in logs))
+                                   if "validated against ConfigStore schema" in text]
     configs = {(r.parent / "config.yaml").read_text().split("seed: ")[1].split("\n")[0] for r in runs}
     assert configs == {"0", "1"}
 

@@ -21,7 +21,7 @@ where a command reads ~/data/... . Each command runs as written, except:
   whose history holds the steps of that run's metrics.jsonl;
 - the SLURM sweep must stop, as on any machine without SLURM, with sslkit's message after
   checking all 6 jobs (on a machine with SLURM this part is skipped, as it would submit);
-  the same sweep then runs with hydra/launcher=submitit_local instead of submitit_slurm
+  the same sweep then runs with hydra/launcher=local instead of slurm
   and without the two keys only SLURM has (hydra.launcher.partition, .account);
 - `make test` is not run: it runs the fast suite, which holds this test.
 """
@@ -107,7 +107,7 @@ def test_the_readme_has_the_commands_this_test_knows():
     commands = readme_commands()
     assert len(commands) >= 25
     for key in (*SKIPPED, "torchrun --nproc_per_node=4", "tensorboard --logdir", "wandb sync",
-                "hydra/launcher=submitit_slurm"):
+                "hydra/launcher=slurm"):
         assert any(key in c for c in commands), f"{key} left the README; update this test"
 
 
@@ -119,9 +119,9 @@ def test_every_readme_command_composes(command, tmp_path, monkeypatch):
 
 def test_the_slurm_sweep_asks_for_what_the_readme_promises(tmp_path):
     """The README: 6 jobs (loss × seed), each on 4 GPUs of partition gpu, account myproj;
-    submitit_slurm: one task per GPU, 24 h, requeue on time-out or preemption. Checked on
+    hydra/launcher=slurm: one task per GPU, 24 h, requeue on time-out or preemption. Checked on
     the launcher built from each job's composed config (nothing is submitted: no cluster)."""
-    (command,) = [c for c in readme_commands() if "hydra/launcher=submitit_slurm" in c]
+    (command,) = [c for c in readme_commands() if "hydra/launcher=slurm" in c]
     jobs = composed_jobs(train_args(command), tmp_path)
     assert sorted((job.loss._target_.rsplit(".", 1)[1], job.seed) for job in jobs) == [
         (loss, seed) for loss in ("BarlowTwinsLoss", "NTXentLoss", "VICRegLoss") for seed in (0, 1)]
@@ -242,15 +242,15 @@ def sweep_runs(work: Path) -> set[Path]:
 
 def slurm_sweep(command: str, work: Path, env: dict) -> None:
     """Without SLURM, the README's sweep stops with one message once its 6 jobs are checked;
-    the same sweep with hydra/launcher=submitit_local (no partition, account) trains all 6."""
+    the same sweep with hydra/launcher=local (no partition, account) trains all 6."""
     if not (shutil.which("sbatch") or shutil.which("srun")):
         done = run(command, work, env)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-1500:]
-        assert ("sslkit-train: error: hydra/launcher=submitit_slurm submits the 6 jobs to SLURM, and this machine "
+        assert ("sslkit-train: error: hydra/launcher=slurm submits the 6 jobs to SLURM, and this machine "
                 "has no SLURM (sbatch and srun not on PATH).") in done.stderr, done.stderr[-1500:]
     before = sweep_runs(work)
     local = re.sub(r" hydra\.launcher\.(partition|account)=\S+", "", command)
-    succeeds(shortened(local.replace("hydra/launcher=submitit_slurm", "hydra/launcher=submitit_local")), work, env)
+    succeeds(shortened(local.replace("hydra/launcher=slurm", "hydra/launcher=local")), work, env)
     runs = [path.parent for path in sweep_runs(work) - before]
     assert sorted((OmegaConf.load(r / "config.yaml").loss._target_.rsplit(".", 1)[1],
                    OmegaConf.load(r / "config.yaml").seed, len(metrics(r))) for r in runs) == [
@@ -264,7 +264,7 @@ def runs_shortened(command: str, work: Path, env: dict) -> None:
 
 
 RUNNERS = {"tensorboard --logdir": serves_the_run, "wandb sync": would_sync_the_offline_run,
-           "hydra/launcher=submitit_slurm": slurm_sweep}
+           "hydra/launcher=slurm": slurm_sweep}
 
 
 @pytest.mark.slow

@@ -111,7 +111,7 @@ def test_stop_signal_checkpoints_within_one_step_and_resumes(tmp_path, sig, stat
 
 
 def test_the_stop_signals_include_the_one_submitit_asks_slurm_for():
-    """The job script that submitit writes for configs/hydra/launcher/submitit_slurm.yaml
+    """The job script that submitit writes for configs/hydra/launcher/slurm.yaml
     asks for `--signal=<SIG>@<signal_delay_s>`: sslkit stops on that signal, and it wins
     over the others when ranks receive different ones."""
     from omegaconf import OmegaConf
@@ -119,7 +119,7 @@ def test_the_stop_signals_include_the_one_submitit_asks_slurm_for():
 
     from sslkit.cli import CONFIG_DIR
 
-    delay = OmegaConf.load(Path(CONFIG_DIR) / "hydra" / "launcher" / "submitit_slurm.yaml").signal_delay_s
+    delay = OmegaConf.load(Path(CONFIG_DIR) / "hydra" / "launcher" / "slurm.yaml").signal_delay_s
     script = _make_sbatch_string(command="true", folder="/tmp", signal_delay_s=delay)
     [asked] = [line.split("=")[1] for line in script.splitlines() if line.startswith("#SBATCH --signal=")]
     name, at = asked.split("@")
@@ -211,14 +211,14 @@ def submitit_task(folder: Path) -> int:
 
 @pytest.mark.slow
 def test_submitit_requeues_a_preempted_job_that_resumes_from_its_stop(tmp_path):
-    """hydra/launcher=submitit_local, the SLURM path without a cluster: SIGUSR2 to the job
+    """hydra/launcher=local, the SLURM path without a cluster: SIGUSR2 to the job
     (what SLURM sends before the time limit, and what submitit's own `_interrupt` sends)
     stops it after a step with a checkpoint; submitit's handler then requeues it, and the
     requeued job resumes from that step and finishes the run, equal to a run that was
     never interrupted."""
     overrides = on_cpu(*RUN, "backbone.width=64", "trainer.max_steps=100", "trainer.checkpoint_every=100000")
     sweep = tmp_path / "sweep"
-    proc = subprocess.Popen([BIN / "sslkit-train", "-m", "hydra/launcher=submitit_local", *overrides,
+    proc = subprocess.Popen([BIN / "sslkit-train", "-m", "hydra/launcher=local", *overrides,
                              f"hydra.sweep.dir={sweep}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_lines(proc, sweep / "0")
