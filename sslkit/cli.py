@@ -70,6 +70,7 @@ def _train(cfg: DictConfig) -> None:
         train(cfg, run_dir)
     except Preempted as exc:
         # after the line, the handler the signal had before training: submitit's requeue
+        # (rank 0's; the other ranks exit: `scontrol requeue <job id>` restarts every task of the job)
         _fail(f"{exc} Resume with: {_resume_command(run_dir)}", exc.exit_code, together=True,
               then=lambda: StopSignal.hand_on(exc.signal))
     except KeyboardInterrupt:
