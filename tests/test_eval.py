@@ -1,6 +1,7 @@
 """sslkit.eval: kNN against scikit-learn and a direct computation, the linear probes on
 separable data, and evaluation as a pure observer of training."""
 
+import inspect
 import json
 import logging
 
@@ -302,6 +303,38 @@ def test_sslkit_eval_reproduces_the_online_probe_on_the_same_features(config, tm
         main([str(tmp_path), "--augment", "1", "--augment-kind", kind])
         result = json.loads((tmp_path / "linear_eval.json").read_text())
         assert result["train_samples"] == 3000 and result["augment_kind"] == kind
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "sgd"])
+def test_sslkit_eval_defaults_are_the_online_probes(optimizer, tmp_path, monkeypatch):
+    """Without --lr and --weight-decay, sslkit-eval fits with the defaults of OnlineProbe's
+    signature: SGD with its lr and λ, L-BFGS with its λ (fit_linear's default too), so that
+    both estimate the online probe's objective. The cached features are stubbed by
+    clustered points: the arguments of the fit are checked, not its accuracy."""
+    from sslkit.eval import offline
+
+    x, y = clustered(64, 8, 3, seed=0)
+    monkeypatch.setattr(offline, "find_checkpoint", lambda path: (path, tmp_path))
+    monkeypatch.setattr(offline, "features", lambda *args: {"train_x": x, "train_y": y, "test_x": x, "test_y": y,
+                                                            "step": 1})
+    seen, fit_sgd = {}, offline.fit_sgd
+
+    def recorded_fit_sgd(x, y, classes, epochs, batch_size, lr, weight_decay, seed):
+        seen.update(lr=lr, weight_decay=weight_decay)
+        return fit_sgd(x, y, classes, epochs, batch_size, lr, weight_decay, seed)
+
+    def recorded_fit_linear(x, y, classes, weight_decay):
+        seen.update(weight_decay=weight_decay)
+        return fit_linear(x, y, classes, weight_decay)
+
+    monkeypatch.setattr(offline, "fit_sgd", recorded_fit_sgd)
+    monkeypatch.setattr(offline, "fit_linear", recorded_fit_linear)
+    offline.main([str(tmp_path), "--optimizer", optimizer, "--epochs", "1", "--device", "cpu"])
+    probe = {name: p.default for name, p in inspect.signature(OnlineProbe).parameters.items()}
+    assert seen == ({"lr": probe["lr"], "weight_decay": probe["weight_decay"]} if optimizer == "sgd"
+                    else {"weight_decay": probe["weight_decay"]})
+    assert inspect.signature(fit_linear).parameters["weight_decay"].default == probe["weight_decay"]
+    assert json.loads((tmp_path / "linear_eval.json").read_text())["weight_decay"] == probe["weight_decay"]
 
 
 def test_report_draws_accuracy_beside_the_eigenvalues_with_the_crossings_on_both(tmp_path):

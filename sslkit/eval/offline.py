@@ -12,7 +12,6 @@ horizontal flip: the standard linear-evaluation augmentation of natural images) 
 """
 
 import argparse
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from sslkit.errors import ConfigError
 from sslkit.eval.evaluation import classes_of, held_out
 from sslkit.eval.features import extract, labelled
 from sslkit.eval.knn import topk_accuracy
-from sslkit.eval.probe import WEIGHT_DECAY, OnlineProbe, fit_linear
+from sslkit.eval.probe import LR, WEIGHT_DECAY, OnlineProbe, fit_linear
 from sslkit.optim import Schedule
 from sslkit.rng import LINEAR_EVAL, generator
 
@@ -118,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--augment-kind", choices=["standard", "views"], default="standard",
                         help="standard: random resized crop + flip (images); views: the run's view 1")
     parser.add_argument("--epochs", type=int, default=100, help="SGD epochs over the cache")
-    parser.add_argument("--lr", type=float, default=inspect.signature(OnlineProbe).parameters["lr"].default,
-                        help="SGD learning rate (on standardised features)")
+    parser.add_argument("--lr", type=float, default=LR,
+                        help="SGD learning rate (on standardised features; the online probe's default too)")
     parser.add_argument("--batch-size", type=int, default=256, help="SGD batch; also images per forward pass")
     parser.add_argument("--seed", type=int, default=0, help="SGD batch order and the augmentation")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

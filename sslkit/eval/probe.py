@@ -35,6 +35,8 @@ class LinearProbe(nn.Module):
 
 WEIGHT_DECAY = 1e-4  # λ of both linear fits: OnlineProbe's default and sslkit-eval's
 
+LR = 1.0  # SGD's rate on standardised features: OnlineProbe's default and sslkit-eval --optimizer sgd's
+
 
 class OnlineProbe(nn.Module):
     """eval=online_probe: one LinearProbe per feature kind of `dims` ({kind: dim}) that
@@ -62,7 +64,7 @@ class OnlineProbe(nn.Module):
     scripts/RESULTS.md, "Online probe settings against sslkit-eval" and "Where the
     remaining gap came from"."""
 
-    def __init__(self, dims: dict[str, int], classes: int, total_steps: int, lr: float = 1.0,
+    def __init__(self, dims: dict[str, int], classes: int, total_steps: int, lr: float = LR,
                  momentum: float = 0.9, weight_decay: float = WEIGHT_DECAY, schedule: Schedule = Schedule.constant,
                  ema: float = 0.9, features: Sequence[ProbeFeatures] | None = None,
                  input: ProbeInput = ProbeInput.clean, steps_per_batch: int = 4) -> None:
