@@ -14,8 +14,9 @@ OnlineProbe on a recording in seconds, with any constructor arguments; `check` r
 run's own settings and compares with its metrics.jsonl, which must agree exactly before a
 replayed number means anything. `compare` replays each `--setting` (OnlineProbe arguments
 over the run's own; `--fixed`: on the final features) and prints its last top-1 minus
-sslkit-eval's (L-BFGS, λ = `--weight-decay`) and the held-out digits on which the two
-classifiers disagree, per run and summed up over the runs.
+sslkit-eval's (L-BFGS at the setting's λ, the one constant both fits share;
+`--weight-decay`: a λ of sslkit-eval's own), the held-out digits on which the two
+classifiers disagree, and both accuracies, per run and summed up over the runs.
 """
 
 import argparse
@@ -27,13 +28,13 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from torch import Tensor
 
 from sslkit.cli import CONFIG_DIR
 from sslkit.config import register_configs
 from sslkit.eval import Evaluation, OnlineProbe, extract, fit_linear, topk_accuracy
 from sslkit.eval.offline import features as offline_features
 from sslkit.eval.offline import load_model
-from sslkit.eval.probe import WEIGHT_DECAY
 
 
 def record(run_dir: Path, overrides: list[str]) -> None:
@@ -96,30 +97,37 @@ def replay(rec: dict, inputs: str = "features", **probe) -> dict[int, dict]:
     return out
 
 
-def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay: float) -> None:
-    """Per run and setting: last top-1 − sslkit-eval's, and the disagreeing held-out digits."""
-    gaps: dict[str, list[tuple[float, int]]] = {s: [] for s in settings}
+def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay: float | None) -> None:
+    """Per run and setting: last top-1 − sslkit-eval's at the setting's λ (or `weight_decay`),
+    the disagreeing held-out digits, and both top-1s."""
+    rows: dict[str, list[tuple[float, int, float, float]]] = {s: [] for s in settings}
     for run_dir in run_dirs:
         rec = torch.load(run_dir / "probe_record.pt", weights_only=False)
         o = rec["offline"]["backbone"]
-        offline = fit_linear(o["train_x"], o["train_y"], rec["setup"]["classes"], weight_decay).eval()
-        offline_scores = offline(o["test_x"]).detach()
-        reference, offline_top1 = offline_scores.argmax(1), topk_accuracy(offline_scores, o["test_y"])[1]
-        line = f"{run_dir.name}: sslkit-eval {offline_top1:.2f}"
+        offline: dict[float, tuple[Tensor, float]] = {}  # λ: sslkit-eval's predictions, top-1
+        line = f"{run_dir.name}:"
         for setting in settings:
             args = {k: float(v) if "." in v or "e" in v else int(v)
                     for k, v in (kv.split("=") for kv in setting.split())}
+            lam = args.get("weight_decay", rec["probe"]["weight_decay"]) if weight_decay is None else weight_decay
+            if lam not in offline:
+                fit = fit_linear(o["train_x"], o["train_y"], rec["setup"]["classes"], lam).eval()
+                scores = fit(o["test_x"]).detach()
+                offline[lam] = scores.argmax(1), topk_accuracy(scores, o["test_y"])[1]
+            reference, offline_top1 = offline[lam]
             replayed = replay(rec, "final" if fixed else "features", **args)
             scores = replayed[max(replayed)]["backbone"]
-            gap = topk_accuracy(scores, o["test_y"])[1] - offline_top1
-            gaps[setting].append((gap, int((scores.argmax(1) != reference).sum())))
-            line += f" | {setting or 'recorded'}: {gap:+.2f} ({gaps[setting][-1][1]} differ)"
+            top1 = topk_accuracy(scores, o["test_y"])[1]
+            rows[setting].append((top1 - offline_top1, int((scores.argmax(1) != reference).sum()), top1, offline_top1))
+            line += (f" | {setting or 'recorded'}: {top1 - offline_top1:+.2f} ({rows[setting][-1][1]} differ; "
+                     f"probe {top1:.2f}, sslkit-eval λ={lam:g} {offline_top1:.2f})")
         print(line, flush=True)
-    for setting, g in gaps.items():
+    for setting, r in rows.items():
         print(f"{setting or 'recorded'}{' (final features)' if fixed else ''}: within 1 point in "
-              f"{sum(abs(d) <= 1 + 1e-6 for d, _ in g)}/{len(g)}, mean |gap| "
-              f"{statistics.mean(abs(d) for d, _ in g):.2f}, mean gap {statistics.mean(d for d, _ in g):+.2f}, "
-              f"mean disagreeing digits {statistics.mean(n for _, n in g):.1f}")
+              f"{sum(abs(d) <= 1 + 1e-6 for d, *_ in r)}/{len(r)}, mean |gap| "
+              f"{statistics.mean(abs(d) for d, *_ in r):.2f}, mean gap {statistics.mean(d for d, *_ in r):+.2f}, "
+              f"mean disagreeing digits {statistics.mean(n for _, n, *_ in r):.1f}, mean top-1: probe "
+              f"{statistics.mean(a for *_, a, _ in r):.2f}, sslkit-eval {statistics.mean(b for *_, b in r):.2f}")
 
 
 def check(run_dir: Path) -> bool:
@@ -153,7 +161,8 @@ def main() -> None:
     m.add_argument("--setting", action="append", default=None,
                    help='OnlineProbe arguments, e.g. "steps_per_batch=4 weight_decay=1e-4"; "" the recorded ones')
     m.add_argument("--fixed", action="store_true", help="replay on the final network's features of the same batches")
-    m.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="sslkit-eval's λ")
+    m.add_argument("--weight-decay", type=float, default=None,
+                   help="sslkit-eval's λ (default: the setting's, the probe's λ)")
     args = parser.parse_args()
     if args.command == "record":
         record(args.run_dir, args.overrides)
