@@ -13,12 +13,14 @@ a core (`torch.get_num_threads()` below the cores the process may use). That thr
 only what the step leaves of the CPU: it runs at the lowest scheduling priority (nice 19,
 Linux sets it per thread) and on one core (its own OpenMP setting, which is per thread).
 
-Where the step's pool holds every core (a CPU run at its default thread count), a second
-busy thread can only take a core from it, and an OpenMP pool waits at every barrier for
-its slowest member, so the whole step stalls whenever the background thread runs (200
-steps of the default experiment on 2 cores: 40 s with the thread, 12 s with the monitor
-off; scripts/RESULTS.md). There the work runs in the training thread instead, a chunk
-at a time, on the step's own pool. The training's thread settings are never touched.
+Where the step's pool holds every core (a CPU run at its default thread count), the
+background thread gets a core only when the pool leaves one idle; beside any other busy
+process it starves at its low priority, and the loop waits on it at the queue's bound.
+There the work runs in the training thread instead, a chunk at a time, on the step's own
+pool (600 steps of the default experiment at 2 threads on 2 cores beside one busy process:
+the whole run took 3.7–4.0× its time with the monitor off with the thread, 1.24–1.40× in
+the training thread; on the idle machine 1.1–1.9× and 1.26–1.60×; scripts/RESULTS.md).
+The training's thread settings are never touched.
 
 `log(record)` queues the step's metrics. A record waits until the spectrum summaries of
 its own step are known, then it is written to metrics.jsonl and sent to the dashboards.
