@@ -57,11 +57,8 @@ MAX_PENDING = 8
 
 class Observer:
     def __init__(self, run_dir: str | Path, cfg: DictConfig, device: torch.device, start_step: int = 0,
-                 state: dict[str, Any] | None = None, view: Callable[[Tensor], Tensor] | None = None,
-                 background: bool | None = None) -> None:
-        """`view`: how the loss maps embeddings before its C (the loss's `spectrum_view`);
-        `background`: whether the work runs in a thread of its own (None: where a core is
-        free for it, `core_to_spare`)."""
+                 state: dict[str, Any] | None = None, view: Callable[[Tensor], Tensor] | None = None) -> None:
+        """`view`: how the loss maps embeddings before its C (the loss's `spectrum_view`)."""
         self.run_dir = Path(run_dir)
         state = state or {"metrics_bytes": 0, "spectrum": None}
         spectrum = OmegaConf.to_container(cfg.spectrum, resolve=True, enum_to_str=True)
@@ -87,7 +84,7 @@ class Observer:
         self.observed = -1  # the last step handed to the monitor
         self.last_step = start_step
         self.thread: threading.Thread | None = None
-        if core_to_spare(device) if background is None else background:
+        if core_to_spare(device):
             self.thread = threading.Thread(target=self._work, name="sslkit-observer", daemon=True)
             self.thread.start()
 
