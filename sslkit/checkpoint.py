@@ -146,14 +146,24 @@ def load_latest(ckpt_dir: Path, map_location: torch.device) -> tuple[dict[str, A
             continue
         try:
             return load(path, map_location), path
-        except Exception as exc:  # a torn or corrupt file: torch raises several types
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except ConfigError as exc:
+            reason = (str(exc.__cause__ or exc).splitlines() or [type(exc.__cause__).__name__])[0]
             log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, reason)
     return None
 
 
 def load(path: Path, map_location: torch.device) -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """The state `save` wrote to `path`; a ConfigError naming the file when it holds none
+    (torn, truncated, or another kind of file)."""
+    hint = "Pass a checkpoint written by sslkit-train: RUN_DIR/checkpoints/last.pt or step_<N>.pt."
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types, with advice about weights_only that does not apply
+        raise ConfigError(f"{path} is not a readable checkpoint (torch.load raised {type(exc).__name__}). "
+                          f"{hint}") from exc
+    if not (isinstance(state, dict) and {"step", "model", "config"} <= state.keys()):
+        raise ConfigError(f"{path} is a torch file but not an sslkit checkpoint (no step, model and config). {hint}")
+    return state
 
 
 def config_yaml(cfg: DictConfig) -> str:

@@ -337,6 +337,26 @@ def test_sslkit_eval_defaults_are_the_online_probes(optimizer, tmp_path, monkeyp
     assert json.loads((tmp_path / "linear_eval.json").read_text())["weight_decay"] == probe["weight_decay"]
 
 
+@pytest.mark.parametrize("content", ["text", "torch file"])
+def test_sslkit_eval_of_a_file_that_is_no_checkpoint_is_one_message(content, tmp_path, capsys):
+    """A run's metrics.jsonl passed by mistake (torch.load's weights-only unpickler
+    rejects it, with advice to load it unsafely) and a torch file that is not a checkpoint
+    (a tensor dict, as torch.save writes it): one line naming the file and what to pass,
+    exit status 2, no traceback."""
+    from sslkit.eval import offline
+
+    path = tmp_path / ("metrics.jsonl" if content == "text" else "features.pt")
+    if content == "text":
+        path.write_text(json.dumps({"step": 0, "loss": 1.0}) + "\n")
+    else:
+        torch.save({"x": torch.zeros(3)}, path)
+    with pytest.raises(SystemExit) as stop:
+        offline.main([str(path), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith(f"sslkit-eval: error: {path} is ")
+    assert "checkpoints/last.pt" in err and "weights_only" not in err and len(err.splitlines()) == 1
+
+
 def test_report_draws_accuracy_beside_the_eigenvalues_with_the_crossings_on_both(tmp_path):
     """A run with eval/… accuracies gets panels (e) accuracy vs step and (f) accuracy vs
     learned modes; each ½-crossing of C is a vertical line in (a) and in (e)."""

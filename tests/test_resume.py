@@ -276,6 +276,16 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(config, tmp_path
     assert list(load(run)["step"]) == list(range(12))
 
 
+def test_resume_from_a_path_that_is_no_checkpoint_names_it(config, tmp_path):
+    """trainer.resume=PATH on a file torch cannot read as a checkpoint (a run's
+    metrics.jsonl) is a ConfigError naming the file, before any step."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0}\n')
+    with pytest.raises(ConfigError, match=f"{path} is not a readable checkpoint.*checkpoints/last.pt"):
+        train(config("trainer.max_steps=2", f"trainer.resume={path}"), tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 def test_checkpoint_from_another_config_lists_the_differences(config, tmp_path):
     """... and the fix it suggests, trainer.resume=overwrite, starts the new run."""
     train(config("trainer.max_steps=4", "data.batch_size=256"), tmp_path)

@@ -20,6 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from sslkit import checkpoint
 from sslkit.augment import ImageViews, ViewSpec
 from sslkit.errors import ConfigError
 from sslkit.eval.evaluation import classes_of, held_out
@@ -45,7 +46,7 @@ def find_checkpoint(path: Path) -> tuple[Path, Path]:
 
 def load_model(ckpt: Path, device: torch.device):
     """(config, data, augment, network, step) of a checkpoint, the network frozen."""
-    state = torch.load(ckpt, map_location=device, weights_only=True)
+    state = checkpoint.load(ckpt, device)
     cfg = OmegaConf.create(state["config"])
     data = instantiate(cfg.data)
     augment = instantiate(cfg.augment)
