@@ -111,6 +111,18 @@ def test_a_run_without_spectra_or_metrics_is_explained(tmp_path, capsys):
         assert exit_.value.code == 2 and err.startswith("sslkit-report: error:") and reason in err
 
 
+def test_a_path_that_is_no_directory_is_named_as_such(tmp_path, capsys):
+    """A mistyped run directory (nothing there) or a file is "not a directory", not a run
+    that was trained without spectra."""
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 0, "loss": 1.0}) + "\n")
+    for path in (tmp_path / "no_such_run", tmp_path / "metrics.jsonl"):
+        with pytest.raises(SystemExit) as exit_:
+            report_main([str(path)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith(f"sslkit-report: error: {path} is not a directory")
+        assert "spectrum.enabled" not in err
+
+
 def test_stepwise_figure_says_what_ran_and_tells_every_mode_apart(tmp_path):
     """Title: loss, backbone, init scale, projector, lr, batch. Modes: one colour each, from a colour
     bar with a tick per mode. A zero eigenvalue (mode 6, steps 0-4) is drawn as ▾ at the

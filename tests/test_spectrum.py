@@ -164,7 +164,7 @@ def test_load_without_spectra_raises(tmp_path):
     (tmp_path / "spectrum").mkdir()
     with pytest.raises(FileNotFoundError, match=r"spectrum\.enabled"):
         load(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"spectrum\.enabled"):
+    with pytest.raises(FileNotFoundError, match=r"does_not_exist is not a directory"):
         load(tmp_path / "does_not_exist")
 
 

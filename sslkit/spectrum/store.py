@@ -79,6 +79,9 @@ def load(run_dir: str | Path, table: str = "spectrum") -> dict[str, np.ndarray]:
     `table="spectrum/full"` reads the complete spectra written every spectrum.full_every
     steps for the matrices with more than spectrum.top_k eigenvalues."""
     d = Path(run_dir) / table
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a directory: pass a run directory written by sslkit-train "
+                                f"(its last line, 'run directory: ...', names it).")
     if not (d / "meta.json").exists():
         if table != "spectrum" and (Path(run_dir) / "spectrum" / "meta.json").exists():
             raise FileNotFoundError(f"{run_dir} has no {table} table: every matrix has at most "
