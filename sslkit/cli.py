@@ -2,9 +2,10 @@
 
 A mistake in the command is reported before any training starts, as one paragraph on
 stderr (`sslkit-train: error: ...`, exit status 2), by the first process only under
-torchrun: overrides naming no group or key are caught before Hydra composes; the run
-directory (or a sweep's directory) and every job of a `-m` sweep are checked by `Checks`,
-a Hydra callback that runs before the first job; the rest by `train` before its loop.
+torchrun: overrides naming no group or key, or a key no option of its group has, are
+caught before Hydra composes; the run directory (or a sweep's directory) and every job of
+a `-m` sweep are checked by `Checks`, a Hydra callback that runs before the first job; the
+rest by `train` before its loop.
 """
 
 import argparse
@@ -20,6 +21,7 @@ from typing import Any
 
 import hydra
 import torch.distributed
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
@@ -147,15 +149,39 @@ class Checks(Callback):
 _HOME = re.compile(r"^(\+{0,2}[\w.@/-]+=)~(?=/|$)")
 
 
+def _group_keys(group: str) -> list[str] | None:
+    """The keys `group.KEY=...` may set under any option of `group`: the fields of its
+    schemas (registered by register_configs), of TrainerConfig or of EvalConfig; None for
+    a group whose keys are not checked here (experiment, hydra, logger)."""
+    if group in ("trainer", "eval"):
+        return sorted(TrainConfig.__dataclass_fields__[group].default_factory.__dataclass_fields__)
+    schemas = ConfigStore.instance().repo.get("schema", {}).get(group)
+    if not isinstance(schemas, dict) or group == "logger":  # logger.<option>.<key>: one level deeper
+        return None
+    return sorted({key for schema in schemas.values() for key in schema.node if not key.startswith("_")})
+
+
 def _known_override(arg: str) -> str | None:
-    """None if the override `arg` names a config group or a key; else the message."""
+    """None if the override `arg` names a config group or a key; else the message. Below a
+    group, the first key must be one of `_group_keys` (an override with `+` adds a key and
+    is left to Hydra)."""
     key = arg.split("=", 1)[0].lstrip("+~")
     head = re.split(r"[./@]", key, maxsplit=1)[0]
     groups = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
     keys = sorted({*TrainConfig.__dataclass_fields__, *groups})
+    value = arg.split("=", 1)[1] if "=" in arg else ""
+    if head in keys and key.startswith(f"{head}.") and not arg.startswith("+"):
+        sub = key.split(".")[1]
+        if (allowed := _group_keys(head)) is None or sub in allowed:
+            return None
+        close = difflib.get_close_matches(sub, allowed, n=1)
+        fix = f"Did you mean {head}.{close[0]}{key[len(head) + 1 + len(sub):]}={value}? " if close else ""
+        options = "" if head in ("trainer", "eval") else " under any of its options"
+        show = "" if options == "" else f" (`sslkit-train --cfg job {head}=OPTION` shows one option's)"
+        return (f"error: {arg}: {head} has no key '{sub}'{options}. {fix}Keys of {head}: "
+                f"{', '.join(allowed)}{show}.")
     if not head or head in keys:
         return None
-    value = arg.split("=", 1)[1] if "=" in arg else ""
     close = difflib.get_close_matches(head, keys, n=1)
     fix = f"Did you mean {close[0]}{key[len(head):]}={value}? " if close else ""
     return (f"error: {arg}: '{head}' is neither a config group nor a key. {fix}Groups (configs/): "

@@ -57,7 +57,7 @@ def test_default_run_directory_is_under_runs(tmp_path):
         ("device=gpu", ["Invalid value 'gpu', expected one of [auto, cpu, cuda]", "full_key: device"]),
         ("optim.schedule=linear",
          ["Invalid value 'linear', expected one of [constant, cosine, warmup_cosine]", "optim.schedule"]),
-        ("optim.lrr=0.1", ["Key 'lrr' not in 'SGDConfig'", "full_key: optim.lrr"]),
+        ("optim.lrr=0.1", ["optim.lrr=0.1", "no key 'lrr'", "Did you mean optim.lr=0.1?"]),
         ("trainer.max_steps=many", ["Value 'many'", "full_key: trainer.max_steps"]),
     ],
 )
@@ -160,6 +160,48 @@ def test_unknown_group_and_tilde_paths_from_the_shell(tmp_path):
                           text=True, cwd=tmp_path, timeout=300, env={**os.environ, "HOME": str(tmp_path)})
     assert done.returncode == 2 and f"data.root={tmp_path}/nowhere is not a directory" in done.stderr, done.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("metrics.jsonl"))
+
+
+@pytest.mark.parametrize("override, group, suggestion, targets", [
+    ("optim.lrr=0.1", "optim", "optim.lr=0.1", ("torch.optim.SGD", "torch.optim.AdamW", "sslkit.optim.LARS")),
+    ("backbone.widht=10", "backbone", "backbone.width=10", ("sslkit.models.MLP", "sslkit.models.CNN")),
+    ("trainer.max_step=50", "trainer", "trainer.max_steps=50", ()),
+])
+def test_a_mistyped_key_is_one_message_with_the_keys_of_its_group(override, group, suggestion, targets):
+    """A key below a group that none of its options has: one line naming the override, the
+    closest key and the group's keys, which include every parameter of the options'
+    constructors (read here from their signatures) or every field of the trainer's
+    dataclass. In process, the check sslkit-train makes before Hydra composes (the shell's
+    message and exit status: test_bad_overrides_name_the_key_and_the_allowed_values)."""
+    import dataclasses
+    import inspect
+
+    from hydra.utils import get_object
+
+    from sslkit.cli import _known_override
+    from sslkit.config import BUILT_WITH, TrainerConfig, register_configs
+
+    register_configs()
+    line = _known_override(override)
+    assert line.startswith(f"error: {override}: {group} has no key") and f"Did you mean {suggestion}?" in line
+    assert "\n" not in line and "+" + group not in line
+    listed = set(line.split(f"Keys of {group}: ")[1].split(" (")[0].rstrip(".").split(", "))
+    expected = ({f.name for f in dataclasses.fields(TrainerConfig)} if group == "trainer" else
+                {p for t in targets for p in inspect.signature(get_object(t)).parameters} - BUILT_WITH - {"kwargs"})
+    assert expected <= listed, expected - listed
+
+
+def test_keys_of_other_options_and_deeper_keys_pass_the_early_check():
+    """The early check looks at the first key below a group only, across all its options:
+    a key of another option, a nested key, a logger's key and an added key reach Hydra."""
+    from sslkit.cli import _known_override
+    from sslkit.config import register_configs
+
+    register_configs()
+    for arg in ("optim.betas=[0.9,0.95]", "augment.view2.hue=0.3", "eval.online_probe.lr=0.5",
+                "logger.wandb.mode=offline", "+optim.foo=1", "spectrum.enabled=false", "method.tau=0.99",
+                "hydra.run.dir=x", "data.root=/x"):
+        assert _known_override(arg) is None, arg
 
 
 def test_a_sweep_checks_every_job_before_the_first_trains(tmp_path):
