@@ -180,6 +180,15 @@ def _known_override(arg: str) -> str | None:
         show = "" if options == "" else f" (`sslkit-train --cfg job {head}=OPTION` shows one option's)"
         return (f"error: {arg}: {head} has no key '{sub}'{options}. {fix}Keys of {head}: "
                 f"{', '.join(allowed)}{show}.")
+    if head in groups and key == head and head != "hydra" and re.fullmatch(r"\[?[\w,]*\]?", value):
+        options = sorted(p.stem for p in (Path(CONFIG_DIR) / head).glob("*.yaml"))
+        if not (unknown := [v for v in value.strip("[]").split(",") if v and v != "null" and v not in options]):
+            return None
+        close = difflib.get_close_matches(unknown[0], options, n=1)
+        fixed = re.sub(rf"\b{unknown[0]}\b", close[0], value) if close else ""
+        fix = f"Did you mean {head}={fixed}? " if close else ""
+        return (f"error: {arg}: {head} has no option {', '.join(map(repr, unknown))}. {fix}"
+                f"Options of {head} (configs/{head}/): {', '.join(options)}.")
     if not head or head in keys:
         return None
     close = difflib.get_close_matches(head, keys, n=1)

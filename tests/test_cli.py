@@ -51,8 +51,7 @@ def test_default_run_directory_is_under_runs(tmp_path):
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("loss=foo", ["Could not find 'loss/foo'", "Available options in 'loss'", "barlow_twins",
-                      "simclr", "vicreg"]),
+        ("loss=foo", ["loss=foo: loss has no option 'foo'", "Options of loss", "barlow_twins", "simclr", "vicreg"]),
         ("optim.lr=abc", ["Value 'abc'", "could not be converted to Float", "full_key: optim.lr"]),
         ("device=gpu", ["Invalid value 'gpu', expected one of [auto, cpu, cuda]", "full_key: device"]),
         ("optim.schedule=linear",
@@ -202,6 +201,27 @@ def test_keys_of_other_options_and_deeper_keys_pass_the_early_check():
                 "logger.wandb.mode=offline", "+optim.foo=1", "spectrum.enabled=false", "method.tau=0.99",
                 "hydra.run.dir=x", "data.root=/x"):
         assert _known_override(arg) is None, arg
+
+
+@pytest.mark.parametrize("override, unknown, suggestion", [
+    ("eval=[knn,onlineprobe]", "onlineprobe", "eval=[knn,online_probe]"),  # a list: Hydra names no options
+    ("loss=barlow_twins,simclrr", "simclrr", "loss=barlow_twins,simclr"),  # a sweep's values
+    ("loss=barlowtwins", "barlowtwins", "loss=barlow_twins"),
+])
+def test_an_unknown_option_is_one_line_with_the_groups_files(override, unknown, suggestion):
+    """Each value of a group override (one, a list, a sweep) must be a file of configs/<group>/:
+    the line names the unknown one, the closest and every file (listed here from the folder)."""
+    from sslkit.cli import CONFIG_DIR, _known_override
+
+    group = override.split("=")[0]
+    line = _known_override(override)
+    assert line.startswith(f"error: {override}: {group} has no option '{unknown}'.") and "\n" not in line
+    assert f"Did you mean {suggestion}?" in line
+    files = sorted(name.removesuffix(".yaml") for name in os.listdir(Path(CONFIG_DIR) / group))
+    assert line.endswith(f"Options of {group} (configs/{group}/): {', '.join(files)}.")
+    for fine in ("eval=[knn,online_probe]", "loss=barlow_twins,simclr", "logger=[tensorboard,wandb]",
+                 "eval=none", "experiment=stepwise_digits_vicreg", "loss=choice(simclr,vicreg)"):
+        assert _known_override(fine) is None, fine
 
 
 def test_a_sweep_checks_every_job_before_the_first_trains(tmp_path):
