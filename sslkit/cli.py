@@ -86,7 +86,11 @@ def _train(cfg: DictConfig) -> None:
         _fail(f"error: {error}")
     if _is_main():
         if cfg.trainer.report and cfg.spectrum.enabled and (run_dir / "metrics.jsonl").exists():
-            print(f"figure: {stepwise_figure(run_dir)}")
+            try:
+                print(f"figure: {stepwise_figure(run_dir)}")
+            except KeyboardInterrupt:  # training is over and saved: only the figure is missing
+                _fail(f"interrupted (Ctrl-C) while drawing the figure; the run is complete in {run_dir}, "
+                      f"and sslkit-report {run_dir} draws it.", 130)
         print(f"run directory: {run_dir}")
 
 

@@ -224,6 +224,37 @@ def test_an_unknown_option_is_one_line_with_the_groups_files(override, unknown, 
         assert _known_override(fine) is None, fine
 
 
+# sslkit-train with a Ctrl-C that arrives while the finished run's figure is drawn
+CTRL_C_IN_FIGURE = """
+import sys
+import sslkit.report
+
+def interrupted(run_dir):
+    raise KeyboardInterrupt
+
+sslkit.report.stepwise_figure = interrupted
+from sslkit.cli import train_main
+sys.argv = ["sslkit-train", *sys.argv[1:]]
+train_main()
+"""
+
+
+@pytest.mark.slow  # a process of its own: about 11 s, mostly imports
+def test_ctrl_c_while_the_figure_is_drawn_is_one_line_and_keeps_the_run(tmp_path):
+    """Training is over and saved when the figure is drawn: a Ctrl-C then ends with one
+    line that says so and names sslkit-report, status 130, no traceback; the run is whole
+    (the checkpoint of its last step, one metrics line per step)."""
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_FIGURE,
+                           *on_cpu("~experiment", "trainer.max_steps=2", "trainer.progress=false", f"hydra.run.dir={run}")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (f"sslkit-train: interrupted (Ctrl-C) while drawing the figure; the "
+                                                    f"run is complete in {run}, and sslkit-report {run} draws it.")
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 1
+    assert (run / "checkpoints" / "step_00000002.pt").exists()
+
+
 def test_a_sweep_checks_every_job_before_the_first_trains(tmp_path):
     done = sslkit_train("-m", "data.batch_size=256,5000,128", "trainer.max_steps=2", f"hydra.sweep.dir={tmp_path / 's'}",
                         cwd=tmp_path)
