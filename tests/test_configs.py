@@ -195,3 +195,16 @@ def test_a_sweep_with_the_plugins_own_launcher_stops_naming_sslkits(plugins, our
     assert info.value.code == 2 and err.startswith(f"sslkit-train: error: hydra/launcher={plugins} is the submitit "
                                                    "plugin's own config"), err
     assert f"sslkit's is hydra/launcher={ours} (configs/hydra/launcher/{ours}.yaml" in err, err
+
+
+def test_hydra_names_the_job_after_the_command():
+    """--help's header ("<name> is powered by Hydra"), the run directory's <name>.log and
+    the SLURM job name are hydra.job.name: the console script of pyproject.toml that runs
+    sslkit.cli:train_main, not the module's name (cli)."""
+    import tomllib
+
+    scripts = tomllib.loads((Path(CONFIG_DIR).parent / "pyproject.toml").read_text())["project"]["scripts"]
+    [command] = [name for name, target in scripts.items() if target == "sslkit.cli:train_main"]
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    assert cfg.hydra.job.name == command
