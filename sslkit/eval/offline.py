@@ -1,7 +1,7 @@
 """`sslkit-eval RUN_DIR_OR_CHECKPOINT`: offline linear evaluation of a saved model.
 
 The checkpoint's backbone (and projector) is frozen; the features of the training data's
-labelled samples and of the held-out split (`eval.test`, default `split: test`) are
+labelled samples and of the held-out split (`eval.test_split`, default `test`) are
 computed once, in eval mode, and cached in RUN_DIR/eval/; a linear classifier
 (sslkit.eval.LinearProbe) is trained on the cache with full-batch L-BFGS (default) or
 SGD, and its top-1 / top-5 accuracy on the held-out split is printed and written to
