@@ -24,10 +24,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture(autouse=True)
 def one_thread():
     """Every test on one intra-op thread. The tests' tensors are small, and on 2 cores a
-    second OpenMP thread only contends (with the spectrum's background thread, a parallel
-    run): the 60 first steps of experiment=stepwise_digits_vicreg take 31.8 s on 2 threads
-    and 1.3 s on 1 (batch 1797, d = 64, idle 2-core machine). A test about thread settings
-    sets its own inside."""
+    second OpenMP thread only contends (with a parallel run, and before the spectrum's work
+    moved into the training thread where the step's pool holds every core, with its
+    background thread: the 60 first steps of experiment=stepwise_digits_vicreg took 31.8 s
+    on 2 threads and 1.3 s on 1; batch 1797, d = 64, 2-core machine). A test about thread
+    settings sets its own inside."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
