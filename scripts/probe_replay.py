@@ -97,6 +97,16 @@ def replay(rec: dict, inputs: str = "features", **probe) -> dict[int, dict]:
     return out
 
 
+def _value(text: str) -> int | float | str:
+    """A --setting value as OnlineProbe takes it: 4 → int, 1e-4 → float, cosine → str."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay: float | None) -> None:
     """Per run and setting: last top-1 − sslkit-eval's at the setting's λ (or `weight_decay`),
     the disagreeing held-out digits, and both top-1s."""
@@ -107,8 +117,7 @@ def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay
         offline: dict[float, tuple[Tensor, float]] = {}  # λ: sslkit-eval's predictions, top-1
         line = f"{run_dir.name}:"
         for setting in settings:
-            args = {k: float(v) if "." in v or "e" in v else int(v)
-                    for k, v in (kv.split("=") for kv in setting.split())}
+            args = {k: _value(v) for k, v in (kv.split("=") for kv in setting.split())}
             lam = args.get("weight_decay", rec["probe"]["weight_decay"]) if weight_decay is None else weight_decay
             if lam not in offline:
                 fit = fit_linear(o["train_x"], o["train_y"], rec["setup"]["classes"], lam).eval()

@@ -167,7 +167,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                     if observe:
                         save_checkpoint(done)
                 if stopping and done < steps:  # after the last step the run is complete: nothing to resume
-                    raise Preempted(f"stopped by {stop.received} after step {step}; checkpoint {last_ckpt}.",
+                    raise Preempted(f"stopped by {stop.received} after {done} steps; checkpoint {last_ckpt}.",
                                     stop.received)
         finally:
             if observe:

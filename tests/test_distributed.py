@@ -218,7 +218,7 @@ def test_a_stop_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path
     stopped_after = lines(run_dir)
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == stopped_after
     assert returncode != 0 and stderr.count("sslkit-train: stopped by") == 1, stderr[-3000:]
-    assert f"sslkit-train: stopped by SIGTERM after step {stopped_after - 1};" in stderr
+    assert f"sslkit-train: stopped by SIGTERM after {stopped_after} steps;" in stderr
     done = subprocess.run([*command, f"trainer.max_steps={stopped_after + 2}"], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -239,7 +239,7 @@ def test_a_preemption_signal_to_one_rank_is_handed_on_by_rank_0_after_the_checkp
                                "trainer.checkpoint_every=100000", "trainer.max_steps=100000"], run_dir, signal.SIGUSR2)
     stopped_after = lines(run_dir)
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] == stopped_after
-    line = f"sslkit-train: stopped by SIGUSR2 after step {stopped_after - 1};"
+    line = f"sslkit-train: stopped by SIGUSR2 after {stopped_after} steps;"
     handed = f"previous handler, rank 0: SIGUSR2, checkpoint at step {stopped_after}"
     assert stderr.count("sslkit-train: stopped by") == 1 and stderr.count(handed) == 1, stderr[-3000:]
     assert stderr.index(line) < stderr.index(handed)

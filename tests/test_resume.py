@@ -99,7 +99,7 @@ def test_stop_signal_checkpoints_within_one_step_and_resumes(tmp_path, sig, stat
     state = final_state(run)
     assert state["step"] == stopped_after, "the checkpoint must hold exactly the logged steps"
     last = proc.stderr.read().strip().splitlines()[-1]
-    assert last.startswith(f"sslkit-train: stopped by {signal.Signals(sig).name} after step {stopped_after - 1}")
+    assert last.startswith(f"sslkit-train: stopped by {signal.Signals(sig).name} after {stopped_after} steps;")
     # one step of this model takes milliseconds; allow for process teardown on a busy machine
     assert time.perf_counter() - sent < 30
     if sig == signal.SIGINT:
@@ -188,7 +188,7 @@ def test_preemption_signal_checkpoints_then_requeues_and_the_relaunch_resumes(co
     stopped_after = lines(run)
     assert final_state(run)["step"] == stopped_after
     stderr = proc.stderr.read().strip().splitlines()
-    assert stderr[-2].startswith(f"sslkit-train: stopped by SIGUSR2 after step {stopped_after - 1};")
+    assert stderr[-2].startswith(f"sslkit-train: stopped by SIGUSR2 after {stopped_after} steps;")
     assert stderr[-1] == f"previous handler, rank 0: SIGUSR2, checkpoint at step {stopped_after}"
     assert sum("previous handler" in line for line in stderr) == 1
     more = f"trainer.max_steps={stopped_after + 3}"
@@ -229,10 +229,10 @@ def test_submitit_requeues_a_preempted_job_that_resumes_from_its_stop(tmp_path):
             proc.kill()
     [log] = (sweep / ".submitit").glob("*/*_log.out")
     text = log.read_text()
-    stop = text.split("sslkit-train: stopped by SIGUSR2 after step ")[1].split(";")[0]
+    stop = text.split("sslkit-train: stopped by SIGUSR2 after ")[1].split(" steps;")[0]
     requeued = text.split("Requeued job", 1)
     assert len(requeued) == 2 and f"resuming from {sweep / '0'}" in requeued[1], text[-3000:]
-    assert f"at step {int(stop) + 1}\n" in requeued[1], text[-3000:]
+    assert f"at step {stop}\n" in requeued[1], text[-3000:]
     assert launch(tmp_path / "reference", *overrides[len(RUN):]).wait(timeout=600) == 0
     assert_same_run(tmp_path / "reference", sweep / "0")
 
@@ -254,7 +254,7 @@ def test_a_stop_in_the_last_step_completes_the_run(config, tmp_path, monkeypatch
     monkeypatch.setattr(StopSignal, "agreed", agreed)
     cfg = config("trainer.max_steps=3", "spectrum=off")
     if stops:
-        with pytest.raises(Preempted, match="after step 1"):
+        with pytest.raises(Preempted, match="after 2 steps;"):
             train(cfg, tmp_path)
     else:
         train(cfg, tmp_path)
