@@ -16,11 +16,13 @@ replayed number means anything. `compare` replays each `--setting` (OnlineProbe 
 over the run's own; `--fixed`: on the final features) and prints its last top-1 minus
 sslkit-eval's (L-BFGS at the setting's λ, the one constant both fits share;
 `--weight-decay`: a λ of sslkit-eval's own), the held-out digits on which the two
-classifiers disagree, and both accuracies, per run and summed up over the runs.
+classifiers disagree, McNemar's exact test of equal accuracy on those digits, and both
+accuracies, per run and summed up over the runs.
 """
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -107,6 +109,14 @@ def _value(text: str) -> int | float | str:
     return text
 
 
+def mcnemar(a_right: Tensor, b_right: Tensor) -> float:
+    """Exact two-sided p-value of McNemar's test that classifiers a and b are equally
+    accurate on these samples: of the n samples exactly one of them gets right, a gets k;
+    under equal accuracy k ~ Binomial(n, ½), p = min(1, 2·P(K ≤ min(k, n − k)))."""
+    k, n = int((a_right & ~b_right).sum()), int((a_right ^ b_right).sum())
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2**n)
+
+
 def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay: float | None) -> None:
     """Per run and setting: last top-1 − sslkit-eval's at the setting's λ (or `weight_decay`),
     the disagreeing held-out digits, and both top-1s."""
@@ -127,15 +137,17 @@ def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay
             replayed = replay(rec, "final" if fixed else "features", **args)
             scores = replayed[max(replayed)]["backbone"]
             top1 = topk_accuracy(scores, o["test_y"])[1]
-            rows[setting].append((top1 - offline_top1, int((scores.argmax(1) != reference).sum()), top1, offline_top1))
-            line += (f" | {setting or 'recorded'}: {top1 - offline_top1:+.2f} ({rows[setting][-1][1]} differ; "
-                     f"probe {top1:.2f}, sslkit-eval λ={lam:g} {offline_top1:.2f})")
+            p = mcnemar(scores.argmax(1) == o["test_y"], reference == o["test_y"])
+            rows[setting].append((top1 - offline_top1, int((scores.argmax(1) != reference).sum()), p, top1, offline_top1))
+            line += (f" | {setting or 'recorded'}: {top1 - offline_top1:+.2f} ({rows[setting][-1][1]} differ, "
+                     f"McNemar p = {p:.2f}; probe {top1:.2f}, sslkit-eval λ={lam:g} {offline_top1:.2f})")
         print(line, flush=True)
     for setting, r in rows.items():
         print(f"{setting or 'recorded'}{' (final features)' if fixed else ''}: within 1 point in "
               f"{sum(abs(d) <= 1 + 1e-6 for d, *_ in r)}/{len(r)}, mean |gap| "
               f"{statistics.mean(abs(d) for d, *_ in r):.2f}, mean gap {statistics.mean(d for d, *_ in r):+.2f}, "
-              f"mean disagreeing digits {statistics.mean(n for _, n, *_ in r):.1f}, mean top-1: probe "
+              f"mean disagreeing digits {statistics.mean(n for _, n, *_ in r):.1f}, McNemar p < 0.05 in "
+              f"{sum(p < 0.05 for _, _, p, *_ in r)}/{len(r)}, mean top-1: probe "
               f"{statistics.mean(a for *_, a, _ in r):.2f}, sslkit-eval {statistics.mean(b for *_, b in r):.2f}")
 
 

@@ -437,3 +437,25 @@ def test_probe_replay_reproduces_the_logged_accuracies(tmp_path):
                     "eval.every=10", "device=cpu"], check=True)
     done = subprocess.run([sys.executable, script, "check", run], capture_output=True, text=True)
     assert done.returncode == 0 and "replay == logged at 3 evaluations" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("a_only, b_only, both", [(0, 0, 5), (6, 1, 280), (1, 6, 280), (5, 5, 10), (11, 3, 0)])
+def test_probe_replay_mcnemar_is_scipys_exact_binomial_test(a_only, b_only, both):
+    """scripts/probe_replay.py's McNemar test: of the samples exactly one classifier gets
+    right, classifier a gets k; its p-value is scipy's exact two-sided binomial test of k
+    out of a_only + b_only at ½ (1 when the classifiers never disagree)."""
+    import importlib.util
+    from pathlib import Path
+
+    from scipy.stats import binomtest
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "probe_replay.py"
+    spec = importlib.util.spec_from_file_location("probe_replay", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    a = torch.tensor([True] * a_only + [False] * b_only + [True] * both + [False] * 7)
+    b = torch.tensor([False] * a_only + [True] * b_only + [True] * both + [False] * 7)
+    n = a_only + b_only
+    expected = 1.0 if n == 0 else binomtest(a_only, n, 0.5).pvalue
+    assert module.mcnemar(a, b) == pytest.approx(expected, rel=1e-12)
+    assert module.mcnemar(b, a) == pytest.approx(expected, rel=1e-12)
