@@ -3,9 +3,11 @@
 A mistake in the command is reported before any training starts, as one paragraph on
 stderr (`sslkit-train: error: ...`, exit status 2), by the first process only under
 torchrun: overrides naming no group or key, or a key no option of its group has, are
-caught before Hydra composes; the run directory (or a sweep's directory) and every job of
-a `-m` sweep are checked by `Checks`, a Hydra callback that runs before the first job; the
-rest by `train` before its loop.
+caught before Hydra composes, and a value Hydra cannot merge (of the wrong type, or not
+one of an enum's) by composing once; the run directory (or a sweep's directory) and every
+job of a `-m` sweep are checked by `Checks`, a Hydra callback that runs before the first
+job; the rest by `train` before its loop, and a run directory made for that run is
+removed again.
 """
 
 import argparse
@@ -35,6 +37,31 @@ def _config_error(exc: BaseException | None) -> ConfigError | None:
     while exc is not None and not isinstance(exc, ConfigError):
         exc = exc.__cause__
     return exc
+
+
+def _merge_error(exc: BaseException) -> str | None:
+    """`OVERRIDE: why` when Hydra could not merge an override into the typed config (a
+    value of the wrong type, or not one of an enum's values); else None."""
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ValidationError
+
+    match = re.fullmatch(r"Error merging override (.+)", str(exc).strip())
+    if isinstance(exc, ConfigCompositionException) and match and isinstance(exc.__cause__, ValidationError):
+        return f"{match[1]}: {str(exc.__cause__.msg).splitlines()[0]}."
+    return None
+
+
+def _composes(overrides: list[str]) -> str | None:
+    """None if the config composes with `overrides`, else the one-line reason (composing
+    takes ~0.3 s; Hydra would print its own error over several lines, with exit status 1)."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            compose("train", overrides=overrides)
+    except Exception as exc:
+        return _merge_error(exc)
+    return None
 
 
 def _is_main() -> bool:
@@ -83,7 +110,7 @@ def _train(cfg: DictConfig) -> None:
     except Exception as exc:
         if (error := _config_error(exc)) is None:
             raise
-        _fail(f"error: {error}")
+        _fail(f"error: {error}", then=Checks.remove_new_run_dir)
     if _is_main():
         if cfg.trainer.report and cfg.spectrum.enabled and (run_dir / "metrics.jsonl").exists():
             try:
@@ -103,8 +130,19 @@ class Checks(Callback):
     # configs/hydra/launcher/: sslkit's launchers, named apart from the plugin's that they extend
     RENAMED = {"submitit_slurm": "slurm", "submitit_local": "local"}
 
+    created: Path | None = None  # the outermost folder of the run directory this run creates
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._writable(config.hydra.run.dir, "hydra.run.dir")
+        path = Path(config.hydra.run.dir).absolute()
+        Checks.created = next((p for p in (*reversed(path.parents), path) if not p.exists()), None)
+
+    @staticmethod
+    def remove_new_run_dir() -> None:
+        """After a config error: remove the run directory if this run created it (then it
+        holds only Hydra's files and config.yaml), and the new folders above it; from rank 0."""
+        if Checks.created is not None and _is_main():
+            shutil.rmtree(Checks.created, ignore_errors=True)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -122,7 +160,12 @@ class Checks(Callback):
         overrides = OverridesParser.create(config_loader=loader).parse_overrides(list(config.hydra.overrides.task))
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
         for num, job in enumerate(jobs):
-            job_cfg = loader.load_sweep_config(config, list(job))
+            try:
+                job_cfg = loader.load_sweep_config(config, list(job))
+            except Exception as exc:
+                if (error := _merge_error(exc)) is None:
+                    raise
+                _fail(f"error: sweep job {num}, checked before any job trains: {error}")
             with read_write(job_cfg), open_dict(job_cfg):
                 del job_cfg["hydra"]
             try:
@@ -207,6 +250,8 @@ def train_main() -> None:
     for arg in sys.argv[1:]:
         if "=" in arg and not arg.startswith("-") and (message := _known_override(arg)):
             _fail(message)
+    if not any(arg.startswith("-") for arg in sys.argv[1:]) and (message := _composes(sys.argv[1:])):
+        _fail(f"error: {message}")  # a single run; a sweep's jobs are each checked by Checks
     _train()
 
 
