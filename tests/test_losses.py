@@ -457,6 +457,25 @@ def test_barlow_twins_rejects_unknown_normalize(normalize):
         BarlowTwinsLoss(normalize=normalize)
 
 
+def test_vicreg_spectrum_view_is_what_its_variance_and_covariance_terms_see():
+    """VICReg's variance and covariance terms see the views centred over the batch, and a
+    common shift of both views changes none of its terms (the invariance term sees only
+    z1 − z2): its spectrum view is each view centred, so `xcorr` has no part from the
+    mean. The covariance term, recomputed from the views (cov = vᵀv/(N − 1)), is the loss's."""
+    z1, z2 = views(64, 8, seed=21)
+    loss = VICRegLoss()
+    v1, v2 = loss.spectrum_view(z1), loss.spectrum_view(z2)
+    off = ~torch.eye(8, dtype=torch.bool)
+    cov_term = sum((v.T @ v / 63)[off].square().sum() / 8 for v in (v1, v2))
+    assert loss(z1, z2).terms["covariance"].item() == pytest.approx(cov_term.item(), rel=1e-12)
+    shift = torch.linspace(-3, 5, 8, dtype=torch.float64)
+    shifted = loss(z1 + shift, z2 + shift)
+    for name, value in loss(z1, z2).terms.items():
+        assert shifted.terms[name].item() == pytest.approx(value.item(), rel=1e-9, abs=1e-12), name
+    assert torch.allclose(loss.spectrum_view(z1 + shift), v1, atol=1e-12)
+    assert torch.allclose(v1.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-12)
+
+
 def test_vicreg_rejects_a_single_sample():
     z1, z2 = views(1, 4, seed=16)
     with pytest.raises(ValueError, match=r"VICRegLoss needs at least 2 samples.*got N=1"):

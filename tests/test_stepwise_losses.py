@@ -12,10 +12,10 @@ QUICK = ("eval=none", "spectrum.matrices=[xcorr]")
 
 
 def test_vicreg_experiment_separates_its_first_two_steps(config, tmp_path):
-    """experiment=stepwise_digits_vicreg cut to 500 steps: the first two eigenvalues of C rise
+    """experiment=stepwise_digits_vicreg cut to 700 steps: the first two eigenvalues of C rise
     from ≈ 0 one after the other; the first has crossed 0.8 before the second crosses 0.2.
     The third step comes later (test below, slow)."""
-    train(config("experiment=stepwise_digits_vicreg", "trainer.max_steps=500", *QUICK), tmp_path)
+    train(config("experiment=stepwise_digits_vicreg", "trainer.max_steps=700", *QUICK), tmp_path)
     assert_separated_steps(tmp_path, 2)
 
 

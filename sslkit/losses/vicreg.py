@@ -55,9 +55,10 @@ class VICRegLoss(nn.Module):
         )
 
     def spectrum_view(self, z: torch.Tensor) -> torch.Tensor:
-        """The embeddings as this loss sees them: raw (VICReg regularises the raw
-        covariance), so the spectrum monitor's ``xcorr`` is C = (z1ᵀz2 + z2ᵀz1)/2N."""
-        return z
+        """The embeddings as this loss sees them: centred over the batch (its variance and
+        covariance terms are those of z̄; the mean is free), so the spectrum monitor's
+        ``xcorr`` is C = (z̄1ᵀz̄2 + z̄2ᵀz̄1)/2N, and ``xcorr_raw`` keeps the mean's part."""
+        return z - z.mean(0)
 
     def check_batch(self, n: int) -> None:
         """The unbiased variance and covariance divide by N − 1."""
