@@ -46,7 +46,9 @@ operator's top eigenspace has every principal cosine ≥ 0.95 with the predictio
 where no N qualifies are listed, not trained. `--coupling λ …` also trains each run with the cross-output
 coupling scaled by λ, Θ_λ = K ⊗ I + λ(Θ − K ⊗ I) (λ = 0 is the K⊗I control, λ = 1 the
 network), and prints per λ the mean and the last cosine, the bound, sinM and sinY of
-Θ_λ, and how ‖y‖² splits over the scalar modes (`mode_shares`). The JSON goes to `--out`, and a
+Θ_λ, and how ‖y‖² splits over the scalar modes (`mode_shares`). `--negate-last-output`
+starts every run from its last output's initial values negated: the loss and the K ⊗ I
+descent do not see that, the full eNTK does. The JSON goes to `--out`, and a
 chart of the last principal cosine against ε/(1 − γ_{D+1}/γ_D) beside it (.png), with the
 rows of the `--compare` JSON files drawn too.
 
@@ -57,6 +59,8 @@ rows of the `--compare` JSON files drawn too.
         --out scripts/figures/theory_digits_wellposed.json
     python scripts/theory_digits.py --widths 4096 --seeds 1 --coupling 0 0.25 0.5 0.75 1 \
         --out /tmp/theory_digits_coupling.json
+    python scripts/theory_digits.py --pairs auto --out-dim gap --gap-range 2 6 --negate-last-output \
+        --out /tmp/theory_digits_wellposed_negated.json
 """
 
 import argparse
@@ -196,10 +200,12 @@ def well_posed_size(width: int, seed: int, pairs: list[int], out_dim: int | rang
 
 
 def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, views: torch.Tensor,
-        held: torch.Tensor, network: bool, couplings: list[float]) -> dict:
+        held: torch.Tensor, network: bool, couplings: list[float], negate: bool = False) -> dict:
     """One run; `out_dim` a range: D chosen in it by `gap_dim`. For each λ in `couplings`,
     the same descent with Θ_λ = K ⊗ I + λ(Θ − K ⊗ I): the gap held fixed, the coupling
-    scaled, so the Davis–Kahan ratio is λε/(1 − γ_{D+1}/γ_D)."""
+    scaled, so the Davis–Kahan ratio is λε/(1 − γ_{D+1}/γ_D). `negate`: the last output's
+    initial values negated, on the views and the held-out digits (a symmetry of the loss
+    and of the K ⊗ I descent, not of the full eNTK's)."""
     if isinstance(out_dim, range):
         out_dim = gap_dim(width, seed, out_dim, alpha, views)
     net = linearized(width, seed, out_dim, alpha)
@@ -210,9 +216,13 @@ def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, v
     lr = eta / float(gamma[0])
     with torch.no_grad():
         z0, f0 = net(views), net(held)
+    if negate:
+        sign = torch.ones(out_dim, dtype=torch.float64)
+        sign[-1] = -1
+        z0, f0 = z0 * sign, f0 * sign
     z, f, steps = train_outputs(z0, theta, lr, 100_000, TOL, f0, theta_held)
     dk = davis_kahan(theta, k)
-    row = {"width": width, "seed": seed, "pairs": len(views) // 2, "out_dim": out_dim, "steps": steps,
+    row = {"width": width, "seed": seed, "pairs": len(views) // 2, "out_dim": out_dim, "negated": negate, "steps": steps,
            "copies": copies(theta, k, range(out_dim - 2, out_dim + 2)), "gap": float(gamma[out_dim] / gamma[out_dim - 1]),
            "eps": eps, "davis_kahan": dk["dk"], "dk_bound": dk["bound"], "dk_sin": dk["sin"],
            "gamma": (gamma[: out_dim + 2] / gamma[0]).tolist()}
@@ -324,6 +334,8 @@ def main() -> None:
     parser.add_argument("--coupling", type=float, nargs="*", default=[],
                         help="λ: also train with Θ = K⊗I + λ(Θ − K⊗I) and print its cosines")
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="earlier JSON results drawn in the chart too")
+    parser.add_argument("--negate-last-output", action="store_true",
+                        help="start from the last output's initial values negated (the loss does not see it)")
     args = parser.parse_args()
     lo, hi = args.gap_range
     fewest = min(args.pair_choices) if args.pairs == "auto" else args.pairs
@@ -349,7 +361,8 @@ def main() -> None:
                     continue
                 pairs, d = chosen
             views, held = data(pairs)
-            r = one(w, s, d, args.eta, args.alpha, views, held, w in args.network, args.coupling)
+            r = one(w, s, d, args.eta, args.alpha, views, held, w in args.network, args.coupling,
+                    args.negate_last_output)
             rows.append(r)
             dk, last, _ = mechanism(r, r["out_dim"])
             floor = math.sqrt(1 - r["dk_bound"] ** 2) if r["dk_bound"] < 1 else 0.0
@@ -371,7 +384,7 @@ def main() -> None:
                       f"‖y‖² share of modes 1…D+3 {' '.join(f'{v:.3f}' for v in c['shares'])}",
                       flush=True)
     result = {"pairs": args.pairs, "out_dim": args.out_dim, "gap_range": args.gap_range, "alpha": args.alpha,
-              "eta": args.eta, "rows": rows}
+              "eta": args.eta, "negate_last_output": args.negate_last_output, "rows": rows}
     if args.pairs == "auto":
         result.update(pair_choices=args.pair_choices, max_bound=args.max_bound, skipped=skipped)
     args.out.parent.mkdir(parents=True, exist_ok=True)

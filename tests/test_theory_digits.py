@@ -239,3 +239,26 @@ def test_well_posed_run_spans_the_predicted_embedding():
     pairs = S.well_posed(list(bounds), lambda n: bounds[n][0], 0.312)
     assert pairs == 16
     check_final_embedding(pairs=pairs, width=1024, out_dim=2)
+
+
+def test_the_scalar_descent_does_not_see_one_outputs_sign_and_the_coupled_one_does():
+    """Negating one output's initial values is a symmetry of the loss (C → SCS with
+    S = diag(1, −1), and ‖SCS − I‖ = ‖C − I‖) and of the descent with Θ = K ⊗ I, which
+    then ends on the same embedding with that output negated. The cross-output blocks of
+    the full eNTK break the symmetry: the same flip ends on a different embedding (the
+    race between modes that decides the missed well-posed runs, docs/theory.md)."""
+    views, _ = digit_views(8)
+    net = linearized(512, 2, 1e-10)
+    theta = dense_ntk(net.network, views)
+    k, _ = scalar_part(theta)
+    lr = 0.1 / float(S.kernel_modes(k)[0][0])
+    with torch.no_grad():
+        z0 = net(views)
+    flip = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    scalar = k[:, :, None, None] * torch.eye(2, dtype=torch.float64)
+    apart = {}
+    for name, ntk in (("scalar", scalar), ("coupled", theta)):
+        z, _, _ = train_outputs(z0, ntk, lr, 100_000, 1e-12)
+        zf, _, _ = train_outputs(z0 * flip, ntk, lr, 100_000, 1e-12)
+        apart[name] = float((zf * flip - z).norm() / z.norm())
+    assert apart["scalar"] < 1e-9 and apart["coupled"] > 0.05, apart
