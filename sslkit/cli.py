@@ -7,7 +7,7 @@ caught before Hydra composes, and a value Hydra cannot merge (of the wrong type,
 one of an enum's) by composing once; the run directory (or a sweep's directory) and every
 job of a `-m` sweep are checked by `Checks`, a Hydra callback that runs before the first
 job; the rest by `train` before its loop, and a run directory made for that run is
-removed again.
+removed again. `sslkit-train --help` is Hydra's page, drawn by `_help`.
 """
 
 import argparse
@@ -250,9 +250,35 @@ def train_main() -> None:
     for arg in sys.argv[1:]:
         if "=" in arg and not arg.startswith("-") and (message := _known_override(arg)):
             _fail(message)
-    if not any(arg.startswith("-") for arg in sys.argv[1:]) and (message := _composes(sys.argv[1:])):
-        _fail(f"error: {message}")  # a single run; a sweep's jobs are each checked by Checks
+    overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+    if set(sys.argv[1:]) - set(overrides) <= {"--help", "-h", "--resolve"} and (message := _composes(overrides)):
+        _fail(f"error: {message}")  # a single run or its help; a sweep's jobs are each checked by Checks
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        print(_help(sys.argv[1:]))
+        return
     _train()
+
+
+def _help(args: list[str]) -> str:
+    """`sslkit-train --help [--resolve] [OVERRIDE ...]`: Hydra's help page of the app, from
+    its template (hydra.help), with the config groups listed from the folders of configs/:
+    without the internal schema/ groups, and in well under a second after the imports
+    (Hydra's own listing re-reads the config repository once per option, ≈ 12 s on 2
+    cores). `--hydra-help` is Hydra's."""
+    from string import Template
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", [a for a in args if not a.startswith("-")], return_hydra_config=True)
+    with read_write(cfg), open_dict(cfg):
+        template = cfg.hydra.help.template
+        del cfg["hydra"]
+    folders = sorted(p for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
+    groups = "".join(f"{p.name}: {', '.join(sorted(f.stem for f in p.glob('*.yaml')))}\n" for p in folders)
+    return Template(template).substitute(APP_CONFIG_GROUPS=groups, HYDRA_CONFIG_GROUPS="", FLAGS_HELP="",
+                                         CONFIG=OmegaConf.to_yaml(cfg, resolve="--resolve" in args))
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")

@@ -331,3 +331,27 @@ def test_on_nan_skip_of_a_diverged_run_stops_with_one_warning(config, tmp_path, 
     assert "Infinity" not in text and "NaN" not in text
     rows = [json.loads(line) for line in text.splitlines()]
     assert any(r["loss"] is None for r in rows) and len(rows) < 100
+
+
+HYDRAS_HELP = """
+import sys
+from sslkit.cli import _train
+from sslkit.config import register_configs
+register_configs()
+_train()
+"""
+
+
+@pytest.mark.slow
+def test_help_is_hydras_page_without_the_internal_schema_groups(tmp_path):
+    """`sslkit-train --help [--resolve] OVERRIDES` prints Hydra's own help page (the app's
+    template, groups and composed config, as `hydra.main` prints it) less the schema/
+    groups, which no user picks."""
+    for args in (["--help", "loss=vicreg", "optim.lr=0.3"], ["--help", "--resolve", "eval=online_probe"]):
+        ours = subprocess.run([BIN / "sslkit-train", *args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        hydra = subprocess.run([sys.executable, "-c", HYDRAS_HELP, *args], capture_output=True, text=True,
+                               cwd=tmp_path, timeout=300)
+        assert ours.returncode == hydra.returncode == 0, ours.stderr + hydra.stderr
+        assert "schema/loss: " in hydra.stdout and "loss: barlow_twins, " in ours.stdout
+        assert ours.stdout == "".join(line for line in hydra.stdout.splitlines(keepends=True)
+                                      if not line.startswith("schema")), args
