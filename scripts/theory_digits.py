@@ -31,6 +31,10 @@ difference between the two. Per width and seed it prints:
   full eNTK (`coupled_representation`; exact up to the init scale) and with the scalar eNTK
   (Kiani et al.'s formula, off by the finite-width coupling ε);
 - inv: the trained embedding's invariance gap ‖Z1 − Z2‖²/(‖Z1‖² + ‖Z2‖²) (Kiani's optima: 0);
+- race (D = 2): mode 2's relative lead in the race for the second output direction,
+  read off the linear phase from the actual initialisation (`stepwise.race_margin`,
+  computed before training; the well-posed runs with a lead below ≈ 0.2 miss the bar,
+  scripts/RESULTS.md);
 - D+2: the mean cosine between the trained span and the top D + 2 predicted modes (1 iff
   it lies within them); K⊗I: the same descent with Θ replaced by K ⊗ I against the
   prediction; copies: how far the cross-output blocks split the D copies of modes
@@ -222,7 +226,8 @@ def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, v
         z0, f0 = z0 * sign, f0 * sign
     z, f, steps = train_outputs(z0, theta, lr, 100_000, TOL, f0, theta_held)
     dk = davis_kahan(theta, k)
-    row = {"width": width, "seed": seed, "pairs": len(views) // 2, "out_dim": out_dim, "negated": negate, "steps": steps,
+    race = S.race_margin(theta, z0, k, lr)["margin"] if out_dim == 2 else None
+    row = {"race_margin": race, "width": width, "seed": seed, "pairs": len(views) // 2, "out_dim": out_dim, "negated": negate, "steps": steps,
            "copies": copies(theta, k, range(out_dim - 2, out_dim + 2)), "gap": float(gamma[out_dim] / gamma[out_dim - 1]),
            "eps": eps, "davis_kahan": dk["dk"], "dk_bound": dk["bound"], "dk_sin": dk["sin"],
            "gamma": (gamma[: out_dim + 2] / gamma[0]).tolist()}
@@ -347,7 +352,7 @@ def main() -> None:
                      "needs every choice ≥ 2 and 0 < max-bound < 1")
     out_dim = range(lo, hi + 1) if args.out_dim == "gap" else args.out_dim
     rows, skipped = [], []
-    print("width seed   N  D steps  dyn(train held)  last(train held)  gap    eps  ε/(1−gap)  DK    bound √(1−b²) sinM sinY  "
+    print("width seed   N  D  race steps  dyn(train held)  last(train held)  gap    eps  ε/(1−gap)  DK    bound √(1−b²) sinM sinY  "
           "limit(train held)  kiani c(train held dyn) n(train held dyn)"
           "  kernel(full scalar pred)  inv   D+2  K⊗I(train held)  copies of modes D−1 … D+2 / γ")
     for w in args.widths:
@@ -366,7 +371,8 @@ def main() -> None:
             rows.append(r)
             dk, last, _ = mechanism(r, r["out_dim"])
             floor = math.sqrt(1 - r["dk_bound"] ** 2) if r["dk_bound"] < 1 else 0.0
-            print(f"{w:5d} {s:4d} {pairs:3d} {r['out_dim']:2d} {r['steps']:6d}  {r['dyn'][0]:.3f} {r['dyn'][1]:.3f}      "
+            race = "   –  " if r["race_margin"] is None else f"{r['race_margin']:6.3f}"
+            print(f"{w:5d} {s:4d} {pairs:3d} {r['out_dim']:2d} {race} {r['steps']:6d}  {r['dyn'][0]:.3f} {r['dyn'][1]:.3f}      "
                   f"{last[0]:.3f} {last[1]:.3f}      {r['gap']:.3f}  {r['eps']:.3f}  {dk:.3f}     {r['davis_kahan']:5.2f} "
                   f"{r['dk_bound']:5.2f} {floor:.3f} {r['dk_sin']:.3f} {r['whitened_sin']:.3f}  "
                   f"{r['limit'][0]:.3f} {r['limit'][1]:.3f}        "

@@ -278,3 +278,33 @@ def test_sslkit_theory_refuses_what_it_cannot_predict(config, tmp_path):
         predict(config("experiment=stepwise_digits", "loss=vicreg"), tmp_path)
     with pytest.raises(ConfigError, match="optim.schedule=constant"):
         predict(config("experiment=stepwise_digits", "optim.schedule=cosine"), tmp_path)
+
+
+def test_race_margin_with_a_scalar_kernel_is_the_closed_form_growth():
+    """`race_margin` with Θ = K ⊗ I, from Z₀ = K^{1/2} U A (mode k's amplitude the row aₖ of
+    A): each mode grows by (1 + 4ηγₖ) per step, C = Σₖ γₖ aₖ(t) aₖ(t)ᵀ, so t₁ is the first
+    t with λ_max(C) ≥ ½ and the levels are cₖ = γₖ (aₖ(t₁)·v)², v C's other eigenvector;
+    the margin is (min_{k≥3} τₖ − τ₂)/τ₂ with τₖ = ln(1/cₖ)/γₖ. Negating one output's
+    start (a symmetry of the loss and of K ⊗ I) leaves all of it unchanged."""
+    x1, x2 = random_pairs(n=6, m=12, seed=3, decay=0.2)
+    gram = torch.cat([x1, x2]) @ torch.cat([x1, x2]).T
+    gamma, u = S.kernel_modes(gram)
+    amplitudes = 1e-6 * torch.randn(12, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    z0 = S._sqrt_psd(gram) @ u @ amplitudes
+    ntk = gram[:, :, None, None] * torch.eye(2, dtype=torch.float64)
+    lr = 0.05 / float(gamma[0])
+    growth = 1 + 4 * lr * gamma
+    t = 0
+    while torch.linalg.eigvalsh((gamma[:, None, None] * torch.einsum("ki,kj->kij", growth[:, None] ** t * amplitudes,
+                                                                     growth[:, None] ** t * amplitudes)).sum(0))[-1] < 0.5:
+        t += 1
+    a = growth[:, None] ** t * amplitudes
+    v = torch.linalg.eigh((gamma[:, None, None] * torch.einsum("ki,kj->kij", a, a)).sum(0))[1][:, 0]
+    levels = gamma * (a @ v) ** 2
+    positive = gamma > 1e-12 * gamma[0]
+    tau = torch.log(1 / levels[positive]) / gamma[positive]
+    for start in (z0, z0 * torch.tensor([1.0, -1.0], dtype=torch.float64)):
+        race = S.race_margin(ntk, start, gram, lr)
+        assert race["step"] == t
+        torch.testing.assert_close(race["levels"][positive], levels[positive], rtol=1e-7, atol=0)
+        assert race["margin"] == pytest.approx(float((tau[2:].min() - tau[1]) / tau[1]), rel=1e-9)

@@ -211,6 +211,39 @@ def output_matrix(ntk: Tensor, cols: int, d: int, rows: int | None = None) -> np
     return ntk.double().permute(0, 2, 1, 3).reshape(rows * d, cols * d).numpy()
 
 
+def race_margin(ntk: Tensor, z0: Tensor, gram: Tensor, lr: float, max_steps: int = 1_000_000) -> dict:
+    """Which mode the second output direction learns (D = 2), read off the linear phase.
+
+    Near Z = 0, ∂L/∂Z = −(2/N)·PZ + O(Z³), so the descent with the full output-coupled
+    eNTK Θ (`ntk` (2N, 2N, 2, 2)) is Z ← Z + (2η/N)·Θ·PZ, every mode of the operator
+    growing on its own. Iterated from Z₀ until C's largest eigenvalue reaches ½ (the first
+    mode half learned, step t₁); w = Z v along C's other eigenvector v then holds each
+    scalar mode k (`kernel_modes` of the Gram matrix K) at the level cₖ = γₖ (wᵀK^{+1/2}uₖ)²
+    it would give C. Growing as e^{8γₖ t}, mode k reaches C = 1 after τₖ ∝ ln(1/cₖ)/γₖ.
+    Returns {"margin": (min_{k≥3} τₖ − τ₂)/τ₂, mode 2's relative lead, "levels": c (K,),
+    "step": t₁}. With Θ = K ⊗ I the levels are the initial ones times (1 + 4ηγₖ)^{2t₁}.
+    The cross-output blocks of Θ add to w a part carried by the growing first mode that
+    does not scale with the init, so the margin depends on the init's signs as well as on
+    the operator (docs/theory.md, "A well-posed version"). The rule stops at t₁; what
+    happens after, when the first mode saturates, is not modelled."""
+    n2, d = z0.shape
+    if d != 2:
+        raise ValueError(f"race_margin is for D = 2 outputs, got D = {d}")
+    step_matrix = lr * (2 / (n2 // 2)) * output_matrix(ntk, n2, d) @ np.kron(swap(n2 // 2).numpy(), np.eye(d))
+    z = z0.double().flatten().numpy()
+    for step in range(max_steps + 1):
+        zz = z.reshape(n2, d)
+        values, vectors = np.linalg.eigh((zz[: n2 // 2].T @ zz[n2 // 2:] + zz[n2 // 2:].T @ zz[: n2 // 2]) / n2)
+        if values[-1] >= 0.5 or step == max_steps:
+            break
+        z = z + step_matrix @ z
+    gamma, u = kernel_modes(gram)
+    levels = gamma * (torch.from_numpy(zz @ vectors[:, 0]) @ _sqrt_psd(gram.double(), inverse=True) @ u) ** 2
+    keep = gamma > 1e-12 * gamma[0]
+    tau = torch.log(1 / levels[keep]) / gamma[keep]
+    return {"margin": float((tau[2:].min() - tau[1]) / tau[1]), "levels": levels, "step": step}
+
+
 def final_embedding(gram: Tensor, u: Tensor, gamma: Tensor, k_new: Tensor) -> Tensor:
     """The embedding the small-init dynamics converges to, up to an orthogonal rotation of
     its D outputs: fⱼ(x) = γⱼ^{-1/2} uⱼᵀ K^{+1/2} k_X(x) for the learned modes j (the
