@@ -47,7 +47,10 @@ training, so that the prediction is determined by the operator: the largest N in
 `--pair-choices` whose network at init (D from `--out-dim`, capped at 2N − 2 for `gap`)
 has a sin θ bound ≤ `--max-bound` (`well_posed_size`; 0.312 = √(1 − 0.95²), so the
 operator's top eigenspace has every principal cosine ≥ 0.95 with the prediction); runs
-where no N qualifies are listed, not trained. `--coupling λ …` also trains each run with the cross-output
+where no N qualifies are listed, not trained. With `--min-race-margin R` (D = 2) an N
+qualifies only if also mode 2's lead at init (`stepwise.race_margin`) is ≥ R: the
+operator bound has no initial values in it, and the race after the first mode depends
+on them. `--coupling λ …` also trains each run with the cross-output
 coupling scaled by λ, Θ_λ = K ⊗ I + λ(Θ − K ⊗ I) (λ = 0 is the K⊗I control, λ = 1 the
 network), and prints per λ the mean and the last cosine, the bound, sinM and sinY of
 Θ_λ, and how ‖y‖² splits over the scalar modes (`mode_shares`). `--negate-last-output`
@@ -65,6 +68,8 @@ rows of the `--compare` JSON files drawn too.
         --out /tmp/theory_digits_coupling.json
     python scripts/theory_digits.py --pairs auto --out-dim gap --gap-range 2 6 --negate-last-output \
         --out /tmp/theory_digits_wellposed_negated.json
+    python scripts/theory_digits.py --pairs auto --out-dim gap --gap-range 2 6 --min-race-margin 0.2 \
+        [--negate-last-output] --out /tmp/theory_digits_wellposed_race.json
 """
 
 import argparse
@@ -184,11 +189,15 @@ def gap_dim(width: int, seed: int, dims: range, alpha: float, views: torch.Tenso
 
 
 def well_posed_size(width: int, seed: int, pairs: list[int], out_dim: int | range, alpha: float,
-                    max_bound: float) -> tuple[int, int] | None:
+                    max_bound: float, min_race: float = 0.0, eta: float = 0.1,
+                    negate: bool = False) -> tuple[int, int] | None:
     """`--pairs auto`: the largest N in `pairs` whose problem is well-posed at
     initialisation (`stepwise.well_posed`): D = `out_dim`, or its widest gap (`gap_dim`,
-    capped at 2N − 2), and the sin θ bound of `davis_kahan` for that network ≤ `max_bound`.
-    Returns (N, D), or None if no N qualifies. Only the networks at init are used."""
+    capped at 2N − 2), and the sin θ bound of `davis_kahan` for that network ≤ `max_bound`;
+    with `min_race` > 0 and D = 2 also mode 2's lead in the race for the second output
+    direction (`stepwise.race_margin` from the network's own initial outputs, ηγ₁ = `eta`)
+    ≥ `min_race` (`negate`: from the start `one` uses with it). Returns (N, D), or None if
+    no N qualifies. Only the networks at init are used."""
     dims = {}
 
     def bound(n: int) -> float:
@@ -196,8 +205,15 @@ def well_posed_size(width: int, seed: int, pairs: list[int], out_dim: int | rang
         d = out_dim if isinstance(out_dim, int) else gap_dim(
             width, seed, range(out_dim.start, min(out_dim.stop, 2 * n - 1)), alpha, views)
         dims[n] = d
-        theta = dense_ntk(linearized(width, seed, d, alpha).network, views)
-        return davis_kahan(theta, scalar_part(theta)[0])["bound"]
+        net = linearized(width, seed, d, alpha)
+        theta = dense_ntk(net.network, views)
+        k = scalar_part(theta)[0]
+        if min_race > 0 and d == 2:
+            with torch.no_grad():
+                z0 = net(views) * torch.tensor([1.0, -1.0 if negate else 1.0], dtype=torch.float64)
+            if S.race_margin(theta, z0, k, eta / float(S.kernel_modes(k)[0][0]))["margin"] < min_race:
+                return math.inf
+        return davis_kahan(theta, k)["bound"]
 
     n = S.well_posed(pairs, bound, max_bound)
     return None if n is None else (n, dims[n])
@@ -327,6 +343,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int_or("auto", "--pairs", 2), default=64,
                         help="N, or 'auto': per run the largest of --pair-choices with sin θ bound ≤ --max-bound")
     parser.add_argument("--pair-choices", type=int, nargs="+", default=[8, 16, 24, 32, 48, 64])
+    parser.add_argument("--min-race-margin", type=float, default=0.0,
+                        help="with --pairs auto and D = 2: also mode 2's lead at init ≥ this (0: not used)")
     parser.add_argument("--max-bound", type=float, default=0.312,
                         help="largest sin θ bound --pairs auto accepts (0.312: every cosine ≥ 0.95)")
     parser.add_argument("--out-dim", type=int_or("gap", "--out-dim", 1), default=8, help="D, or 'gap': chosen per run in --gap-range")
@@ -359,10 +377,13 @@ def main() -> None:
         for s in args.seeds:
             pairs, d = args.pairs, out_dim
             if pairs == "auto":
-                chosen = well_posed_size(w, s, args.pair_choices, out_dim, args.alpha, args.max_bound)
+                chosen = well_posed_size(w, s, args.pair_choices, out_dim, args.alpha, args.max_bound,
+                                         args.min_race_margin, args.eta, args.negate_last_output)
                 if chosen is None:
                     skipped.append({"width": w, "seed": s})
-                    print(f"{w:5d} {s:4d}  no N in {args.pair_choices} has a sin θ bound ≤ {args.max_bound}", flush=True)
+                    race = f" and a race margin ≥ {args.min_race_margin}" if args.min_race_margin > 0 else ""
+                    print(f"{w:5d} {s:4d}  no N in {args.pair_choices} has a sin θ bound ≤ {args.max_bound}{race}",
+                          flush=True)
                     continue
                 pairs, d = chosen
             views, held = data(pairs)
@@ -392,7 +413,8 @@ def main() -> None:
     result = {"pairs": args.pairs, "out_dim": args.out_dim, "gap_range": args.gap_range, "alpha": args.alpha,
               "eta": args.eta, "negate_last_output": args.negate_last_output, "rows": rows}
     if args.pairs == "auto":
-        result.update(pair_choices=args.pair_choices, max_bound=args.max_bound, skipped=skipped)
+        result.update(pair_choices=args.pair_choices, max_bound=args.max_bound, min_race_margin=args.min_race_margin,
+                      skipped=skipped)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     results = [result] + [json.loads(p.read_text()) for p in args.compare]
