@@ -19,14 +19,18 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import hydra
 import torch.distributed
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import ValidationError
 
 from sslkit.config import CONFIG_DIR, TrainConfig, register_configs
 from sslkit.errors import ConfigError, Preempted
@@ -42,9 +46,6 @@ def _config_error(exc: BaseException | None) -> ConfigError | None:
 def _merge_error(exc: BaseException) -> str | None:
     """`OVERRIDE: why` when Hydra could not merge an override into the typed config (a
     value of the wrong type, or not one of an enum's values); else None."""
-    from hydra.errors import ConfigCompositionException
-    from omegaconf.errors import ValidationError
-
     match = re.fullmatch(r"Error merging override (.+)", str(exc).strip())
     if isinstance(exc, ConfigCompositionException) and match and isinstance(exc.__cause__, ValidationError):
         return f"{match[1]}: {str(exc.__cause__.msg).splitlines()[0]}."
@@ -54,8 +55,6 @@ def _merge_error(exc: BaseException) -> str | None:
 def _composes(overrides: list[str]) -> str | None:
     """None if the config composes with `overrides`, else the one-line reason (composing
     takes ~0.3 s; Hydra would print its own error over several lines, with exit status 1)."""
-    from hydra import compose, initialize_config_dir
-
     try:
         with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
             compose("train", overrides=overrides)
@@ -140,7 +139,8 @@ class Checks(Callback):
     @staticmethod
     def remove_new_run_dir() -> None:
         """After a config error: remove the run directory if this run created it (then it
-        holds only Hydra's files and config.yaml), and the new folders above it; from rank 0."""
+        holds only what this run wrote before the check), and the new folders above it;
+        from rank 0."""
         if Checks.created is not None and _is_main():
             shutil.rmtree(Checks.created, ignore_errors=True)
 
@@ -265,11 +265,6 @@ def _help(args: list[str]) -> str:
     without the internal schema/ groups, and in well under a second after the imports
     (Hydra's own listing re-reads the config repository once per option, ≈ 12 s on 2
     cores). `--hydra-help` is Hydra's."""
-    from string import Template
-
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", [a for a in args if not a.startswith("-")], return_hydra_config=True)
     with read_write(cfg), open_dict(cfg):

@@ -6,8 +6,9 @@ prefix) or the backbone features h (prefix `feat_`): "cov" and "cov2", the covar
 view 1 and of view 2; "xcorr", the symmetrised cross-correlation C = (aᵀb + bᵀa)/2N of the
 embeddings *as the loss sees them* (`view`, the loss's `spectrum_view`: batch-normalised
 for Barlow Twins, on the unit sphere for SimCLR, centred per view for VICReg, raw for the
-simplified Barlow Twins loss), so that ½ means half learned for every loss; "xcorr_raw", the same of the raw
-embeddings; "feat_xcorr", of the raw features. The view is applied to detached copies.
+simplified Barlow Twins loss), so that ½ means half learned for every loss; "xcorr_raw",
+the same of the raw embeddings; "feat_xcorr", of the raw features. The view is applied to
+detached copies.
 
 The work is split in two, so that the training step never waits:
 
