@@ -164,6 +164,14 @@ def linearized(width: int, seed: int, out_dim: int, alpha: float):
                           parameterization="ntk", bias_scale=BIAS).double()
 
 
+def initial_outputs(net, x: torch.Tensor, negate: bool = False) -> torch.Tensor:
+    """The network's outputs on x at initialisation; with `negate`, the last output's
+    negated (`--negate-last-output`)."""
+    with torch.no_grad():
+        z = net(x)
+    return torch.cat([z[:, :-1], -z[:, -1:]], 1) if negate else z
+
+
 def mode_shares(theta: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """How the trained outputs in the operator's coordinates, y = Θ^{+1/2} vec Z (2N, D),
     split over the scalar modes: ‖uₖᵀy‖²/‖y‖² for each k (summing to 1). The prediction
@@ -209,9 +217,7 @@ def well_posed_size(width: int, seed: int, pairs: list[int], out_dim: int | rang
         theta = dense_ntk(net.network, views)
         k = scalar_part(theta)[0]
         if min_race > 0 and d == 2:
-            with torch.no_grad():
-                z0 = net(views) * torch.tensor([1.0, -1.0 if negate else 1.0], dtype=torch.float64)
-            if S.race_margin(theta, z0, k, eta / float(S.kernel_modes(k)[0][0]))["margin"] < min_race:
+            if S.race_margin(theta, initial_outputs(net, views, negate), k, eta / float(S.kernel_modes(k)[0][0]))["margin"] < min_race:
                 return math.inf
         return davis_kahan(theta, k)["bound"]
 
@@ -234,16 +240,12 @@ def one(width: int, seed: int, out_dim: int | range, eta: float, alpha: float, v
     k_held = scalar_part(theta_held)[0].T  # k_X of the held-out digits, (2N, 297)
     gamma, u = S.kernel_modes(k)
     lr = eta / float(gamma[0])
-    with torch.no_grad():
-        z0, f0 = net(views), net(held)
-    if negate:
-        sign = torch.ones(out_dim, dtype=torch.float64)
-        sign[-1] = -1
-        z0, f0 = z0 * sign, f0 * sign
+    z0, f0 = initial_outputs(net, views, negate), initial_outputs(net, held, negate)
     z, f, steps = train_outputs(z0, theta, lr, 100_000, TOL, f0, theta_held)
     dk = davis_kahan(theta, k)
     race = S.race_margin(theta, z0, k, lr)["margin"] if out_dim == 2 else None
-    row = {"race_margin": race, "width": width, "seed": seed, "pairs": len(views) // 2, "out_dim": out_dim, "negated": negate, "steps": steps,
+    row = {"width": width, "seed": seed, "pairs": len(views) // 2, "out_dim": out_dim, "negated": negate,
+           "race_margin": race, "steps": steps,
            "copies": copies(theta, k, range(out_dim - 2, out_dim + 2)), "gap": float(gamma[out_dim] / gamma[out_dim - 1]),
            "eps": eps, "davis_kahan": dk["dk"], "dk_bound": dk["bound"], "dk_sin": dk["sin"],
            "gamma": (gamma[: out_dim + 2] / gamma[0]).tolist()}
