@@ -140,7 +140,8 @@ def test_trained_network_spans_the_predicted_embedding_on_held_out_digits():
     docs/theory.md, "The final embedding on digits"). Nor is the pass a margin against
     the coupling: with the coupling scaled to 0.05–0.5 of the network's, this run misses
     (`--coupling`, same section), although its operator is then well-posed (sin θ bound
-    0.02–0.28; at full coupling it is 0.80, so `--pairs auto` would not choose this run)."""
+    0.02–0.28; at full coupling it is 0.80, so `--pairs auto` would not choose this run).
+    The race margin at initialisation tells these apart (the last test of this file)."""
     views, _ = digit_views(16)
     out_dim = S.widest_gap(lambda d: S.kernel_modes(scalar_part(dense_ntk(
         linearized(512, d, 1e-10).network, views))[0])[0], range(2, 7))
@@ -262,3 +263,29 @@ def test_the_scalar_descent_does_not_see_one_outputs_sign_and_the_coupled_one_do
         zf, _, _ = train_outputs(z0 * flip, ntk, lr, 100_000, 1e-12)
         apart[name] = float((zf * flip - z).norm() / z.norm())
     assert apart["scalar"] < 1e-9 and apart["coupled"] > 0.05, apart
+
+
+def test_race_margin_names_the_outcome_of_the_coupling_scan():
+    """The fast test's problem (16 pairs, width 512, D = 2) with the cross-output coupling
+    scaled, Θ_λ = K ⊗ I + λ(Θ − K ⊗ I): the descent misses the bar at λ = 0.05–0.5 and meets
+    it at 0.75 and 1 (docs/theory.md). `race_margin`, computed from the initial outputs
+    before training, says which: below 0.22 for every miss, at least 0.25 (the threshold
+    of `--min-race-margin`) for every pass. None of these runs was used to choose 0.25."""
+    views, _ = digit_views(16)
+    net = linearized(512, 2, 1e-10)
+    theta = dense_ntk(net.network, views)
+    k, _ = scalar_part(theta)
+    gamma, u = S.kernel_modes(k)
+    lr = 0.1 / float(gamma[0])
+    with torch.no_grad():
+        z0 = net(views)
+    scalar = k[:, :, None, None] * torch.eye(2, dtype=torch.float64)
+    predicted = S.final_embedding(k, u[:, :2], gamma[:2], k)
+    outcome = {}
+    for lam in (0.05, 0.1, 0.25, 0.5, 0.75, 1.0):
+        coupled = scalar + lam * (theta - scalar)
+        z, _, _ = train_outputs(z0, coupled, lr, 20_000, 1e-12)
+        outcome[lam] = (S.race_margin(coupled, z0, k, lr)["margin"], float(S.principal_cosines(z, predicted).mean()))
+    assert all((cosine >= 0.95) == (margin >= 0.25) for margin, cosine in outcome.values()), outcome
+    assert all(margin < 0.22 for margin, cosine in outcome.values() if cosine < 0.95), outcome
+    assert sum(cosine < 0.95 for _, cosine in outcome.values()) == 4, outcome
