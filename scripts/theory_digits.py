@@ -217,7 +217,8 @@ def well_posed_size(width: int, seed: int, pairs: list[int], out_dim: int | rang
         theta = dense_ntk(net.network, views)
         k = scalar_part(theta)[0]
         if min_race > 0 and d == 2:
-            if S.race_margin(theta, initial_outputs(net, views, negate), k, eta / float(S.kernel_modes(k)[0][0]))["margin"] < min_race:
+            lr = eta / float(S.kernel_modes(k)[0][0])
+            if S.race_margin(theta, initial_outputs(net, views, negate), k, lr)["margin"] < min_race:
                 return math.inf
         return davis_kahan(theta, k)["bound"]
 

@@ -52,15 +52,17 @@ def _merge_error(exc: BaseException) -> str | None:
     return None
 
 
-def _composes(overrides: list[str]) -> str | None:
-    """None if the config composes with `overrides`, else the one-line reason (composing
-    takes ~0.3 s; Hydra would print its own error over several lines, with exit status 1)."""
+def _compose(overrides: list[str]) -> DictConfig | None:
+    """The config `overrides` compose, with its hydra node (~0.3 s). A value Hydra cannot
+    merge stops here with one line (`_merge_error`; Hydra would print it over several lines,
+    with exit status 1); for any other error None, and Hydra reports it."""
     try:
         with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-            compose("train", overrides=overrides)
+            return compose("train", overrides=overrides, return_hydra_config=True)
     except Exception as exc:
-        return _merge_error(exc)
-    return None
+        if (message := _merge_error(exc)) is not None:
+            _fail(f"error: {message}")
+        return None
 
 
 def _is_main() -> bool:
@@ -208,6 +210,11 @@ def _group_keys(group: str) -> list[str] | None:
     return sorted({key for schema in schemas.values() for key in schema.node if not key.startswith("_")})
 
 
+def _options(group: str) -> list[str]:
+    """The options of a config group: the files configs/<group>/*.yaml, by name."""
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
 def _known_override(arg: str) -> str | None:
     """None if the override `arg` names a config group or a key; else the message. Below a
     group, the first key must be one of `_group_keys` (an override with `+` adds a key and
@@ -228,7 +235,7 @@ def _known_override(arg: str) -> str | None:
         return (f"error: {arg}: {head} has no key '{sub}'{options}. {fix}Keys of {head}: "
                 f"{', '.join(allowed)}{show}.")
     if head in groups and key == head and head != "hydra" and re.fullmatch(r"\[?[\w,]*\]?", value):
-        options = sorted(p.stem for p in (Path(CONFIG_DIR) / head).glob("*.yaml"))
+        options = _options(head)
         if not (unknown := [v for v in value.strip("[]").split(",") if v and v != "null" and v not in options]):
             return None
         close = difflib.get_close_matches(unknown[0], options, n=1)
@@ -251,29 +258,29 @@ def train_main() -> None:
         if "=" in arg and not arg.startswith("-") and (message := _known_override(arg)):
             _fail(message)
     overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
-    if set(sys.argv[1:]) - set(overrides) <= {"--help", "-h", "--resolve"} and (message := _composes(overrides)):
-        _fail(f"error: {message}")  # a single run or its help; a sweep's jobs are each checked by Checks
-    if {"--help", "-h"} & set(sys.argv[1:]):
-        print(_help(sys.argv[1:]))
-        return
+    flags = set(sys.argv[1:]) - set(overrides)
+    if flags <= {"--help", "-h", "--resolve"}:  # a single run or its help; a sweep's jobs: Checks
+        cfg = _compose(overrides)
+        if cfg is not None and flags & {"--help", "-h"}:
+            print(_help(cfg, resolve="--resolve" in flags))
+            return
     _train()
 
 
-def _help(args: list[str]) -> str:
-    """`sslkit-train --help [--resolve] [OVERRIDE ...]`: Hydra's help page of the app, from
-    its template (hydra.help), with the config groups listed from the folders of configs/:
-    without the internal schema/ groups, and in well under a second after the imports
-    (Hydra's own listing re-reads the config repository once per option, ≈ 12 s on 2
-    cores). `--hydra-help` is Hydra's."""
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", [a for a in args if not a.startswith("-")], return_hydra_config=True)
+def _help(cfg: DictConfig, resolve: bool) -> str:
+    """`sslkit-train --help [--resolve] [OVERRIDE ...]` for the config `cfg` they compose
+    (with its hydra node): Hydra's help page of the app, from its template (hydra.help),
+    with the config groups listed from the folders of configs/: without the internal
+    schema/ groups, and in well under a second after the imports (Hydra's own listing
+    re-reads the config repository once per option, ≈ 12 s on 2 cores). `--hydra-help` is
+    Hydra's."""
     with read_write(cfg), open_dict(cfg):
         template = cfg.hydra.help.template
         del cfg["hydra"]
-    folders = sorted(p for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
-    groups = "".join(f"{p.name}: {', '.join(sorted(f.stem for f in p.glob('*.yaml')))}\n" for p in folders)
-    return Template(template).substitute(APP_CONFIG_GROUPS=groups, HYDRA_CONFIG_GROUPS="", FLAGS_HELP="",
-                                         CONFIG=OmegaConf.to_yaml(cfg, resolve="--resolve" in args))
+    groups = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
+    listing = "".join(f"{group}: {', '.join(_options(group))}\n" for group in groups)
+    return Template(template).substitute(APP_CONFIG_GROUPS=listing, HYDRA_CONFIG_GROUPS="", FLAGS_HELP="",
+                                         CONFIG=OmegaConf.to_yaml(cfg, resolve=resolve))
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
