@@ -17,7 +17,8 @@ over the run's own; `--fixed`: on the final features) and prints its last top-1 
 sslkit-eval's (L-BFGS at the setting's λ, the one constant both fits share;
 `--weight-decay`: a λ of sslkit-eval's own), the held-out digits on which the two
 classifiers disagree, McNemar's exact test of equal accuracy on those digits, and both
-accuracies, per run and summed up over the runs.
+accuracies, per run and summed up over the runs, with the number of runs in which two equally
+accurate fits with those disagreements would be more than 1 point apart by chance alone.
 """
 
 import argparse
@@ -117,6 +118,14 @@ def mcnemar(a_right: Tensor, b_right: Tensor) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2**n)
 
 
+def chance_of_a_gap(a_right: Tensor, b_right: Tensor, points: float = 1.0) -> float:
+    """Probability that two equally accurate classifiers, disagreeing about right and wrong on
+    as many samples as a and b do, differ in accuracy by more than `points`: of those n
+    samples a gets K ~ Binomial(n, ½), and the gap is 100·|2K − n|/N on N samples."""
+    n, total = int((a_right ^ b_right).sum()), a_right.numel()
+    return sum(math.comb(n, k) for k in range(n + 1) if 100 * abs(2 * k - n) / total > points + 1e-9) / 2**n
+
+
 def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay: float | None) -> None:
     """Per run and setting: last top-1 − sslkit-eval's at the setting's λ (or `weight_decay`),
     the disagreeing held-out digits, and both top-1s."""
@@ -137,8 +146,11 @@ def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay
             replayed = replay(rec, "final" if fixed else "features", **args)
             scores = replayed[max(replayed)]["backbone"]
             top1 = topk_accuracy(scores, o["test_y"])[1]
-            p = mcnemar(scores.argmax(1) == o["test_y"], reference == o["test_y"])
-            rows[setting].append((top1 - offline_top1, int((scores.argmax(1) != reference).sum()), p, top1, offline_top1))
+            right, reference_right = scores.argmax(1) == o["test_y"], reference == o["test_y"]
+            p = mcnemar(right, reference_right)
+            chance = chance_of_a_gap(right, reference_right)
+            rows[setting].append((top1 - offline_top1, int((scores.argmax(1) != reference).sum()), p, chance,
+                                  top1, offline_top1))
             line += (f" | {setting or 'recorded'}: {top1 - offline_top1:+.2f} ({rows[setting][-1][1]} differ, "
                      f"McNemar p = {p:.2f}; probe {top1:.2f}, sslkit-eval λ={lam:g} {offline_top1:.2f})")
         print(line, flush=True)
@@ -147,7 +159,8 @@ def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay
               f"{sum(abs(d) <= 1 + 1e-6 for d, *_ in r)}/{len(r)}, mean |gap| "
               f"{statistics.mean(abs(d) for d, *_ in r):.2f}, mean gap {statistics.mean(d for d, *_ in r):+.2f}, "
               f"mean disagreeing digits {statistics.mean(n for _, n, *_ in r):.1f}, McNemar p < 0.05 in "
-              f"{sum(p < 0.05 for _, _, p, *_ in r)}/{len(r)}, mean top-1: probe "
+              f"{sum(p < 0.05 for _, _, p, *_ in r)}/{len(r)}, more than 1 point apart by chance alone in "
+              f"{sum(c for _, _, _, c, *_ in r):.1f} if equally accurate, mean top-1: probe "
               f"{statistics.mean(a for *_, a, _ in r):.2f}, sslkit-eval {statistics.mean(b for *_, b in r):.2f}")
 
 

@@ -1,13 +1,14 @@
 """Command-line entry points: `sslkit-train`, `sslkit-theory` (Hydra) and `sslkit-report`.
 
 A mistake in the command is reported before any training starts, as one paragraph on
-stderr (`sslkit-train: error: ...`, exit status 2), by the first process only under
-torchrun: overrides naming no group or key, or a key no option of its group has, are
-caught before Hydra composes, and a value Hydra cannot merge (of the wrong type, or not
-one of an enum's) by composing once; the run directory (or a sweep's directory) and every
-job of a `-m` sweep are checked by `Checks`, a Hydra callback that runs before the first
-job; the rest by `train` before its loop, and a run directory made for that run is
-removed again. `sslkit-train --help` is Hydra's page, drawn by `_help`.
+stderr (`sslkit-train: error: ...`, or `sslkit-theory: ...`; exit status 2), by the first
+process only under torchrun. `_check_command`, for both commands: overrides naming no
+group or key, or a key no option of its group has, are caught before Hydra composes, and
+a value Hydra cannot merge (of the wrong type, or not one of an enum's) by composing
+once; the run directory (or a sweep's directory) and every job of a `-m` sweep are
+checked by `Checks`, a Hydra callback that runs before the first job; the rest by
+`train` before its loop, and a run directory made for that run is removed again.
+`--help` is Hydra's page, drawn by `_help`.
 """
 
 import argparse
@@ -27,6 +28,8 @@ import torch.distributed
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra._internal.utils import get_args_parser
 from hydra.errors import ConfigCompositionException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -65,17 +68,20 @@ def _compose(overrides: list[str]) -> DictConfig | None:
         return None
 
 
+PROG = "sslkit-train"  # the command that reports (set by _check_command)
+
+
 def _is_main() -> bool:
     """Whether this is the process that reports (rank 0, or the only one)."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
 def _fail(message: str, status: int = 2, together: bool = False, then: Callable[[], None] = lambda: None) -> None:
-    """Print `sslkit-train: <message>` once (from rank 0), call `then` and exit with
+    """Print `PROG: <message>` once (from rank 0), call `then` and exit with
     `status`; with `together`, every rank first waits for rank 0's line (torchrun stops
     the other ranks as soon as one exits, which could cut it)."""
     if _is_main():
-        print(f"sslkit-train: {message}", file=sys.stderr, flush=True)
+        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
     if together and torch.distributed.is_initialized():
         torch.distributed.barrier()
     then()
@@ -149,7 +155,6 @@ class Checks(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.global_hydra import GlobalHydra
-        from hydra.core.override_parser.overrides_parser import OverridesParser
 
         from sslkit.train import check
 
@@ -231,7 +236,7 @@ def _known_override(arg: str) -> str | None:
         close = difflib.get_close_matches(sub, allowed, n=1)
         fix = f"Did you mean {head}.{close[0]}{key[len(head) + 1 + len(sub):]}={value}? " if close else ""
         options = "" if head in ("trainer", "eval") else " under any of its options"
-        show = "" if options == "" else f" (`sslkit-train --cfg job {head}=OPTION` shows one option's)"
+        show = "" if options == "" else f" (`{PROG} --cfg job {head}=OPTION` shows one option's)"
         return (f"error: {arg}: {head} has no key '{sub}'{options}. {fix}Keys of {head}: "
                 f"{', '.join(allowed)}{show}.")
     if head in groups and key == head and head != "hydra" and re.fullmatch(r"\[?[\w,]*\]?", value):
@@ -251,30 +256,49 @@ def _known_override(arg: str) -> str | None:
             f"{', '.join(g for g in groups if g != 'hydra')}; top-level keys: seed, device, trainer.")
 
 
-def train_main() -> None:
+def _check_command(prog: str) -> bool:
+    """Check the command line of `prog` before Hydra sees it (module docstring); True when
+    the request was the help page, now printed, and nothing is left to run."""
+    global PROG
+    PROG = prog
     register_configs()
     sys.argv[1:] = [_HOME.sub(lambda m: m.group(1) + str(Path.home()), a) for a in sys.argv[1:]]
-    for arg in sys.argv[1:]:
-        if "=" in arg and not arg.startswith("-") and (message := _known_override(arg)):
+    args = get_args_parser().parse_args(sys.argv[1:])  # Hydra's own parser: its flags, its errors
+    for arg in args.overrides:
+        if "=" in arg and (message := _known_override(arg)):
             _fail(message)
-    overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
-    flags = set(sys.argv[1:]) - set(overrides)
-    if flags <= {"--help", "-h", "--resolve"}:  # a single run or its help; a sweep's jobs: Checks
+    other_app = args.config_path or args.config_name or args.config_dir
+    if not (args.hydra_help or args.info or args.shell_completion or args.experimental_rerun or other_app):
+        # a run, its help or its --cfg; a sweep's config as Hydra composes it first, without
+        # the sweep overrides (its jobs: Checks)
+        overrides = args.overrides
+        if args.multirun:
+            try:
+                overrides = [o.input_line for o in OverridesParser.create().parse_overrides(overrides)
+                             if not o.is_sweep_override()]
+            except Exception:  # Hydra reports a malformed override
+                return False
         cfg = _compose(overrides)
-        if cfg is not None and flags & {"--help", "-h"}:
-            print(_help(cfg, resolve="--resolve" in flags))
-            return
-    _train()
+        if cfg is not None and args.help:
+            print(_help(cfg, args.resolve))
+            return True
+    return False
+
+
+def train_main() -> None:
+    if not _check_command("sslkit-train"):
+        _train()
 
 
 def _help(cfg: DictConfig, resolve: bool) -> str:
-    """`sslkit-train --help [--resolve] [OVERRIDE ...]` for the config `cfg` they compose
+    """`sslkit-train --help [--resolve] [OVERRIDE ...]` (or sslkit-theory's) for the config `cfg` they compose
     (with its hydra node): Hydra's help page of the app, from its template (hydra.help),
     with the config groups listed from the folders of configs/: without the internal
     schema/ groups, and in well under a second after the imports (Hydra's own listing
     re-reads the config repository once per option, ≈ 12 s on 2 cores). `--hydra-help` is
     Hydra's."""
     with read_write(cfg), open_dict(cfg):
+        cfg.hydra.help.app_name = PROG
         template = cfg.hydra.help.template
         del cfg["hydra"]
     groups = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
@@ -292,15 +316,14 @@ def _theory(cfg: DictConfig) -> None:
     except Exception as exc:
         if (error := _config_error(exc)) is None:
             raise
-        print(f"sslkit-theory: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"error: {error}", then=Checks.remove_new_run_dir)
     print(f"prediction: {out}")
 
 
 def theory_main() -> None:
     """`sslkit-theory <the training overrides> hydra.run.dir=RUN_DIR`: writes RUN_DIR/theory/."""
-    register_configs()
-    _theory()
+    if not _check_command("sslkit-theory"):
+        _theory()
 
 
 def report_main(argv: list[str] | None = None) -> None:

@@ -48,29 +48,58 @@ def test_default_run_directory_is_under_runs(tmp_path):
     assert len(list(tmp_path.glob("runs/*/*/metrics.jsonl"))) == 1
 
 
+def run_entry_point(main: str, *args: str, monkeypatch, capsys) -> tuple[int, str, str]:
+    """The console script `main` (sslkit-train, sslkit-theory) with `args`, in this process
+    until it exits: its exit status, stdout and stderr."""
+    import sslkit.cli
+
+    monkeypatch.setattr(sys, "argv", [main, *args])
+    monkeypatch.setattr(sslkit.cli, "PROG", sslkit.cli.PROG)  # restored after the test
+    with pytest.raises(SystemExit) as stop:
+        {"sslkit-train": sslkit.cli.train_main, "sslkit-theory": sslkit.cli.theory_main}[main]()
+    out, err = capsys.readouterr()
+    return stop.value.code, out, err
+
+
+@pytest.mark.parametrize("main", ["sslkit-train", "sslkit-theory"])
 @pytest.mark.parametrize(
-    "override, expected",
+    "args, expected",
     [
-        ("loss=foo", ["loss=foo: loss has no option 'foo'", "Options of loss", "barlow_twins", "simclr", "vicreg"]),
-        ("optim.lr=abc", ["optim.lr=abc: Value 'abc' of type 'str' could not be converted to Float."]),
-        ("device=gpu", ["device=gpu: Invalid value 'gpu', expected one of [auto, cpu, cuda]."]),
-        ("optim.schedule=linear",
+        (["loss=foo"], ["loss=foo: loss has no option 'foo'", "Options of loss", "barlow_twins", "simclr", "vicreg"]),
+        (["optim.lr=abc"], ["optim.lr=abc: Value 'abc' of type 'str' could not be converted to Float."]),
+        (["--cfg", "job", "optim.lr=abc"], ["optim.lr=abc: Value 'abc' of type 'str' could not be converted to Float."]),
+        (["-m", "loss=simclr,vicreg", "optim.lr=abc"],
+         ["optim.lr=abc: Value 'abc' of type 'str' could not be converted to Float."]),
+        (["device=gpu"], ["device=gpu: Invalid value 'gpu', expected one of [auto, cpu, cuda]."]),
+        (["optim.schedule=linear"],
          ["optim.schedule=linear: Invalid value 'linear', expected one of [constant, cosine, warmup_cosine]."]),
-        ("optim.lrr=0.1", ["optim.lrr=0.1", "no key 'lrr'", "Did you mean optim.lr=0.1?"]),
-        ("trainer.max_steps=many", ["trainer.max_steps=many: Value 'many' of type 'str' could not be converted "
-                                    "to Integer."]),
+        (["optim.lrr=0.1"], ["optim.lrr=0.1", "no key 'lrr'", "Did you mean optim.lr=0.1?"]),
+        (["trainer.max_steps=many"], ["trainer.max_steps=many: Value 'many' of type 'str' could not be converted "
+                                      "to Integer."]),
     ],
 )
-def test_bad_overrides_name_the_key_and_the_allowed_values(tmp_path, override, expected):
-    """One line (`sslkit-train: error: ...`, exit status 2) naming the override, the value
-    and what is allowed; the type and enum errors are Hydra's own, composed once before it
-    would print them over several lines with status 1. No run directory is left."""
-    done = sslkit_train(override, cwd=tmp_path)
-    assert done.returncode == 2, done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("sslkit-train: error: "), done.stderr
+def test_bad_overrides_name_the_key_and_the_allowed_values(tmp_path, monkeypatch, capsys, main, args, expected):
+    """One line (`sslkit-train: error: ...` or `sslkit-theory: error: ...`, exit status 2)
+    naming the override, the value and what is allowed, also under Hydra's `--cfg job` and
+    beside a sweep's overrides (`-m`); the type and enum errors are Hydra's own, composed once before it would print them over
+    several lines with status 1. No run directory is left. In process: the entry point
+    stops before Hydra runs (the console script: test_a_bad_override_from_the_shell)."""
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_entry_point(main, *on_cpu(*args), monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2 and out == "", err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"{main}: error: "), err
     for text in expected:
-        assert text in done.stderr
-    assert not (tmp_path / "runs").exists()
+        assert text in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_override_from_the_shell(tmp_path):
+    """The console script's line and exit status, as a shell sees them, and no run directory."""
+    done = sslkit_train("optim.schedule=linear", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("sslkit-train: error: optim.schedule=linear: Invalid value 'linear', expected one of "
+                           "[constant, cosine, warmup_cosine].\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_config_error_removes_the_run_directory_it_created_and_only_that(tmp_path):
@@ -168,13 +197,14 @@ def test_data_sets_get_their_own_views_without_augment(config):
     assert config("data=cifar10", "augment=simclr").augment.view1.blur_p == 0.5  # an explicit choice wins
 
 
-def test_unknown_group_and_tilde_paths_from_the_shell(tmp_path):
-    """optimizer=adamw (and Hydra's +optimizer=adamw) are refused naming optim=adamw;
-    data.root=~/... reaches the data check as the home directory's path."""
+def test_unknown_group_and_tilde_paths_from_the_shell(tmp_path, monkeypatch, capsys):
+    """optimizer=adamw (and Hydra's +optimizer=adamw) are refused naming optim=adamw (in
+    process: the check before Hydra); data.root=~/... reaches the data check as the home
+    directory's path (from the shell)."""
+    monkeypatch.chdir(tmp_path)
     for arg in ("optimizer=adamw", "+optimizer=adamw"):
-        done = sslkit_train(arg, cwd=tmp_path)
-        assert done.returncode == 2 and "Did you mean optim=adamw?" in done.stderr, done.stderr
-        assert "Traceback" not in done.stderr
+        status, _, err = run_entry_point("sslkit-train", arg, monkeypatch=monkeypatch, capsys=capsys)
+        assert status == 2 and "Did you mean optim=adamw?" in err and "Traceback" not in err, err
     done = subprocess.run([BIN / "sslkit-train", "data=cifar10", "data.root=~/nowhere"], capture_output=True,
                           text=True, cwd=tmp_path, timeout=300, env={**os.environ, "HOME": str(tmp_path)})
     assert done.returncode == 2 and f"data.root={tmp_path}/nowhere is not a directory" in done.stderr, done.stderr

@@ -459,3 +459,30 @@ def test_probe_replay_mcnemar_is_scipys_exact_binomial_test(a_only, b_only, both
     expected = 1.0 if n == 0 else binomtest(a_only, n, 0.5).pvalue
     assert module.mcnemar(a, b) == pytest.approx(expected, rel=1e-12)
     assert module.mcnemar(b, a) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("a_only, b_only, both, points", [(0, 0, 5, 1.0), (6, 1, 280, 1.0), (5, 4, 284, 1.0),
+                                                          (8, 8, 0, 10.0), (3, 0, 97, 2.5)])
+def test_probe_replay_chance_of_a_gap_is_the_binomial_tail(a_only, b_only, both, points):
+    """scripts/probe_replay.py's chance that two equally accurate classifiers differ by more
+    than `points`: with n samples on which exactly one is right, of N in all, a gets
+    K ~ Binomial(n, ½) of them, and the gap exceeds `points` when |2K − n| > points·N/100 —
+    scipy's binomial distribution summed over both tails."""
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    from scipy.stats import binom
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "probe_replay.py"
+    spec = importlib.util.spec_from_file_location("probe_replay", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    a = torch.tensor([True] * a_only + [False] * b_only + [True] * both + [False] * 7)
+    b = torch.tensor([False] * a_only + [True] * b_only + [True] * both + [False] * 7)
+    n, total = a_only + b_only, a.numel()
+    margin = points * total / 100  # |2K − n| must exceed this
+    low, high = math.ceil((n - margin) / 2) - 1, math.floor((n + margin) / 2) + 1  # K ≤ low or K ≥ high
+    expected = binom.cdf(low, n, 0.5) + binom.sf(high - 1, n, 0.5) if n else 0.0
+    assert module.chance_of_a_gap(a, b, points) == pytest.approx(expected, abs=1e-12)
+    assert module.chance_of_a_gap(b, a, points) == pytest.approx(expected, abs=1e-12)
