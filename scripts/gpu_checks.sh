@@ -2,7 +2,8 @@
 # The GPU measurements of scripts/RESULTS.md in one go, on a machine whose PyTorch image
 # lacks sslkit's pure-Python dependencies: they come as wheels in .whl/ (made elsewhere
 # with `pip wheel --no-deps hydra-core omegaconf antlr4-python3-runtime submitit
-# hydra-submitit-launcher threadpoolctl`). Parts run in order of priority, each under its own time
+# hydra-submitit-launcher threadpoolctl mnist1d`; mnist1d imports scipy and requests, which
+# the image must have for data=mnist1d's tests). Parts run in order of priority, each under its own time
 # limit and all within BUDGET seconds; everything goes to $OUT (default /tmp/gpu_checks):
 #   summary.txt   device, commit, each part's exit status and wall time, the tests' tally
 #   bench.log     scripts/bench_gpu.py: Barlow Twins at batch 256 and 1024, VICReg, SimCLR

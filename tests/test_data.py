@@ -11,7 +11,8 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from sslkit.data import InMemoryData, digits, synthetic
+from sslkit.data import InMemoryData, digits, mnist1d, synthetic
+from sslkit.errors import ConfigError
 
 # ------------------------------------------------------------------------------ digits
 
@@ -55,6 +56,51 @@ def test_digits_labels_equal_sklearn(our_digits, sk_digits):
 def test_digits_rejects_impossible_batch_size():
     with pytest.raises(ValueError, match=r"data\.batch_size"):
         digits(batch_size=1798)
+
+
+# ------------------------------------------------------------------------------ mnist1d
+
+
+def test_mnist1d_is_the_packages_data_set_and_its_defaults_the_published_one():
+    """data=mnist1d: the mnist1d package's make_dataset (training samples, then the held-out
+    ones) as float32 (N, 40); split=all hides the held-out labels (−1), train and test are
+    its two parts. The defaults are the package's published arguments (5000 samples, 80 %
+    training, seed 42). Generating leaves numpy's and Python's global generators as they
+    were (the package seeds them)."""
+    import inspect
+    import random
+
+    import numpy as np
+    from mnist1d.data import get_dataset_args, make_dataset
+
+
+    defaults = {k: p.default for k, p in inspect.signature(mnist1d).parameters.items()}
+    published = get_dataset_args()
+    assert defaults["train"] + defaults["test"] == published.num_samples
+    assert defaults["train"] / published.num_samples == published.train_split and defaults["seed"] == published.seed
+    args = get_dataset_args()
+    args.num_samples, args.train_split, args.seed = 150, 100 / 150, 7
+    reference = make_dataset(args)
+    np.random.seed(1), random.seed(1)
+    expected_next = np.random.rand(), random.random()
+    np.random.seed(1), random.seed(1)
+    train, test, every = (mnist1d(10, split, train=100, test=50, seed=7) for split in ("train", "test", "all"))
+    assert (np.random.rand(), random.random()) == expected_next
+    assert train.x.dtype == torch.float32 and train.x.shape == (100, 40) and test.x.shape == (50, 40)
+    assert torch.equal(train.x, torch.from_numpy(reference["x"]).float())
+    assert torch.equal(test.x, torch.from_numpy(reference["x_test"]).float())
+    assert torch.equal(train.y, torch.from_numpy(reference["y"])) and torch.equal(test.y, torch.from_numpy(reference["y_test"]))
+    assert torch.equal(every.x, torch.cat([train.x, test.x]))
+    assert torch.equal(every.y, torch.cat([train.y, torch.full((50,), -1)]))
+
+
+def test_mnist1d_rejects_a_split_it_has_not_and_too_few_samples():
+
+    with pytest.raises(ConfigError, match=r"data.split=val is not allowed for data=mnist1d: use all .* train "
+                                          r"\(the first 100\) or test \(the last 50\)"):
+        mnist1d(10, "val", train=100, test=50)
+    with pytest.raises(ConfigError, match=r"data.train=100, data.test=5 is not allowed: .* at least 10"):
+        mnist1d(10, train=100, test=5)
 
 
 # ------------------------------------------------------------------------- InMemoryData

@@ -263,6 +263,23 @@ def test_label_free_data_skips_evaluation_with_a_notice(config, tmp_path, caplog
     assert not any(k.startswith("eval/") for r in rows(tmp_path) for k in r)
 
 
+def test_mnist1d_runs_every_evaluation_on_its_held_out_split(config, tmp_path):
+    """data=mnist1d (vectors, augment=gaussian_noise by default): the probes train on the
+    labelled training samples and test on the last data.test ones, as sslkit-eval does; with
+    100 held-out samples every accuracy is a whole number of percent."""
+    from sslkit.eval.offline import main
+
+    train(config("~experiment", "data=mnist1d", "data.train=200", "data.test=100", "data.batch_size=50",
+                 "backbone=mlp", "trainer.max_steps=4", "spectrum=off", "eval=[online_probe,knn]", "eval.every=2"),
+          tmp_path)
+    last = rows(tmp_path)[-1]
+    for key in ("eval/probe/backbone/top1", "eval/knn20/backbone/top1", "eval/knn200/backbone/top1"):
+        assert last[key] == pytest.approx(round(last[key]), abs=1e-4), (key, last[key])
+    main([str(tmp_path)])
+    offline = json.loads((tmp_path / "linear_eval.json").read_text())
+    assert offline["test_samples"] == 100 and offline["train_samples"] == 200
+
+
 def test_data_without_a_held_out_split_is_a_config_error(config, tmp_path):
     """An image folder has no test split: evaluation asks for eval.test_root, before training."""
     from sslkit.errors import ConfigError

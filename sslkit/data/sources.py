@@ -1,8 +1,13 @@
-"""The embedded sources: scikit-learn's digits and a Gaussian with a chosen spectrum."""
+"""The embedded sources: scikit-learn's digits, MNIST-1D and a Gaussian with a chosen spectrum."""
 
+import random
 from enum import Enum
+from functools import lru_cache
+
+import numpy as np
 
 import torch
+from torch import Tensor
 
 from sslkit.data.memory import InMemoryData
 from sslkit.errors import ConfigError
@@ -11,13 +16,26 @@ from sslkit.errors import ConfigError
 HELD_OUT = 297  # the last 297 digits: the held-out split of every evaluation (sslkit.eval)
 
 
-class DigitsSplit(str, Enum):
-    all = "all"  # 1797 images, the held-out labels hidden (−1)
-    train = "train"  # the first 1500
-    test = "test"  # the last 297: the held-out split of every evaluation
+class Split(str, Enum):
+    all = "all"  # every sample, the labels of the held-out ones hidden (−1)
+    train = "train"  # the samples before the held-out ones
+    test = "test"  # the last samples: the held-out split of every evaluation (sslkit.eval)
 
 
-def digits(batch_size: int, split: DigitsSplit = DigitsSplit.all, size: int = 8, channels: int = 1) -> InMemoryData:
+def _split(x: Tensor, y: Tensor, held_out: int, split: Split | str, name: str) -> tuple[Tensor, Tensor]:
+    """The samples of `split` when the last `held_out` of (x, y) are the held-out ones."""
+    split, cut = str(getattr(split, "value", split)), len(x) - held_out
+    if split == "train":
+        return x[:cut], y[:cut]
+    if split == "test":
+        return x[cut:], y[cut:]
+    if split == "all":
+        return x, torch.cat([y[:cut], torch.full((held_out,), -1)])
+    raise ConfigError(f"data.split={split} is not allowed for data={name}: use all ({len(x)} samples, the "
+                      f"held-out labels hidden), train (the first {cut}) or test (the last {held_out}).")
+
+
+def digits(batch_size: int, split: Split = Split.all, size: int = 8, channels: int = 1) -> InMemoryData:
     """scikit-learn's 1797 handwritten digits, 8×8 grey levels 0–16, as uint8 (N, 1, 8, 8)
     scaled to 0–255 (level·255/16, rounded). Ships with scikit-learn: nothing is downloaded.
 
@@ -29,7 +47,6 @@ def digits(batch_size: int, split: DigitsSplit = DigitsSplit.all, size: int = 8,
     `size` > 8 resizes them (bilinear, align_corners=False) to size × size and `channels`
     = 3 repeats the grey level in R, G and B: `size=32 channels=3` is a CIFAR-shaped set
     for the image networks."""
-    split = str(getattr(split, "value", split))
     if size < 8 or channels not in (1, 3):
         raise ConfigError(f"data.size={size}, data.channels={channels} is not allowed: use a size >= 8 "
                           f"(pixels) and 1 or 3 channels.")
@@ -41,17 +58,45 @@ def digits(batch_size: int, split: DigitsSplit = DigitsSplit.all, size: int = 8,
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     x = x.round().to(torch.uint8).expand(-1, channels, -1, -1).contiguous()
     y = torch.from_numpy(d.target).long()
-    cut = len(x) - HELD_OUT
-    if split == "train":
-        x, y = x[:cut], y[:cut]
-    elif split == "test":
-        x, y = x[cut:], y[cut:]
-    elif split == "all":
-        y[cut:] = -1
-    else:
-        raise ConfigError(f"data.split={split} is not allowed for data=digits: use all (1797 images, the "
-                          f"held-out labels hidden), train (the first {cut}) or test (the last {HELD_OUT}).")
-    return InMemoryData(x, y, batch_size, name=f"data=digits (split={split})")
+    x, y = _split(x, y, HELD_OUT, split, "digits")
+    return InMemoryData(x, y, batch_size, name=f"data=digits (split={Split(split).value})")
+
+
+@lru_cache(maxsize=2)
+def _mnist1d(train: int, test: int, seed: int) -> tuple[Tensor, Tensor]:
+    """mnist1d.data.make_dataset's (x, y), training samples first, generated once per process.
+    It draws from numpy's and Python's global generators: their states are restored after."""
+    from mnist1d.data import get_dataset_args, make_dataset  # imports scipy: ~1 s
+
+    args = get_dataset_args()
+    args.num_samples, args.train_split, args.seed = train + test, train / (train + test), seed
+    states = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(states[0])
+        random.setstate(states[1])
+    x = torch.from_numpy(np.concatenate([d["x"], d["x_test"]])).float()
+    return x, torch.from_numpy(np.concatenate([d["y"], d["y_test"]])).long()
+
+
+def mnist1d(batch_size: int, split: Split = Split.all, train: int = 4000, test: int = 1000,
+            seed: int = 42) -> InMemoryData:
+    """MNIST-1D (Greydanus 2020, the `mnist1d` package): 1-D signals of 40 points, float32
+    (N, 40), made from ten digit templates by random padding, scaling, translation, shear and
+    noise, then standardised over the whole set; ten balanced classes. Generated here
+    (`mnist1d.data.make_dataset`, ~0.6 ms a sample), nothing is downloaded. The defaults
+    are the package's own arguments (4000 + 1000 samples, seed 42); `test` can be as large
+    as a held-out accuracy needs (one sample is 100/test points: 0.01 at 10 000).
+
+    The last `test` samples are the held-out split (split=test), the first `train` are
+    split=train, and split=all holds both with the held-out labels hidden (−1), as for
+    data=digits."""
+    if train < 10 or test < 10:
+        raise ConfigError(f"data.train={train}, data.test={test} is not allowed: MNIST-1D draws the same "
+                          f"number of samples of each of its 10 classes; use at least 10 of each split.")
+    x, y = _split(*(t.clone() for t in _mnist1d(train, test, seed)), test, split, "mnist1d")
+    return InMemoryData(x, y, batch_size, name=f"data=mnist1d (split={Split(split).value})")
 
 
 def synthetic(
