@@ -26,7 +26,7 @@ from sslkit.errors import ConfigError
 from sslkit.eval.evaluation import classes_of, held_out
 from sslkit.eval.features import extract, labelled
 from sslkit.eval.knn import topk_accuracy
-from sslkit.eval.probe import LR, WEIGHT_DECAY, OnlineProbe, fit_linear
+from sslkit.eval.probe import WEIGHT_DECAY, OnlineProbe, fit_linear
 from sslkit.optim import Schedule
 from sslkit.rng import LINEAR_EVAL, generator
 
@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--augment-kind", choices=["standard", "views"], default="standard",
                         help="standard: random resized crop + flip (images); views: the run's view 1")
     parser.add_argument("--epochs", type=int, default=100, help="SGD epochs over the cache")
-    parser.add_argument("--lr", type=float, default=LR,
-                        help="SGD learning rate (on standardised features; the online probe's default too)")
+    parser.add_argument("--lr", type=float, default=1.0,
+                        help="SGD learning rate on standardised features (annealed to 0 by the cosine "
+                             "schedule, so a larger one than the online probe's constant 0.3)")
     parser.add_argument("--batch-size", type=int, default=256, help="SGD batch; also images per forward pass")
     parser.add_argument("--seed", type=int, default=0, help="SGD batch order and the augmentation")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
