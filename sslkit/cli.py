@@ -26,10 +26,10 @@ from typing import Any
 import hydra
 import torch.distributed
 from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra._internal.utils import get_args_parser
 from hydra.errors import ConfigCompositionException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -291,12 +291,12 @@ def train_main() -> None:
 
 
 def _help(cfg: DictConfig, resolve: bool) -> str:
-    """`sslkit-train --help [--resolve] [OVERRIDE ...]` (or sslkit-theory's) for the config `cfg` they compose
-    (with its hydra node): Hydra's help page of the app, from its template (hydra.help),
-    with the config groups listed from the folders of configs/: without the internal
-    schema/ groups, and in well under a second after the imports (Hydra's own listing
-    re-reads the config repository once per option, ≈ 12 s on 2 cores). `--hydra-help` is
-    Hydra's."""
+    """`sslkit-train --help [--resolve] [OVERRIDE ...]` (or sslkit-theory's) for the config
+    `cfg` they compose (with its hydra node): Hydra's help page of the app, from its
+    template (hydra.help), with the config groups listed from the folders of configs/:
+    without the internal schema/ groups, and in well under a second after the imports
+    (Hydra's own listing re-reads the config repository once per option, ≈ 12 s on 2
+    cores). `--hydra-help` is Hydra's."""
     with read_write(cfg), open_dict(cfg):
         cfg.hydra.help.app_name = PROG
         template = cfg.hydra.help.template

@@ -67,7 +67,8 @@ def run_entry_point(main: str, *args: str, monkeypatch, capsys) -> tuple[int, st
     [
         (["loss=foo"], ["loss=foo: loss has no option 'foo'", "Options of loss", "barlow_twins", "simclr", "vicreg"]),
         (["optim.lr=abc"], ["optim.lr=abc: Value 'abc' of type 'str' could not be converted to Float."]),
-        (["--cfg", "job", "optim.lr=abc"], ["optim.lr=abc: Value 'abc' of type 'str' could not be converted to Float."]),
+        (["--cfg", "job", "optim.lr=abc"],
+         ["optim.lr=abc: Value 'abc' of type 'str' could not be converted to Float."]),
         (["-m", "loss=simclr,vicreg", "optim.lr=abc"],
          ["optim.lr=abc: Value 'abc' of type 'str' could not be converted to Float."]),
         (["device=gpu"], ["device=gpu: Invalid value 'gpu', expected one of [auto, cpu, cuda]."]),
@@ -81,9 +82,10 @@ def run_entry_point(main: str, *args: str, monkeypatch, capsys) -> tuple[int, st
 def test_bad_overrides_name_the_key_and_the_allowed_values(tmp_path, monkeypatch, capsys, main, args, expected):
     """One line (`sslkit-train: error: ...` or `sslkit-theory: error: ...`, exit status 2)
     naming the override, the value and what is allowed, also under Hydra's `--cfg job` and
-    beside a sweep's overrides (`-m`); the type and enum errors are Hydra's own, composed once before it would print them over
-    several lines with status 1. No run directory is left. In process: the entry point
-    stops before Hydra runs (the console script: test_a_bad_override_from_the_shell)."""
+    beside a sweep's overrides (`-m`); the type and enum errors are Hydra's own, composed
+    once before it would print them over several lines with status 1. No run directory is
+    left. In process: the entry point stops before Hydra runs (the console script:
+    test_a_bad_override_from_the_shell)."""
     monkeypatch.chdir(tmp_path)
     status, out, err = run_entry_point(main, *on_cpu(*args), monkeypatch=monkeypatch, capsys=capsys)
     assert status == 2 and out == "", err

@@ -89,7 +89,8 @@ def test_mnist1d_is_the_packages_data_set_and_its_defaults_the_published_one():
     assert train.x.dtype == torch.float32 and train.x.shape == (100, 40) and test.x.shape == (50, 40)
     assert torch.equal(train.x, torch.from_numpy(reference["x"]).float())
     assert torch.equal(test.x, torch.from_numpy(reference["x_test"]).float())
-    assert torch.equal(train.y, torch.from_numpy(reference["y"])) and torch.equal(test.y, torch.from_numpy(reference["y_test"]))
+    assert torch.equal(train.y, torch.from_numpy(reference["y"]))
+    assert torch.equal(test.y, torch.from_numpy(reference["y_test"]))
     assert torch.equal(every.x, torch.cat([train.x, test.x]))
     assert torch.equal(every.y, torch.cat([train.y, torch.full((50,), -1)]))
 

@@ -5,7 +5,6 @@ from enum import Enum
 from functools import lru_cache
 
 import numpy as np
-
 import torch
 from torch import Tensor
 
