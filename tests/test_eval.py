@@ -473,15 +473,11 @@ def test_probe_replay_reproduces_the_logged_accuracies(tmp_path):
     assert done.returncode == 0 and "replay == logged at 3 evaluations" in done.stdout, done.stdout
 
 
-@pytest.mark.parametrize("a_only, b_only, both", [(0, 0, 5), (6, 1, 280), (1, 6, 280), (5, 5, 10), (11, 3, 0)])
-def test_probe_replay_mcnemar_is_scipys_exact_binomial_test(a_only, b_only, both):
-    """scripts/probe_replay.py's McNemar test: of the samples exactly one classifier gets
-    right, classifier a gets k; its p-value is scipy's exact two-sided binomial test of k
-    out of a_only + b_only at ½ (1 when the classifiers never disagree)."""
+def replay_module_and_two_classifiers(a_only: int, b_only: int, both: int):
+    """scripts/probe_replay.py as a module, and which samples two classifiers a and b get
+    right: a only, b only, both, and 7 that neither gets."""
     import importlib.util
     from pathlib import Path
-
-    from scipy.stats import binomtest
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "probe_replay.py"
     spec = importlib.util.spec_from_file_location("probe_replay", path)
@@ -489,6 +485,17 @@ def test_probe_replay_mcnemar_is_scipys_exact_binomial_test(a_only, b_only, both
     spec.loader.exec_module(module)
     a = torch.tensor([True] * a_only + [False] * b_only + [True] * both + [False] * 7)
     b = torch.tensor([False] * a_only + [True] * b_only + [True] * both + [False] * 7)
+    return module, a, b
+
+
+@pytest.mark.parametrize("a_only, b_only, both", [(0, 0, 5), (6, 1, 280), (1, 6, 280), (5, 5, 10), (11, 3, 0)])
+def test_probe_replay_mcnemar_is_scipys_exact_binomial_test(a_only, b_only, both):
+    """scripts/probe_replay.py's McNemar test: of the samples exactly one classifier gets
+    right, classifier a gets k; its p-value is scipy's exact two-sided binomial test of k
+    out of a_only + b_only at ½ (1 when the classifiers never disagree)."""
+    from scipy.stats import binomtest
+
+    module, a, b = replay_module_and_two_classifiers(a_only, b_only, both)
     n = a_only + b_only
     expected = 1.0 if n == 0 else binomtest(a_only, n, 0.5).pvalue
     assert module.mcnemar(a, b) == pytest.approx(expected, rel=1e-12)
@@ -502,18 +509,11 @@ def test_probe_replay_chance_of_a_gap_is_the_binomial_tail(a_only, b_only, both,
     than `points`: with n samples on which exactly one is right, of N in all, a gets
     K ~ Binomial(n, ½) of them, and the gap exceeds `points` when |2K − n| > points·N/100 —
     scipy's binomial distribution summed over both tails."""
-    import importlib.util
     import math
-    from pathlib import Path
 
     from scipy.stats import binom
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "probe_replay.py"
-    spec = importlib.util.spec_from_file_location("probe_replay", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    a = torch.tensor([True] * a_only + [False] * b_only + [True] * both + [False] * 7)
-    b = torch.tensor([False] * a_only + [True] * b_only + [True] * both + [False] * 7)
+    module, a, b = replay_module_and_two_classifiers(a_only, b_only, both)
     n, total = a_only + b_only, a.numel()
     margin = points * total / 100  # |2K − n| must exceed this
     low, high = math.ceil((n - margin) / 2) - 1, math.floor((n + margin) / 2) + 1  # K ≤ low or K ≥ high
