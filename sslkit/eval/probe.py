@@ -63,7 +63,7 @@ class OnlineProbe(nn.Module):
     (configs/eval/online_probe.yaml): the probe anneals when the features stop moving.
     Measured against sslkit-eval: scripts/RESULTS.md, "Online probe settings against
     sslkit-eval", "Where the remaining gap came from", "A larger shared λ" (λ ≥ 10⁻³ leaves
-    the gap as it is and costs both fits accuracy) and "The online probe on MNIST-1D".    costs both fits accuracy)."""
+    the gap as it is and costs both fits accuracy) and "The online probe on MNIST-1D"."""
 
     def __init__(self, dims: dict[str, int], classes: int, total_steps: int, lr: float = 0.3,
                  momentum: float = 0.9, weight_decay: float = WEIGHT_DECAY, schedule: Schedule = Schedule.constant,
