@@ -56,7 +56,7 @@ class OnlineProbe(nn.Module):
     updated once per batch: θ̄ ← ema·θ̄ + (1 − ema)·θ, θ̄ = θ after the first (ema = 0: the
     last iterate). The features are standardised, so one rate suits any feature scale. On
     features that are not linearly separable a constant rate leaves the iterate scattered
-    about the optimum, by more the larger the rate (lr 1 ends 1.5–1.7 points below
+    about the optimum, by more the larger the rate (lr 1 ends 1.4–1.7 points below
     sslkit-eval on MNIST-1D); 16 steps per batch at lr 0.3 keep up with features that move
     as 4 at lr 1 did, the average of the last ~1/(1 − ema) = 20 batches damps the scatter,
     and a longer one lags the features. The schedule follows the training's
