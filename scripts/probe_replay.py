@@ -158,7 +158,7 @@ def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay
         print(f"{setting or 'recorded'}{' (final features)' if fixed else ''}: within 1 point in "
               f"{sum(abs(d) <= 1 + 1e-6 for d, *_ in r)}/{len(r)}, mean |gap| "
               f"{statistics.mean(abs(d) for d, *_ in r):.2f}, mean gap {statistics.mean(d for d, *_ in r):+.2f}, "
-              f"mean disagreeing digits {statistics.mean(n for _, n, *_ in r):.1f}, McNemar p < 0.05 in "
+              f"mean disagreeing samples {statistics.mean(n for _, n, *_ in r):.1f}, McNemar p < 0.05 in "
               f"{sum(p < 0.05 for _, _, p, *_ in r)}/{len(r)}, more than 1 point apart by chance alone in "
               f"{sum(c for _, _, _, c, *_ in r):.1f} if equally accurate, mean top-1: probe "
               f"{statistics.mean(a for *_, a, _ in r):.2f}, sslkit-eval {statistics.mean(b for *_, b in r):.2f}")

@@ -280,7 +280,10 @@ def _check_command(prog: str) -> bool:
                 return False
         cfg = _compose(overrides)
         if cfg is not None and args.help:
-            print(_help(cfg, args.resolve))
+            try:
+                print(_help(cfg, args.resolve), flush=True)
+            except BrokenPipeError:  # `--help | head`: the reader left; nothing more to write
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return True
     return False
 

@@ -374,6 +374,17 @@ _train()
 """
 
 
+@pytest.mark.slow  # a process of its own: about 8 s, mostly imports
+def test_help_into_a_reader_that_has_gone_ends_quietly(tmp_path):
+    """`sslkit-train --help | head -1`, when head has exited before the page is written (the
+    pipe is closed here at once, so every write finds no reader): exit status 0, no traceback."""
+    help_ = subprocess.Popen([BIN / "sslkit-train", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             cwd=tmp_path, text=True)
+    help_.stdout.close()
+    assert help_.wait(timeout=300) == 0
+    assert "Traceback" not in help_.stderr.read()
+
+
 @pytest.mark.slow
 def test_help_is_hydras_page_without_the_internal_schema_groups(tmp_path):
     """`sslkit-train --help [--resolve] OVERRIDES` prints Hydra's own help page (the app's
