@@ -229,16 +229,17 @@ def race_margin(ntk: Tensor, z0: Tensor, gram: Tensor, lr: float, max_steps: int
     n2, d = z0.shape
     if d != 2:
         raise ValueError(f"race_margin is for D = 2 outputs, got D = {d}")
-    step_matrix = lr * (2 / (n2 // 2)) * output_matrix(ntk, n2, d) @ np.kron(swap(n2 // 2).numpy(), np.eye(d))
+    n = n2 // 2
+    step_matrix = lr * (2 / n) * output_matrix(ntk, n2, d) @ np.kron(swap(n).numpy(), np.eye(d))
     z = z0.double().flatten().numpy()
     for step in range(max_steps + 1):
-        zz = z.reshape(n2, d)
-        values, vectors = np.linalg.eigh((zz[: n2 // 2].T @ zz[n2 // 2:] + zz[n2 // 2:].T @ zz[: n2 // 2]) / n2)
+        zz = torch.from_numpy(z.reshape(n2, d))
+        values, vectors = torch.linalg.eigh(cross_covariance(zz[:n], zz[n:]))
         if values[-1] >= 0.5 or step == max_steps:
             break
         z = z + step_matrix @ z
     gamma, u = kernel_modes(gram)
-    levels = gamma * (torch.from_numpy(zz @ vectors[:, 0]) @ _sqrt_psd(gram.double(), inverse=True) @ u) ** 2
+    levels = gamma * kernel_amplitudes(zz @ vectors[:, :1], gram, u)[0] ** 2
     keep = gamma > 1e-12 * gamma[0]
     tau = torch.log(1 / levels[keep]) / gamma[keep]
     return {"margin": float((tau[2:].min() - tau[1]) / tau[1]), "levels": levels, "step": step}
