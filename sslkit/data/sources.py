@@ -21,17 +21,20 @@ class Split(str, Enum):
     test = "test"  # the last samples: the held-out split of every evaluation (sslkit.eval)
 
 
-def _split(x: Tensor, y: Tensor, held_out: int, split: Split | str, name: str) -> tuple[Tensor, Tensor]:
-    """The samples of `split` when the last `held_out` of (x, y) are the held-out ones."""
+def _split(x: Tensor, y: Tensor, held_out: int, split: Split | str, batch_size: int, name: str) -> InMemoryData:
+    """data=`name` with the samples of `split`, the last `held_out` of (x, y) being the
+    held-out ones."""
     split, cut = str(getattr(split, "value", split)), len(x) - held_out
     if split == "train":
-        return x[:cut], y[:cut]
-    if split == "test":
-        return x[cut:], y[cut:]
-    if split == "all":
-        return x, torch.cat([y[:cut], torch.full((held_out,), -1)])
-    raise ConfigError(f"data.split={split} is not allowed for data={name}: use all ({len(x)} samples, the "
-                      f"held-out labels hidden), train (the first {cut}) or test (the last {held_out}).")
+        x, y = x[:cut], y[:cut]
+    elif split == "test":
+        x, y = x[cut:], y[cut:]
+    elif split == "all":
+        y = torch.cat([y[:cut], torch.full((held_out,), -1)])
+    else:
+        raise ConfigError(f"data.split={split} is not allowed for data={name}: use all ({len(x)} samples, the "
+                          f"held-out labels hidden), train (the first {cut}) or test (the last {held_out}).")
+    return InMemoryData(x, y, batch_size, name=f"data={name} (split={split})")
 
 
 def digits(batch_size: int, split: Split = Split.all, size: int = 8, channels: int = 1) -> InMemoryData:
@@ -57,8 +60,7 @@ def digits(batch_size: int, split: Split = Split.all, size: int = 8, channels: i
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     x = x.round().to(torch.uint8).expand(-1, channels, -1, -1).contiguous()
     y = torch.from_numpy(d.target).long()
-    x, y = _split(x, y, HELD_OUT, split, "digits")
-    return InMemoryData(x, y, batch_size, name=f"data=digits (split={Split(split).value})")
+    return _split(x, y, HELD_OUT, split, batch_size, "digits")
 
 
 @lru_cache(maxsize=2)
@@ -94,8 +96,7 @@ def mnist1d(batch_size: int, split: Split = Split.all, train: int = 4000, test: 
     if train < 10 or test < 10:
         raise ConfigError(f"data.train={train}, data.test={test} is not allowed: MNIST-1D draws the same "
                           f"number of samples of each of its 10 classes; use at least 10 of each split.")
-    x, y = _split(*(t.clone() for t in _mnist1d(train, test, seed)), test, split, "mnist1d")
-    return InMemoryData(x, y, batch_size, name=f"data=mnist1d (split={Split(split).value})")
+    return _split(*(t.clone() for t in _mnist1d(train, test, seed)), test, split, batch_size, "mnist1d")
 
 
 def synthetic(
