@@ -27,6 +27,7 @@ import math
 import statistics
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -126,10 +127,20 @@ def chance_of_a_gap(a_right: Tensor, b_right: Tensor, points: float = 1.0) -> fl
     return sum(math.comb(n, k) for k in range(n + 1) if 100 * abs(2 * k - n) / total > points + 1e-9) / 2**n
 
 
+class Comparison(NamedTuple):
+    """One run and setting: the probe's last top-1 against sslkit-eval's."""
+    gap: float  # probe − sslkit-eval, points
+    differ: int  # held-out samples the two classify differently
+    p: float  # McNemar's exact test of equal accuracy
+    chance: float  # probability of a gap over 1 point if both were equally accurate
+    probe: float
+    offline: float
+
+
 def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay: float | None) -> None:
     """Per run and setting: last top-1 − sslkit-eval's at the setting's λ (or `weight_decay`),
     the disagreeing held-out digits, and both top-1s."""
-    rows: dict[str, list[tuple[float, int, float, float]]] = {s: [] for s in settings}
+    rows: dict[str, list[Comparison]] = {s: [] for s in settings}
     for run_dir in run_dirs:
         rec = torch.load(run_dir / "probe_record.pt", weights_only=False)
         o = rec["offline"]["backbone"]
@@ -147,21 +158,21 @@ def compare(run_dirs: list[Path], settings: list[str], fixed: bool, weight_decay
             scores = replayed[max(replayed)]["backbone"]
             top1 = topk_accuracy(scores, o["test_y"])[1]
             right, reference_right = scores.argmax(1) == o["test_y"], reference == o["test_y"]
-            p = mcnemar(right, reference_right)
-            chance = chance_of_a_gap(right, reference_right)
-            rows[setting].append((top1 - offline_top1, int((scores.argmax(1) != reference).sum()), p, chance,
-                                  top1, offline_top1))
-            line += (f" | {setting or 'recorded'}: {top1 - offline_top1:+.2f} ({rows[setting][-1][1]} differ, "
-                     f"McNemar p = {p:.2f}; probe {top1:.2f}, sslkit-eval λ={lam:g} {offline_top1:.2f})")
+            row = Comparison(top1 - offline_top1, int((scores.argmax(1) != reference).sum()),
+                             mcnemar(right, reference_right), chance_of_a_gap(right, reference_right), top1,
+                             offline_top1)
+            rows[setting].append(row)
+            line += (f" | {setting or 'recorded'}: {row.gap:+.2f} ({row.differ} differ, "
+                     f"McNemar p = {row.p:.2f}; probe {top1:.2f}, sslkit-eval λ={lam:g} {offline_top1:.2f})")
         print(line, flush=True)
     for setting, r in rows.items():
         print(f"{setting or 'recorded'}{' (final features)' if fixed else ''}: within 1 point in "
-              f"{sum(abs(d) <= 1 + 1e-6 for d, *_ in r)}/{len(r)}, mean |gap| "
-              f"{statistics.mean(abs(d) for d, *_ in r):.2f}, mean gap {statistics.mean(d for d, *_ in r):+.2f}, "
-              f"mean disagreeing samples {statistics.mean(n for _, n, *_ in r):.1f}, McNemar p < 0.05 in "
-              f"{sum(p < 0.05 for _, _, p, *_ in r)}/{len(r)}, more than 1 point apart by chance alone in "
-              f"{sum(c for _, _, _, c, *_ in r):.1f} if equally accurate, mean top-1: probe "
-              f"{statistics.mean(a for *_, a, _ in r):.2f}, sslkit-eval {statistics.mean(b for *_, b in r):.2f}")
+              f"{sum(abs(c.gap) <= 1 + 1e-6 for c in r)}/{len(r)}, mean |gap| "
+              f"{statistics.mean(abs(c.gap) for c in r):.2f}, mean gap {statistics.mean(c.gap for c in r):+.2f}, "
+              f"mean disagreeing samples {statistics.mean(c.differ for c in r):.1f}, McNemar p < 0.05 in "
+              f"{sum(c.p < 0.05 for c in r)}/{len(r)}, more than 1 point apart by chance alone in "
+              f"{sum(c.chance for c in r):.1f} if equally accurate, mean top-1: probe "
+              f"{statistics.mean(c.probe for c in r):.2f}, sslkit-eval {statistics.mean(c.offline for c in r):.2f}")
 
 
 def check(run_dir: Path) -> bool:
