@@ -215,6 +215,11 @@ def _group_keys(group: str) -> list[str] | None:
     return sorted({key for schema in schemas.values() for key in schema.node if not key.startswith("_")})
 
 
+def _groups() -> list[str]:
+    """The config groups: the folders of configs/, by name (hydra's included)."""
+    return sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
+
+
 def _options(group: str) -> list[str]:
     """The options of a config group: the files configs/<group>/*.yaml, by name."""
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
@@ -226,7 +231,7 @@ def _known_override(arg: str) -> str | None:
     is left to Hydra)."""
     key = arg.split("=", 1)[0].lstrip("+~")
     head = re.split(r"[./@]", key, maxsplit=1)[0]
-    groups = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir())
+    groups = _groups()
     keys = sorted({*TrainConfig.__dataclass_fields__, *groups})
     value = arg.split("=", 1)[1] if "=" in arg else ""
     if head in keys and key.startswith(f"{head}.") and not arg.startswith("+"):
@@ -304,8 +309,7 @@ def _help(cfg: DictConfig, resolve: bool) -> str:
         cfg.hydra.help.app_name = PROG
         template = cfg.hydra.help.template
         del cfg["hydra"]
-    groups = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
-    listing = "".join(f"{group}: {', '.join(_options(group))}\n" for group in groups)
+    listing = "".join(f"{group}: {', '.join(_options(group))}\n" for group in _groups() if group != "hydra")
     return Template(template).substitute(APP_CONFIG_GROUPS=listing, HYDRA_CONFIG_GROUPS="", FLAGS_HELP="",
                                          CONFIG=OmegaConf.to_yaml(cfg, resolve=resolve))
 
