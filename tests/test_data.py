@@ -61,18 +61,20 @@ def test_digits_rejects_impossible_batch_size():
 # ------------------------------------------------------------------------------ mnist1d
 
 
-def test_mnist1d_is_the_packages_data_set_and_its_defaults_the_published_one():
+def test_mnist1d_is_the_packages_data_set_and_its_defaults_the_packages_arguments():
     """data=mnist1d: the mnist1d package's make_dataset (training samples, then the held-out
     ones) as float32 (N, 40); split=all hides the held-out labels (−1), train and test are
-    its two parts. The defaults are the package's published arguments (5000 samples, 80 %
-    training, seed 42). Generating leaves numpy's and Python's global generators as they
-    were (the package seeds them)."""
+    its two parts. The defaults are the package's own arguments (get_dataset_args: 5000
+    samples, 80 % training, seed 42). Generating (the per-process cache cleared first, so
+    that it does generate) leaves numpy's and Python's global generators as they were (the
+    package seeds them)."""
     import inspect
     import random
 
     import numpy as np
     from mnist1d.data import get_dataset_args, make_dataset
 
+    from sslkit.data import sources
 
     defaults = {k: p.default for k, p in inspect.signature(mnist1d).parameters.items()}
     published = get_dataset_args()
@@ -84,6 +86,7 @@ def test_mnist1d_is_the_packages_data_set_and_its_defaults_the_published_one():
     np.random.seed(1), random.seed(1)
     expected_next = np.random.rand(), random.random()
     np.random.seed(1), random.seed(1)
+    sources._mnist1d.cache_clear()
     train, test, every = (mnist1d(10, split, train=100, test=50, seed=7) for split in ("train", "test", "all"))
     assert (np.random.rand(), random.random()) == expected_next
     assert train.x.dtype == torch.float32 and train.x.shape == (100, 40) and test.x.shape == (50, 40)
@@ -96,7 +99,6 @@ def test_mnist1d_is_the_packages_data_set_and_its_defaults_the_published_one():
 
 
 def test_mnist1d_rejects_a_split_it_has_not_and_too_few_samples():
-
     with pytest.raises(ConfigError, match=r"data.split=val is not allowed for data=mnist1d: use all .* train "
                                           r"\(the first 100\) or test \(the last 50\)"):
         mnist1d(10, "val", train=100, test=50)
