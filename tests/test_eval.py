@@ -138,18 +138,21 @@ def test_online_probe_minimises_sslkit_evals_objective():
     torch.testing.assert_close(centred(head.bias), centred(lbfgs.linear.bias), atol=5e-3, rtol=0)
 
 
-def test_online_probe_takes_steps_per_batch_sgd_steps_on_each_standardised_batch():
-    """Against momentum SGD written out: each batch standardised once by its own mean and
-    (biased) variance; k steps of buf ← μ·buf + ∇(CE) + λ·W (W only), θ ← θ − lr·buf; the
-    average updated once per batch."""
+@pytest.mark.parametrize("window", [1, 2])
+def test_online_probe_takes_steps_per_batch_sgd_steps_on_each_standardised_window(window):
+    """Against momentum SGD written out: for each batch, the rows of it and the window − 1
+    batches before it (fewer at the start) standardised once by their mean and (biased)
+    variance; k steps of buf ← μ·buf + ∇(CE) + λ·W (W only), θ ← θ − lr·buf; the average
+    updated once per batch."""
     x, y = separable(300, seed=7)
     k, lr, mu, lam, ema = 3, 0.5, 0.9, 1e-2, 0.5
-    probe = OnlineProbe({"h": 32}, 10, 3, lr=lr, momentum=mu, weight_decay=lam, ema=ema, steps_per_batch=k)
+    probe = OnlineProbe({"h": 32}, 10, 3, lr=lr, momentum=mu, weight_decay=lam, ema=ema, steps_per_batch=k,
+                        window=window)
     w, b = torch.zeros(10, 32, dtype=torch.float64), torch.zeros(10, dtype=torch.float64)
     bw, bb, avg = torch.zeros_like(w), torch.zeros_like(b), None
     for step in range(3):
-        xb, yb = x[step * 100:(step + 1) * 100], y[step * 100:(step + 1) * 100]
-        probe.train_step({"h": xb}, yb)
+        probe.train_step({"h": x[step * 100:(step + 1) * 100]}, y[step * 100:(step + 1) * 100])
+        xb, yb = x[max(0, step + 1 - window) * 100:(step + 1) * 100], y[max(0, step + 1 - window) * 100:(step + 1) * 100]
         xs = ((xb - xb.mean(0)) / (xb.var(0, unbiased=False) + 1e-12).sqrt()).double()
         for _ in range(k):
             w_, b_ = w.clone().requires_grad_(), b.clone().requires_grad_()
@@ -162,6 +165,8 @@ def test_online_probe_takes_steps_per_batch_sgd_steps_on_each_standardised_batch
     torch.testing.assert_close(probe.average.module["h"].linear.weight.double(), avg, atol=1e-5, rtol=1e-4)
     with pytest.raises(ConfigError, match=r"eval.online_probe.steps_per_batch=0 "):
         OnlineProbe({"h": 32}, 10, 5, steps_per_batch=0)
+    with pytest.raises(ConfigError, match=r"eval.online_probe.window=0 "):
+        OnlineProbe({"h": 32}, 10, 5, window=0)
 
 
 def test_online_probe_skips_unlabelled_rows():

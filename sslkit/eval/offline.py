@@ -94,11 +94,12 @@ def features(ckpt: Path, run_dir: Path, kind: str, augment_copies: int, device: 
 
 def fit_sgd(x: torch.Tensor, y: torch.Tensor, classes: int, epochs: int, batch_size: int, lr: float,
             weight_decay: float, seed: int) -> OnlineProbe:
-    """SGD (momentum 0.9, cosine schedule, one step per mini-batch) over shuffled
-    mini-batches of the cache."""
+    """SGD (momentum 0.9, cosine schedule, one step per mini-batch, on that mini-batch
+    alone) over shuffled mini-batches of the cache."""
     batches = max(1, len(x) // batch_size)
     probe = OnlineProbe({"x": x.shape[1]}, classes, epochs * batches, lr=lr, momentum=0.9,
-                        weight_decay=weight_decay, schedule=Schedule.cosine, steps_per_batch=1).to(x.device)
+                        weight_decay=weight_decay, schedule=Schedule.cosine, steps_per_batch=1,
+                        window=1).to(x.device)
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=generator(x.device, seed, LINEAR_EVAL, epoch), device=x.device)
         for idx in order[: batches * batch_size].view(batches, -1):
