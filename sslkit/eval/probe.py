@@ -50,12 +50,13 @@ class OnlineProbe(nn.Module):
     per 3300 SGD steps at lr 0.3, momentum 0.9, λ = 10⁻⁴: more than a short run has. So the
     probe takes `steps_per_batch` SGD steps for each batch, `steps_per_batch`·`total_steps` in
     all; the linear steps cost little beside the network's. Those steps run on the features
-    of the last `window` batches (this one and the `window` − 1 before it, kept detached,
-    standardised together by their own statistics): 16 steps on one batch of 256 fit that
-    batch, and its optimum is scattered about the population's by more than the ill-conditioned
-    directions of Barlow Twins' features forgive (window 1 ends 1.0–1.1 points below
-    sslkit-eval on MNIST-1D). The older batches' features were computed by the network a few
-    steps back, which moves little in that time.
+    of the last `window` samples at most: this batch and as many of the batches before it as
+    fit (kept detached, standardised together by their own statistics), so 8 batches of 256
+    and one full batch of digits. 16 steps on one batch of 256 fit that batch, whose optimum
+    lies further from the population's than the ill-conditioned directions of Barlow Twins'
+    features forgive (one batch ends 1.0–1.1 points below sslkit-eval on MNIST-1D, 2048
+    samples 0.3–0.4). The older batches' features were computed by the network a few steps
+    back, which moves little in that time.
 
     Scored with the exponential moving average of the heads (weights and statistics),
     updated once per batch: θ̄ ← ema·θ̄ + (1 − ema)·θ, θ̄ = θ after the first (ema = 0: the
@@ -68,12 +69,13 @@ class OnlineProbe(nn.Module):
     (configs/eval/online_probe.yaml): the probe anneals when the features stop moving.
     Measured against sslkit-eval: scripts/RESULTS.md, "Online probe settings against
     sslkit-eval", "Where the remaining gap came from", "A larger shared λ" (λ ≥ 10⁻³ leaves
-    the gap as it is and costs both fits accuracy) and "The online probe on MNIST-1D"."""
+    the gap as it is and costs both fits accuracy), "The online probe on MNIST-1D" and "A
+    window of recent samples for the online probe"."""
 
     def __init__(self, dims: dict[str, int], classes: int, total_steps: int, lr: float = 0.3,
                  momentum: float = 0.9, weight_decay: float = WEIGHT_DECAY, schedule: Schedule = Schedule.constant,
                  ema: float = 0.95, features: Sequence[ProbeFeatures] | None = None,
-                 input: ProbeInput = ProbeInput.clean, steps_per_batch: int = 16, window: int = 8) -> None:
+                 input: ProbeInput = ProbeInput.clean, steps_per_batch: int = 16, window: int = 2048) -> None:
         super().__init__()
         if not 0 <= ema < 1:
             raise ConfigError(f"eval.online_probe.ema={ema} is not allowed: use a decay in [0, 1), e.g. 0.9 "
@@ -83,10 +85,10 @@ class OnlineProbe(nn.Module):
                               f"positive number of SGD steps per training batch, e.g. 1.")
         if window < 1:
             raise ConfigError(f"eval.online_probe.window={window} is not allowed: use a positive number of "
-                              f"training batches to fit, e.g. 1 (this batch only).")
+                              f"recent training samples to fit, e.g. 2048 (1: this batch only).")
         self.input = ProbeInput(input)
         self.steps_per_batch, self.window = steps_per_batch, window
-        self.recent: list[dict[str, tuple[Tensor, Tensor]]] = []  # {kind: (features, labels)} of the window
+        self.recent: list[dict[str, tuple[Tensor, Tensor]]] = []  # {kind: (features, labels)}, oldest first
         self.heads = nn.ModuleDict({kind: LinearProbe(dims[kind], classes)
                                     for kind in (dims if features is None else kinds(features))})
         weights = [head.linear.weight for head in self.heads.values()]
@@ -98,16 +100,18 @@ class OnlineProbe(nn.Module):
         self.average = AveragedModel(self.heads, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True)
 
     def train_step(self, features: dict[str, Tensor], labels: Tensor) -> None:
-        """`steps_per_batch` SGD steps of every head on this batch and the `window` − 1 before
-        it: mean cross-entropy over their labelled rows (label ≥ 0; none labelled: a zero
-        gradient), standardised once (by the window's statistics, which update the running
-        ones once); features of n rows go with labels[:n]. Then one update of the average.
-        Never waits for the GPU."""
+        """`steps_per_batch` SGD steps of every head on this batch and the batches before it
+        that fit in `window` rows: mean cross-entropy over their labelled rows (label ≥ 0;
+        none labelled: a zero gradient), standardised once (by their statistics, which update
+        the running ones once); features of n rows go with labels[:n]. Then one update of
+        the average. Never waits for the GPU."""
         first = self.scheduler.last_epoch == 0  # the first batch sets the running statistics
         self.heads.train()
         self.recent.append({kind: (features[kind].detach().float(),
                                    labels[: len(features[kind])].to(features[kind].device)) for kind in self.heads})
-        del self.recent[: -self.window]
+        rows = [len(next(iter(batch.values()))[1]) for batch in self.recent]
+        while len(self.recent) > 1 and sum(rows) > self.window:
+            del self.recent[0], rows[0]
         inputs, targets = {}, {}
         with torch.no_grad():
             for kind, head in self.heads.items():
