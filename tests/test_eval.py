@@ -260,6 +260,18 @@ def test_resumed_run_continues_the_probe_exactly(config, tmp_path):
     assert accuracy[0] == accuracy[1] and any(accuracy[0])
 
 
+def test_a_one_sample_batch_is_a_config_error_for_the_probe_only(config, tmp_path):
+    """The probe standardises over the batch, which one sample cannot: a config error naming
+    the key before training; kNN needs no batch statistics and runs."""
+    base = ("loss=barlow_twins_simplified", "data.batch_size=1", "trainer.max_steps=2", "spectrum=off",
+            "eval.every=1")  # a loss that does not standardise over the batch either
+    with pytest.raises(ConfigError, match=r"data.batch_size=1 is too small for eval=online_probe.*eval=knn"):
+        train(config(*base, "eval=online_probe"), tmp_path / "probe")
+    assert not list((tmp_path / "probe").glob("checkpoints/*.pt"))
+    train(config(*base, "eval=knn"), tmp_path / "knn")
+    assert "eval/knn20/backbone/top1" in rows(tmp_path / "knn")[-1]
+
+
 def test_label_free_data_skips_evaluation_with_a_notice(config, tmp_path, caplog):
     """data=synthetic has one class (all labels 0): one warning line, no accuracies."""
     with caplog.at_level(logging.WARNING, logger="sslkit.eval.evaluation"):

@@ -3,6 +3,7 @@ eigvalsh, the summaries against closed forms, ½-crossing events, storage size, 
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -214,6 +215,21 @@ def test_hadamard_gap_against_numpy_and_the_inequality(tmp_path):
     diagonal = np.array([3.0, 1.0, 0.5, 0.2])
     assert hadamard_gap(diagonal, diagonal, [4])[0] == pytest.approx(0, abs=1e-12)
     assert hadamard_gap(np.r_[diagonal, 0, 0], np.r_[diagonal, 0, 0], [4])[0] == pytest.approx(0, abs=1e-12)
+
+
+def test_metrics_of_a_one_sample_batch_are_zero_without_warnings(tmp_path):
+    """A batch of one sample has a zero covariance (rank 0): effective rank, RankMe, the
+    log-det and the Hadamard gap are 0 (exp H of an empty distribution taken as 0; e₀ = 1
+    and an empty sum), and no numpy warning is raised (warnings are errors here)."""
+    z = torch.randn(1, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    monitor = SpectrumMonitor(tmp_path, ["cov"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = monitor(0, z, z, z, z)
+        assert hadamard_gap(np.zeros((2, 5)), np.zeros((2, 5)), [0, 0]).tolist() == [0.0, 0.0]
+    monitor.close()
+    assert {k: metrics[k] for k in ("cov/effective_rank", "cov/rankme", "cov/logdet", "cov/hadamard_gap")} == {
+        "cov/effective_rank": 0.0, "cov/rankme": 0.0, "cov/logdet": 0.0, "cov/hadamard_gap": 0.0}
 
 
 # --------------------------------------------------------------------------------- events

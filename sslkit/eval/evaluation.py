@@ -85,6 +85,10 @@ class Evaluation:
             return None
         if cfg.eval.every < 1:
             raise ConfigError(f"eval.every={cfg.eval.every} is not allowed: use a positive number of steps.")
+        if cfg.eval.online_probe is not None and data.batch_size < 2:
+            raise ConfigError(f"data.batch_size={data.batch_size} is too small for eval=online_probe: it "
+                              f"standardises the features by their statistics over the batch. Use "
+                              f"data.batch_size>=2, or eval=knn.")
         known = data.y[data.y >= 0]
         if len(known.unique()) < 2:
             log.warning("eval: %s has no class labels (%d labelled samples, %d classes); evaluation skipped.",

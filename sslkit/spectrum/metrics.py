@@ -87,14 +87,15 @@ def log_elementary_symmetric(x: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 def hadamard_gap(diagonals: np.ndarray, eigvals: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     """log e_r(diag Σ) − Σ_{k ≤ r} log λₖ (module docstring) for each row: diagonals and
-    descending eigenvalues (T, D) of T covariances, ranks (T,)."""
+    descending eigenvalues (T, D) of T covariances, ranks (T,); 0 at rank 0 (e₀ = 1, an
+    empty sum: a batch of one sample)."""
     diagonals, eigvals = np.atleast_2d(diagonals).astype(np.float64), np.atleast_2d(eigvals).astype(np.float64)
     ranks = np.asarray(ranks).reshape(-1)
-    full = ranks == diagonals.shape[1]
-    head = np.empty(len(ranks))
+    full, partial = ranks == diagonals.shape[1], (ranks > 0) & (ranks < diagonals.shape[1])
+    head = np.zeros(len(ranks))
     head[full] = np.log(diagonals[full]).sum(axis=1)
-    if not full.all():
-        head[~full] = log_elementary_symmetric(diagonals[~full], ranks[~full])
+    if partial.any():
+        head[partial] = log_elementary_symmetric(diagonals[partial], ranks[partial])
     return head - np.array([np.log(lam[:r]).sum() for lam, r in zip(eigvals, ranks)])
 
 
