@@ -6,7 +6,8 @@
 # the image must have for data=mnist1d's tests). Parts run in order of priority, each under its own time
 # limit and all within BUDGET seconds; everything goes to $OUT (default /tmp/gpu_checks):
 #   summary.txt   device, commit, each part's exit status and wall time, the tests' tally
-#   bench.log     scripts/bench_gpu.py: Barlow Twins at batch 256 and 1024, VICReg, SimCLR
+#   bench.log     scripts/bench_gpu.py: Barlow Twins at batch 256 and 1024, VICReg, SimCLR,
+#                 Barlow Twins with eval=online_probe (16 SGD steps on 2048 samples per step)
 #   stepwise.log  scripts/stepwise_gpu_settings.py, then scripts/make_figures.py
 #                 stepwise_resnet18_gpu with its settings; the figure and events.jsonl
 #   tests.log     the fast suite, pytest -m "not slow" -n 8, last
@@ -46,5 +47,6 @@ cp scripts/figures/stepwise_resnet18_gpu.png runs/figures/stepwise_resnet18_gpu/
 part bench_bt1024 90 bench.log python3 scripts/bench_gpu.py --batch-size 1024 --steps 30 --warmup 10
 part bench_vicreg 60 bench.log python3 scripts/bench_gpu.py --experiment vicreg_cifar10_resnet18 --steps 30
 part bench_simclr 80 bench.log python3 scripts/bench_gpu.py --experiment simclr_cifar10_resnet18 --steps 30
+part bench_probe 90 bench.log python3 scripts/bench_gpu.py --steps 30 --warmup 10 eval=online_probe
 part tests 400 tests.log python3 -m pytest -m "not slow" -n 8 -p no:cacheprovider -q --timeout 300
 tail -n 3 "$OUT/tests.log" >> "$OUT/summary.txt"
