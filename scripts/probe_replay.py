@@ -3,6 +3,7 @@
     python scripts/probe_replay.py record RUN_DIR OVERRIDE...   # sslkit-train OVERRIDE... hydra.run.dir=RUN_DIR
     python scripts/probe_replay.py check RUN_DIR...              # replay == the run's logged accuracies?
     python scripts/probe_replay.py compare RUN_DIR... --setting "steps_per_batch=1 weight_decay=0" [--fixed]
+    python scripts/probe_replay.py drift RUN_DIR                 # how fast a fitted head goes stale
 
 The probe never changes the SSL trajectory, so one run fixes everything the probe sees: the
 features of each training batch (with its labels), and the held-out features at every
@@ -19,6 +20,9 @@ sslkit-eval's (L-BFGS at the setting's λ, the one constant both fits share;
 classifiers disagree, McNemar's exact test of equal accuracy on those digits, and both
 accuracies, per run and summed up over the runs, with the number of runs in which two equally
 accurate fits with those disagreements would be more than 1 point apart by chance alone.
+`drift` needs no recording, only a run's checkpoints (`trainer.checkpoint_every` small):
+sslkit-eval's fit at each checkpoint, scored on that checkpoint's held-out features and on
+those of later ones, which says how fast the features move under a fixed head.
 """
 
 import argparse
@@ -38,6 +42,7 @@ from sslkit.cli import CONFIG_DIR
 from sslkit.config import register_configs
 from sslkit.eval import Evaluation, OnlineProbe, extract, fit_linear, topk_accuracy
 from sslkit.eval.offline import features as offline_features
+from sslkit.eval.evaluation import classes_of
 from sslkit.eval.offline import load_model
 
 
@@ -193,6 +198,24 @@ def check(run_dir: Path) -> bool:
     return ok
 
 
+def drift(run_dir: Path) -> tuple[dict[int, float], dict[int, list[float]]]:
+    """({step: sslkit-eval's top-1 at that checkpoint}, {d: [change]}): for each distance d
+    between checkpoints, the change in top-1 when the fit of step s scores the held-out
+    features of step s + d instead of the fit of step s + d, one per such pair."""
+    checkpoints = {int(c.stem.split("_")[1]): c for c in (run_dir / "checkpoints").glob("step_*.pt")}
+    cache = {s: offline_features(c, run_dir, "backbone", 0, torch.device("cpu"), 1024) for s, c in checkpoints.items()}
+    steps = sorted(cache)
+    classes = classes_of(*(cache[s]["train_y"] for s in steps))
+    fits = {s: fit_linear(cache[s]["train_x"], cache[s]["train_y"], classes).eval() for s in steps}
+
+    def top1(fit_step: int, step: int) -> float:
+        return topk_accuracy(fits[fit_step](cache[step]["test_x"]).detach(), cache[step]["test_y"])[1]
+
+    distances = sorted({t - s for s in steps for t in steps if t > s})
+    return ({s: top1(s, s) for s in steps},
+            {d: [top1(s, s + d) - top1(s + d, s + d) for s in steps if s + d in fits] for d in distances})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,8 +231,16 @@ def main() -> None:
     m.add_argument("--fixed", action="store_true", help="replay on the final network's features of the same batches")
     m.add_argument("--weight-decay", type=float, default=None,
                    help="sslkit-eval's λ (default: the setting's, the probe's λ)")
+    d = sub.add_parser("drift")
+    d.add_argument("run_dir", type=Path)
     args = parser.parse_args()
-    if args.command == "record":
+    if args.command == "drift":
+        accuracy, change = drift(args.run_dir)
+        print(f"{args.run_dir}: sslkit-eval top-1 at step " + ", ".join(f"{s}: {a:.2f}" for s, a in accuracy.items()))
+        for d, c in change.items():
+            print(f"  the fit of step s on the features of step s + {d}: {statistics.mean(c):+.2f} points "
+                  f"(from {min(c):+.2f} to {max(c):+.2f}, {len(c)} pairs)")
+    elif args.command == "record":
         record(args.run_dir, args.overrides)
     elif args.command == "compare":
         compare(args.run_dirs, args.setting or [""], args.fixed, args.weight_decay)

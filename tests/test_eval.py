@@ -540,3 +540,24 @@ def test_probe_replay_chance_of_a_gap_is_the_binomial_tail(a_only, b_only, both,
     expected = binom.cdf(low, n, 0.5) + binom.sf(high - 1, n, 0.5) if n else 0.0
     assert module.chance_of_a_gap(a, b, points) == pytest.approx(expected, abs=1e-12)
     assert module.chance_of_a_gap(b, a, points) == pytest.approx(expected, abs=1e-12)
+
+
+def test_probe_replay_drift_is_zero_where_the_features_do_not_move_and_scores_as_sslkit_eval(config, tmp_path):
+    """scripts/probe_replay.py's `drift`: its top-1 at a checkpoint is what `sslkit-eval` on
+    that checkpoint reports, and where the network does not move (lr 10⁻³⁰, far below one
+    float32 step of its weights; a linear backbone, without BatchNorm statistics) the fit of
+    one checkpoint scores the features of every later one exactly as their own fit does:
+    every change is 0. Where it moves (lr 0.05), they are not."""
+    from sslkit.eval.offline import main
+
+    module, _, _ = replay_module_and_two_classifiers(0, 0, 0)
+    for run, lr in (("moving", "0.05"), ("frozen", "1e-30")):
+        train(config("~experiment", "data.split=train", "data.batch_size=256", "trainer.max_steps=30", "trainer.checkpoint_every=10",
+                     "trainer.keep_checkpoints=5", "spectrum=off", f"optim.lr={lr}"), tmp_path / run)
+    accuracy, change = module.drift(tmp_path / "moving")
+    main([str(tmp_path / "moving")])
+    assert sorted(accuracy) == [10, 20, 30] and sorted(change) == [10, 20]
+    assert accuracy[30] == json.loads((tmp_path / "moving" / "linear_eval.json").read_text())["top1"]
+    assert len(change[10]) == 2 and len(change[20]) == 1 and any(c != 0 for c in change[10] + change[20])
+    _, frozen = module.drift(tmp_path / "frozen")
+    assert frozen == {10: [0.0, 0.0], 20: [0.0]}
