@@ -14,7 +14,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from sslkit.data import digits
 from sslkit.errors import ConfigError
-from sslkit.eval import Evaluation, LinearProbe, OnlineProbe, extract, fit_linear, knn_scores, topk_accuracy
+from sslkit.eval import KNN, Evaluation, LinearProbe, OnlineProbe, extract, fit_linear, knn_scores, topk_accuracy
 from sslkit.models import Projector, resnet
 from sslkit.methods import Siamese
 from sslkit.train import train
@@ -561,3 +561,45 @@ def test_probe_replay_drift_is_zero_where_the_features_do_not_move_and_scores_as
     assert len(change[10]) == 2 and len(change[20]) == 1 and any(c != 0 for c in change[10] + change[20])
     _, frozen = module.drift(tmp_path / "frozen")
     assert frozen == {10: [0.0, 0.0], 20: [0.0]}
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: OnlineProbe({"h": 4}, 2, 5, lr=0), r"eval.online_probe.lr=0 .*positive"),
+    (lambda: OnlineProbe({"h": 4}, 2, 5, lr=-1), r"eval.online_probe.lr=-1 "),
+    (lambda: OnlineProbe({"h": 4}, 2, 5, momentum=1.0), r"eval.online_probe.momentum=1.0 .*\[0, 1\)"),
+    (lambda: OnlineProbe({"h": 4}, 2, 5, momentum=-0.1), r"eval.online_probe.momentum=-0.1 "),
+    (lambda: OnlineProbe({"h": 4}, 2, 5, weight_decay=-1e-4), r"eval.online_probe.weight_decay=-0.0001 .*>= 0"),
+    (lambda: KNN(k=[20, 0]), r"eval.knn.k=\[20, 0\] .*>= 1"),
+    (lambda: KNN(k=[]), r"eval.knn.k=\[\] "),
+    (lambda: KNN(temperature=0.0), r"eval.knn.temperature=0.0 .*T > 0.*null"),
+    (lambda: KNN(temperature=-0.07), r"eval.knn.temperature=-0.07 "),
+    (lambda: KNN(chunk_elements=0), r"eval.knn.chunk_elements=0 "),
+])
+def test_probe_settings_that_cannot_work_are_config_errors_naming_the_key(make, message):
+    """A non-positive learning rate, a momentum outside [0, 1), a negative λ, k < 1, T <= 0
+    or an empty chunk would train a probe that diverges or score nonsense (k = 0: every class
+    tied, T = 0: exp(s/0)); each is a one-line error naming the key and what is allowed."""
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_the_edges_of_the_allowed_probe_settings_are_accepted():
+    """momentum 0 (plain SGD), λ = 0, one neighbour and T = null (a plain vote) are allowed."""
+    OnlineProbe({"h": 4}, 2, 5, momentum=0.0, weight_decay=0.0)
+    KNN(k=[1], temperature=None)
+
+
+@pytest.mark.parametrize("option, value, allowed", [("--lr", "0", "> 0"), ("--weight-decay", "-0.001", ">= 0"),
+                                                    ("--epochs", "0", ">= 1"), ("--batch-size", "0", ">= 1"),
+                                                    ("--augment", "-1", ">= 0")])
+def test_sslkit_eval_refuses_options_that_cannot_work_before_reading_anything(option, value, allowed, tmp_path,
+                                                                              capsys):
+    """sslkit-eval exits with argparse's usage error naming the option, the value and what is
+    allowed, before it looks for the checkpoint (the path does not exist): a negative λ or
+    zero epochs would otherwise print a meaningless accuracy."""
+    from sslkit.eval.offline import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "no_run"), option, value])
+    assert exit_.value.code == 2
+    assert f"argument {option}: {value} is not allowed: use a number {allowed}" in capsys.readouterr().err

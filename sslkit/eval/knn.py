@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sslkit.errors import ConfigError
 from sslkit.eval.features import ProbeFeatures, kinds
 
 TEMPERATURE, CHUNK_ELEMENTS = 0.07, 2**24
@@ -53,6 +54,15 @@ class KNN:
 
     def __init__(self, features: Sequence[ProbeFeatures] | None = None, k: Sequence[int] = (20, 200),
                  temperature: float | None = TEMPERATURE, chunk_elements: int = CHUNK_ELEMENTS) -> None:
+        if not k or any(n < 1 for n in k):
+            raise ConfigError(f"eval.knn.k={list(k)} is not allowed: use a list of neighbour counts >= 1, e.g. "
+                              f"[20,200].")
+        if temperature is not None and not temperature > 0:
+            raise ConfigError(f"eval.knn.temperature={temperature} is not allowed: use T > 0, e.g. {TEMPERATURE} "
+                              f"(weights exp(s/T)), or null for a plain majority vote.")
+        if chunk_elements < 1:
+            raise ConfigError(f"eval.knn.chunk_elements={chunk_elements} is not allowed: use a positive number "
+                              f"of similarity entries per chunk, e.g. {CHUNK_ELEMENTS}.")
         self.features, self.k, self.temperature, self.chunk_elements = features, list(k), temperature, chunk_elements
 
     def __call__(self, bank: dict[str, Tensor], bank_labels: Tensor, test: dict[str, Tensor], test_labels: Tensor,

@@ -107,22 +107,35 @@ def fit_sgd(x: torch.Tensor, y: torch.Tensor, classes: int, epochs: int, batch_s
     return probe
 
 
+def _at_least(kind: type, low: float, strict: bool = False):
+    """An argparse type: `kind`(text), refused (one line naming the option) below `low`, or
+    at `low` when `strict`."""
+    def parse(text: str):
+        value = kind(text)
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"{text} is not allowed: use a number {'>' if strict else '>='} {low}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type when kind(text) fails: "invalid int value"
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sslkit-eval", description=__doc__.split("\n\n")[1])
     parser.add_argument("path", type=Path, help="a run directory (its checkpoints/last.pt) or a checkpoint file")
     parser.add_argument("--features", choices=["backbone", "projector"], default="backbone")
     parser.add_argument("--optimizer", choices=["lbfgs", "sgd"], default="lbfgs")
-    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
+    parser.add_argument("--weight-decay", type=_at_least(float, 0), default=WEIGHT_DECAY,
                         help="λ of the penalty λ/2·‖W‖² (the online probe's default too)")
-    parser.add_argument("--augment", type=int, default=0, metavar="K",
+    parser.add_argument("--augment", type=_at_least(int, 0), default=0, metavar="K",
                         help="K augmented copies of the training set")
     parser.add_argument("--augment-kind", choices=["standard", "views"], default="standard",
                         help="standard: random resized crop + flip (images); views: the run's view 1")
-    parser.add_argument("--epochs", type=int, default=100, help="SGD epochs over the cache")
-    parser.add_argument("--lr", type=float, default=1.0,
+    parser.add_argument("--epochs", type=_at_least(int, 1), default=100, help="SGD epochs over the cache")
+    parser.add_argument("--lr", type=_at_least(float, 0, strict=True), default=1.0,
                         help="SGD learning rate on standardised features (annealed to 0 by the cosine "
                              "schedule, so a larger one than the online probe's constant 0.3)")
-    parser.add_argument("--batch-size", type=int, default=256, help="SGD batch; also images per forward pass")
+    parser.add_argument("--batch-size", type=_at_least(int, 1), default=256, help="SGD batch; also images per forward pass")
     parser.add_argument("--seed", type=int, default=0, help="SGD batch order and the augmentation")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)

@@ -79,6 +79,14 @@ class OnlineProbe(nn.Module):
                  ema: float = 0.95, features: Sequence[ProbeFeatures] | None = None,
                  input: ProbeInput = ProbeInput.clean, steps_per_batch: int = 16, window: int = 2048) -> None:
         super().__init__()
+        if not lr > 0:
+            raise ConfigError(f"eval.online_probe.lr={lr} is not allowed: use a positive learning rate, e.g. 0.3.")
+        if not 0 <= momentum < 1:
+            raise ConfigError(f"eval.online_probe.momentum={momentum} is not allowed: use a momentum in [0, 1), "
+                              f"e.g. 0.9.")
+        if not weight_decay >= 0:
+            raise ConfigError(f"eval.online_probe.weight_decay={weight_decay} is not allowed: use λ >= 0, e.g. "
+                              f"{WEIGHT_DECAY} (sslkit-eval's default).")
         if not 0 <= ema < 1:
             raise ConfigError(f"eval.online_probe.ema={ema} is not allowed: use a decay in [0, 1), e.g. 0.9 "
                               f"(0 scores the last iterate).")
