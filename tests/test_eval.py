@@ -313,6 +313,20 @@ def test_data_without_a_held_out_split_is_a_config_error(config, tmp_path):
                       "eval=knn"), tmp_path / "run")
 
 
+@pytest.mark.parametrize("override, message", [
+    ("eval.test_split=tset", r"eval.test_split=tset is not a split of sslkit.data.digits: .*\[all, train, test\]\.$"),
+    ("eval.batch_size=0", r"eval.batch_size=0 is not allowed: use a positive number"),
+])
+def test_a_held_out_split_or_batch_that_cannot_work_is_a_one_line_config_error(config, tmp_path, override, message):
+    """A misspelt eval.test_split names that key (not data.split, where the value lands) and
+    the splits there are; eval.batch_size=0 would fail inside torch's split. Both before any
+    step is taken."""
+    with pytest.raises(ConfigError, match=message) as error:
+        train(config("~experiment", "data.split=train", "eval=knn", override), tmp_path)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "metrics.jsonl").exists() or not rows(tmp_path)
+
+
 def test_sslkit_eval_reproduces_the_online_probe_on_the_same_features(config, tmp_path):
     """`sslkit-eval RUN_DIR` (features cached from last.pt, L-BFGS) gives the online probe's
     final held-out accuracy within 1 point when both see the same features: the network is

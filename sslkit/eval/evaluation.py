@@ -21,7 +21,7 @@ import logging
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError
+from omegaconf.errors import ConfigKeyError, ValidationError
 from torch import Tensor, nn
 
 from sslkit.data import InMemoryData
@@ -48,6 +48,11 @@ def held_out(cfg: DictConfig) -> InMemoryData:
         )
     try:
         return instantiate(OmegaConf.merge(cfg.data, test))
+    except ValidationError as exc:
+        if str(exc.full_key).split(".")[-1] != "split":
+            raise
+        raise ConfigError(f"eval.test_split={cfg.eval.test_split} is not a split of {cfg.data._target_}: "
+                          f"{str(exc).splitlines()[0]}.") from exc
     except ConfigKeyError as exc:
         raise ConfigError(f"eval.test_root={cfg.eval.test_root} is set, but {cfg.data._target_} reads no "
                           f"files (it has no data.root): drop eval.test_root.") from exc
@@ -85,6 +90,9 @@ class Evaluation:
             return None
         if cfg.eval.every < 1:
             raise ConfigError(f"eval.every={cfg.eval.every} is not allowed: use a positive number of steps.")
+        if cfg.eval.batch_size < 1:
+            raise ConfigError(f"eval.batch_size={cfg.eval.batch_size} is not allowed: use a positive number of "
+                              f"images per forward pass, e.g. 1024.")
         if cfg.eval.online_probe is not None and data.batch_size < 2:
             raise ConfigError(f"data.batch_size={data.batch_size} is too small for eval=online_probe: it "
                               f"standardises the features by their statistics over the batch. Use "
