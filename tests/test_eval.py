@@ -617,3 +617,21 @@ def test_sslkit_eval_refuses_options_that_cannot_work_before_reading_anything(op
         main([str(tmp_path / "no_run"), option, value])
     assert exit_.value.code == 2
     assert f"argument {option}: {value} is not allowed: use a number {allowed}" in capsys.readouterr().err
+
+
+def test_sslkit_eval_of_a_run_evaluates_its_newest_checkpoint_after_the_run_is_continued(config, tmp_path):
+    """`sslkit-eval RUN_DIR` caches the features of checkpoints/last.pt; when the run is then
+    continued (resumed with more steps), last.pt is the newer checkpoint and the evaluation
+    must be of it: the same step and accuracy as `sslkit-eval` on that step's own file."""
+    from sslkit.eval.offline import main
+
+    overrides = ("~experiment", "data.split=train", "data.batch_size=256", "spectrum=off", "trainer.checkpoint_every=10")
+    train(config(*overrides, "trainer.max_steps=10"), tmp_path)
+    main([str(tmp_path)])
+    assert json.loads((tmp_path / "linear_eval.json").read_text())["step"] == 10
+    train(config(*overrides, "trainer.max_steps=20"), tmp_path)
+    main([str(tmp_path)])
+    continued = json.loads((tmp_path / "linear_eval.json").read_text())
+    main([str(tmp_path / "checkpoints" / "step_00000020.pt")])
+    direct = json.loads((tmp_path / "linear_eval.json").read_text())
+    assert continued["step"] == direct["step"] == 20 and continued["top1"] == direct["top1"]
