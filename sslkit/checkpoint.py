@@ -43,8 +43,8 @@ def find(cfg: DictConfig, run_dir: Path, device: torch.device, main: bool = True
 
     auto       resume from its newest readable checkpoint; refuse if it has none;
     never      refuse;
-    overwrite  delete its metrics, spectra and checkpoints (the `main` process) and start
-               again, with a warning;
+    overwrite  delete its metrics, spectra, checkpoints and sslkit-eval's results and feature
+               caches (the `main` process) and start again, with a warning;
     PATH       resume from that checkpoint file (new logs if it is another run's).
 
     Every process decides from the same files; nothing may write them until all have."""
@@ -54,9 +54,10 @@ def find(cfg: DictConfig, run_dir: Path, device: torch.device, main: bool = True
     if resume == "overwrite":
         if held and main:
             log.warning("trainer.resume=overwrite: deleting the run in %s (metrics.jsonl, spectrum/, "
-                        "checkpoints/) and starting again from step 0", run_dir)
+                        "checkpoints/, eval/, linear_eval.json) and starting again from step 0", run_dir)
             metrics.unlink(missing_ok=True)
-            for d in (ckpt_dir, run_dir / "spectrum"):
+            (run_dir / "linear_eval.json").unlink(missing_ok=True)
+            for d in (ckpt_dir, run_dir / "spectrum", run_dir / "eval"):
                 shutil.rmtree(d, ignore_errors=True)
         return None
     if resume == "never":

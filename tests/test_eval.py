@@ -635,3 +635,21 @@ def test_sslkit_eval_of_a_run_evaluates_its_newest_checkpoint_after_the_run_is_c
     main([str(tmp_path / "checkpoints" / "step_00000020.pt")])
     direct = json.loads((tmp_path / "linear_eval.json").read_text())
     assert continued["step"] == direct["step"] == 20 and continued["top1"] == direct["top1"]
+
+
+def test_a_run_started_again_with_overwrite_is_not_evaluated_on_the_old_runs_features(config, tmp_path):
+    """trainer.resume=overwrite starts a new run in the same directory; its step_<N>.pt have the
+    old run's names, so sslkit-eval's caches and result of the old run go with it: the new run
+    evaluates as the same run trained in a fresh directory does."""
+    from sslkit.eval.offline import main
+
+    overrides = ("~experiment", "data.split=train", "data.batch_size=256", "spectrum=off", "trainer.max_steps=10")
+    train(config(*overrides), tmp_path / "run")
+    main([str(tmp_path / "run")])
+    train(config(*overrides, "seed=1", "trainer.resume=overwrite"), tmp_path / "run")
+    assert not (tmp_path / "run" / "linear_eval.json").exists()
+    main([str(tmp_path / "run")])
+    train(config(*overrides, "seed=1"), tmp_path / "fresh")
+    main([str(tmp_path / "fresh")])
+    again, fresh = (json.loads((tmp_path / d / "linear_eval.json").read_text()) for d in ("run", "fresh"))
+    assert again["top1"] == fresh["top1"] and again["top5"] == fresh["top5"]
