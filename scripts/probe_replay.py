@@ -41,8 +41,8 @@ from torch import Tensor
 from sslkit.cli import CONFIG_DIR
 from sslkit.config import register_configs
 from sslkit.eval import Evaluation, OnlineProbe, extract, fit_linear, topk_accuracy
-from sslkit.eval.offline import features as offline_features
 from sslkit.eval.evaluation import classes_of
+from sslkit.eval.offline import features as offline_features
 from sslkit.eval.offline import load_model
 
 
@@ -237,8 +237,8 @@ def main() -> None:
     if args.command == "drift":
         accuracy, change = drift(args.run_dir)
         print(f"{args.run_dir}: sslkit-eval top-1 at step " + ", ".join(f"{s}: {a:.2f}" for s, a in accuracy.items()))
-        for d, c in change.items():
-            print(f"  the fit of step s on the features of step s + {d}: {statistics.mean(c):+.2f} points "
+        for distance, c in change.items():
+            print(f"  the fit of step s on the features of step s + {distance}: {statistics.mean(c):+.2f} points "
                   f"(from {min(c):+.2f} to {max(c):+.2f}, {len(c)} pairs)")
     elif args.command == "record":
         record(args.run_dir, args.overrides)
