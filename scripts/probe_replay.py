@@ -38,6 +38,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from sslkit.checkpoint import step_files
 from sslkit.cli import CONFIG_DIR
 from sslkit.config import register_configs
 from sslkit.eval import Evaluation, OnlineProbe, extract, fit_linear, topk_accuracy
@@ -202,8 +203,8 @@ def drift(run_dir: Path) -> tuple[dict[int, float], dict[int, list[float]]]:
     """({step: sslkit-eval's top-1 at that checkpoint}, {d: [change]}): for each distance d
     between checkpoints, the change in top-1 when the fit of step s scores the held-out
     features of step s + d instead of the fit of step s + d, one per such pair."""
-    checkpoints = {int(c.stem.split("_")[1]): c for c in (run_dir / "checkpoints").glob("step_*.pt")}
-    cache = {s: offline_features(c, run_dir, "backbone", 0, torch.device("cpu"), 1024) for s, c in checkpoints.items()}
+    cache = {f["step"]: f for f in (offline_features(c, run_dir, "backbone", 0, torch.device("cpu"), 1024)
+                                    for c in step_files(run_dir / "checkpoints"))}
     steps = sorted(cache)
     classes = classes_of(*(cache[s]["train_y"] for s in steps))
     fits = {s: fit_linear(cache[s]["train_x"], cache[s]["train_y"], classes).eval() for s in steps}

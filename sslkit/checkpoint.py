@@ -127,21 +127,21 @@ def save(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
         _fsync_dir(ckpt_dir)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        previous = _checkpoints(ckpt_dir)
+        previous = step_files(ckpt_dir)
         raise ConfigError(
             f"Could not write the checkpoint {path}: {exc}. "
             + (f"The previous checkpoint {previous[0]} is intact; " if previous else "")
             + "free space in (or fix permissions of) the run directory and relaunch the same "
             "command to resume."
         ) from exc
-    for old in _checkpoints(ckpt_dir)[keep:]:
+    for old in step_files(ckpt_dir)[keep:]:
         old.unlink()
     return path
 
 
 def load_latest(ckpt_dir: Path, map_location: torch.device) -> tuple[dict[str, Any], Path] | None:
     """The newest readable checkpoint in `ckpt_dir` (last.pt, then step files newest first)."""
-    candidates = [ckpt_dir / "last.pt", *_checkpoints(ckpt_dir)]
+    candidates = [ckpt_dir / "last.pt", *step_files(ckpt_dir)]
     for path in candidates:
         if not path.exists():
             continue
@@ -202,9 +202,15 @@ def warn_if_schedule_moved(scheduler: torch.optim.lr_scheduler.LambdaLR, steps: 
                     "step 0.", steps, step, saved[0], now[0], steps)
 
 
-def _checkpoints(ckpt_dir: Path) -> list[Path]:
+def step_files(ckpt_dir: Path) -> list[Path]:
     """step_*.pt files, newest first."""
     return sorted(ckpt_dir.glob("step_*.pt"), reverse=True)
+
+
+def step_file(path: Path) -> Path:
+    """The step_<N>.pt file a checkpoint path is: last.pt is a hard link to the newest one
+    (`save`), so it is that file; any other path is itself."""
+    return next((f for f in step_files(path.parent) if f.samefile(path)), path)
 
 
 def _fsync_dir(path: Path) -> None:

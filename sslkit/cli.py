@@ -35,6 +35,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ValidationError
 
+from sslkit import checkpoint
 from sslkit.config import CONFIG_DIR, TrainConfig, register_configs
 from sslkit.errors import ConfigError, Preempted
 
@@ -110,9 +111,9 @@ def _train(cfg: DictConfig) -> None:
         _fail(f"{exc} Resume with: {_resume_command(run_dir)}", exc.exit_code, together=True,
               then=lambda: StopSignal.hand_on(exc.signal))
     except KeyboardInterrupt:
-        checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+        checkpoints = checkpoint.step_files(run_dir / "checkpoints")
         _fail("interrupted (Ctrl-C) without a checkpoint of this moment; "
-              + (f"{_resume_command(run_dir)} resumes from {checkpoints[-1]}." if checkpoints
+              + (f"{_resume_command(run_dir)} resumes from {checkpoints[0]}." if checkpoints
                  else "nothing to resume."), 130)
     except Exception as exc:
         if (error := _config_error(exc)) is None:

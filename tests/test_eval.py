@@ -566,8 +566,9 @@ def test_probe_replay_drift_is_zero_where_the_features_do_not_move_and_scores_as
 
     module, _, _ = replay_module_and_two_classifiers(0, 0, 0)
     for run, lr in (("moving", "0.05"), ("frozen", "1e-30")):
-        train(config("~experiment", "data.split=train", "data.batch_size=256", "trainer.max_steps=30", "trainer.checkpoint_every=10",
-                     "trainer.keep_checkpoints=5", "spectrum=off", f"optim.lr={lr}"), tmp_path / run)
+        train(config("~experiment", "data.split=train", "data.batch_size=256", "trainer.max_steps=30",
+                     "trainer.checkpoint_every=10", "trainer.keep_checkpoints=5", "spectrum=off", f"optim.lr={lr}"),
+              tmp_path / run)
     accuracy, change = module.drift(tmp_path / "moving")
     main([str(tmp_path / "moving")])
     assert sorted(accuracy) == [10, 20, 30] and sorted(change) == [10, 20]

@@ -63,23 +63,14 @@ def standard_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return ImageViews(spec)(x, g)[0]
 
 
-def checkpoint_name(ckpt: Path) -> str:
-    """The name a feature cache of `ckpt` goes by: its stem, except for last.pt, a hard link
-    to the newest step_<N>.pt (sslkit.checkpoint.save), which goes by that file's stem, so
-    that a run continued after an evaluation is evaluated at its new last step."""
-    for sibling in ckpt.parent.glob("step_*.pt"):
-        if sibling.samefile(ckpt):
-            return sibling.stem
-    return ckpt.resolve().stem
-
-
 def features(ckpt: Path, run_dir: Path, kind: str, augment_copies: int, device: torch.device,
              batch_size: int, seed: int = 0, augment_kind: str = "standard") -> dict:
     """The feature cache of `ckpt`: train / test features and labels, and `augment_copies`
     copies of the training features augmented as `augment_kind` says; computed on the
     first call."""
     aug = f"{augment_kind}{augment_copies}" if augment_copies else "0"
-    cache = run_dir / "eval" / f"features-{checkpoint_name(ckpt)}-{kind}-aug{aug}-seed{seed}.pt"
+    name = checkpoint.step_file(ckpt).resolve().stem  # last.pt: the step it links to, not an older one's cache
+    cache = run_dir / "eval" / f"features-{name}-{kind}-aug{aug}-seed{seed}.pt"
     if cache.is_file():
         return torch.load(cache, map_location=device, weights_only=True)
     cfg, data, augment, net, step = load_model(ckpt, device)
