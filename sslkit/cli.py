@@ -120,7 +120,7 @@ def _train(cfg: DictConfig) -> None:
             raise
         _fail(f"error: {error}", then=Checks.remove_new_run_dir)
     if _is_main():
-        if cfg.trainer.report and cfg.spectrum.enabled and (run_dir / "metrics.jsonl").exists():
+        if cfg.trainer.report and (run_dir / "metrics.jsonl").exists():
             try:
                 print(f"figure: {stepwise_figure(run_dir)}")
             except KeyboardInterrupt:  # training is over and saved: only the figure is missing
@@ -336,6 +336,7 @@ def theory_main() -> None:
 
 def report_main(argv: list[str] | None = None) -> None:
     from sslkit.report import compare_figure, side_by_side_figure, stepwise_figure, theory_table
+    from sslkit.spectrum import NoSpectra
 
     parser = argparse.ArgumentParser(
         prog="sslkit-report",
@@ -356,6 +357,10 @@ def report_main(argv: list[str] | None = None) -> None:
                 print(table)
         if len(args.run_dirs) > 1:
             out = args.out or Path(os.path.commonpath([d.resolve() for d in args.run_dirs])) / "compare"
-            print((side_by_side_figure if args.side_by_side else compare_figure)(args.run_dirs, out))
+            try:
+                print((side_by_side_figure if args.side_by_side else compare_figure)(args.run_dirs, out))
+            except NoSpectra as exc:
+                parser.exit(2, f"sslkit-report: error: {exc} Figures of several runs overlay their spectra; "
+                               f"each run's own figure is written above.\n")
     except FileNotFoundError as exc:
         parser.exit(2, f"sslkit-report: error: {exc}\n")

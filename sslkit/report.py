@@ -9,7 +9,8 @@ C; (c) the Gaussian log-det entropy ½ log det Σ on the span of the batch, of e
 its terms. The title names the loss, backbone, learning rate, init scale and batch. A run
 with evaluation (`eval=...`) gets two more, next to (a): (e) held-out top-1 accuracy vs
 step, and (f) accuracy vs the number of learned modes; the ½-crossings are vertical lines
-in (a) and (e).
+in (a) and (e). A run trained with spectrum.enabled=false gets (d) and, when evaluated, (e)
+without the crossings (`draw_curves`).
 """
 
 import json
@@ -27,7 +28,7 @@ from matplotlib.colors import BoundaryNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from sslkit.config import flatten  # noqa: E402
-from sslkit.spectrum import crossing_steps, load  # noqa: E402
+from sslkit.spectrum import NoSpectra, crossing_steps, load  # noqa: E402
 from sslkit.theory.stepwise import crossing_times  # noqa: E402
 
 NOT_LOSS = ("step", "epoch", "lr", "images_per_s")
@@ -78,10 +79,7 @@ def draw_side_by_side(run_dirs: list[Path], modes: int = 8) -> Figure:
         top.set(ylabel=f"eigenvalues of {name} (log scale); ● first reaches ½",
                 title=textwrap.fill(describe(read_config(run_dir)), 70) + f"\n{crossed} modes cross ½")
         top.title.set_fontsize(8)
-        mstep = [m["step"] for m in metrics]
-        bottom.plot(mstep, [m["loss"] for m in metrics], color="black", lw=1.5, label="loss")
-        for key in _loss_terms(metrics):
-            bottom.plot(mstep, [m.get(key, np.nan) for m in metrics], lw=1, label=key)
+        _loss_lines(bottom, metrics)
         bottom.set(xlabel="step", ylabel="loss")
         top.set_xlim(spectra["step"].min(), spectra["step"].max())
         for ax in (top, bottom):
@@ -91,9 +89,14 @@ def draw_side_by_side(run_dirs: list[Path], modes: int = 8) -> Figure:
 
 def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
     """The four panels for one run: the top `modes` eigenvalues of C, coloured by mode
-    number (colour bar); the title gives the settings that shape the curves."""
+    number (colour bar); the title gives the settings that shape the curves. A run without
+    spectra gets `draw_curves`."""
     run_dir = Path(run_dir)
-    spectra, metrics = load(run_dir), read_metrics(run_dir)
+    try:
+        spectra = load(run_dir)
+    except NoSpectra:
+        return draw_curves(run_dir)
+    metrics = read_metrics(run_dir)
     fig, axes = _axes(accuracy=bool(accuracy_keys(metrics)))
     name = _cross_correlation(spectra)
     eig = spectra[name][:, :modes]
@@ -112,11 +115,32 @@ def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
         _summary_line(axes[1], spectra["step"], spectra[key], key, ls="--" if key.endswith("learned") else "-")
     for key in [k for k in spectra if k.endswith("/logdet")]:
         _summary_line(axes[2], spectra["step"], spectra[key], key)
-    mstep = [m["step"] for m in metrics]
-    axes[3].plot(mstep, [m["loss"] for m in metrics], color="black", lw=1.5, label="loss")
-    for key in _loss_terms(metrics):
-        axes[3].plot(mstep, [m.get(key, np.nan) for m in metrics], lw=1, label=key)
-    _finish(fig, axes, f"{describe(read_config(run_dir))}\n{shown(run_dir)}", [spectra["step"], mstep])
+    _loss_lines(axes[3], metrics)
+    _finish(fig, axes, f"{describe(read_config(run_dir))}\n{shown(run_dir)}",
+            [spectra["step"], [m["step"] for m in metrics]])
+    return fig
+
+
+def draw_curves(run_dir: str | Path) -> Figure:
+    """For a run trained with spectrum.enabled=false: (d) the loss and its terms vs step and,
+    when the run was evaluated, (e) the held-out accuracy vs step beside it (without the
+    ½-crossings, which need the spectra)."""
+    run_dir = Path(run_dir)
+    metrics = read_metrics(run_dir)
+    evaluated = bool(accuracy_keys(metrics))
+    fig, axes = plt.subplots(1, 1 + evaluated, figsize=(6 + 6 * evaluated, 4.5), layout="constrained", squeeze=False)
+    axes = axes.ravel()
+    _loss_lines(axes[0], metrics)
+    _loss_axis(axes[0])
+    if evaluated:
+        _accuracy_lines(axes[1], metrics)
+        axes[1].sharex(axes[0])
+        axes[1].set(xlabel="step", ylabel="top-1 accuracy (%)", title="Held-out accuracy")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
+    lines = (describe(read_config(run_dir)), f"{shown(run_dir)} · no spectra (trained with spectrum=off)")
+    fig.suptitle("\n".join(textwrap.fill(line, 60 + 80 * evaluated) for line in lines), fontsize=9)
     return fig
 
 
@@ -252,6 +276,14 @@ def _cross_correlation(spectra: dict[str, np.ndarray]) -> str:
     return "xcorr" if "xcorr" in series else ("feat_xcorr" if "feat_xcorr" in series else series[0])
 
 
+def _loss_lines(ax, metrics: list[dict]) -> None:
+    """The loss (black) and each of its terms vs step."""
+    steps = [m["step"] for m in metrics]
+    ax.plot(steps, [m["loss"] for m in metrics], color="black", lw=1.5, label="loss")
+    for key in _loss_terms(metrics):
+        ax.plot(steps, [m.get(key, np.nan) for m in metrics], lw=1, label=key)
+
+
 def _loss_terms(metrics: list[dict]) -> list[str]:
     keys = dict.fromkeys(k for m in metrics for k in m)
     return [k for k in keys if k not in NOT_LOSS and k != "loss" and "/" not in k]
@@ -283,11 +315,7 @@ def _accuracy_panels(ax_eig, ax_acc, ax_modes, spectra: dict[str, np.ndarray], m
     """(e) each held-out accuracy vs step, the ½-crossings of the modes of C as vertical
     lines in their colours, also in (a); (f) accuracy vs the number of learned modes of C
     at the same step."""
-    for key in accuracy_keys(metrics):
-        rows = [m for m in metrics if key in m]
-        steps, acc = np.array([m["step"] for m in rows]), np.array([m[key] for m in rows])
-        label = key.removeprefix("eval/").removesuffix("/top1")
-        ax_acc.plot(steps, acc, lw=1.2, marker="." if len(rows) < 50 else None, label=label)
+    for label, steps, acc in _accuracy_lines(ax_acc, metrics):
         if "xcorr/learned" in spectra:
             learned = np.interp(steps, spectra["step"], spectra["xcorr/learned"])
             ax_modes.plot(learned, acc, ".", ms=4, label=label)
@@ -300,6 +328,19 @@ def _accuracy_panels(ax_eig, ax_acc, ax_modes, spectra: dict[str, np.ndarray], m
                title="Held-out accuracy; ⋮ a mode of C reaches ½")
     ax_modes.set(xlabel="learned modes of C (eigenvalue ≥ ½)", ylabel="top-1 accuracy (%)",
                  title="Accuracy vs learned modes")
+
+
+def _accuracy_lines(ax, metrics: list[dict]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Each held-out accuracy vs step, labelled `<probe>/<features>`; returns (label, steps,
+    accuracies) for each."""
+    curves = []
+    for key in accuracy_keys(metrics):
+        rows = [m for m in metrics if key in m]
+        steps, acc = np.array([m["step"] for m in rows]), np.array([m[key] for m in rows])
+        label = key.removeprefix("eval/").removesuffix("/top1")
+        ax.plot(steps, acc, lw=1.2, marker="." if len(rows) < 50 else None, label=label)
+        curves.append((label, steps, acc))
+    return curves
 
 
 def _axes(accuracy: bool = False):
@@ -337,16 +378,21 @@ def _finish(fig, axes, title: str, steps: list) -> None:
     axes[0].set(xlabel="step", ylabel="eigenvalue (log scale); ● first reaches ½")
     axes[1].set(xlabel="step", ylabel="dimensions", title="Effective rank, RankMe, learned modes")
     axes[2].set(xlabel="step", ylabel="½ log det Σ (span of the batch)", title="Gaussian log-det entropy")
-    axes[3].set(xlabel="step", ylabel="loss", title="Loss and its terms")
-    lines = [line for line in axes[3].get_lines() if len(line.get_ydata())]  # drawn lines; the total
-    lines = [line for line in lines if line.get_label() == "loss"] or lines  # loss: labelled so, or every run
-    loss = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in lines] or [[]])
-    if np.isfinite(loss).any() and np.nanmin(loss) > 0 and np.nanmax(loss) > 100 * np.nanmin(loss):
-        axes[3].set_yscale("log")  # the loss spans orders of magnitude
+    _loss_axis(axes[3])
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, ncol=2)
     fig.suptitle(textwrap.fill(title, 150, replace_whitespace=False), fontsize=9)
+
+
+def _loss_axis(ax) -> None:
+    """Labels of panel (d), on a log scale when the loss spans more than two orders of magnitude."""
+    ax.set(xlabel="step", ylabel="loss", title="Loss and its terms")
+    lines = [line for line in ax.get_lines() if len(line.get_ydata())]  # drawn lines; the total
+    lines = [line for line in lines if line.get_label() == "loss"] or lines  # loss: labelled so, or every run
+    loss = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in lines] or [[]])
+    if np.isfinite(loss).any() and np.nanmin(loss) > 0 and np.nanmax(loss) > 100 * np.nanmin(loss):
+        ax.set_yscale("log")  # the loss spans orders of magnitude
 
 
 def _save(fig, stem: Path) -> Path:

@@ -99,16 +99,54 @@ def test_comparison_goes_where_out_says(tmp_path, capsys):
     assert (tmp_path / "alpha.pdf").read_bytes()[:5] == b"%PDF-"
 
 
+def spectrum_off_run(run_dir: Path, evaluated: bool) -> list[dict]:
+    """A run directory as `sslkit-train spectrum=off` writes it: config and metrics, no
+    spectra; with `evaluated`, a probe's and a kNN's accuracy every 10 steps."""
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    rows = [{"step": step, "epoch": 0, "loss": 10.0 / (step + 1), "invariance": 9.0 / (step + 1), "lr": 0.1}
+            for step in range(40)]
+    for row in rows[9::10] if evaluated else ():
+        row.update({"eval/probe/backbone/top1": 50.0 + row["step"], "eval/knn20/backbone/top1": 40.0 + row["step"] / 2,
+                    "eval/probe/backbone/top5": 99.0})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return rows
+
+
+@pytest.mark.parametrize("evaluated", [True, False])
+def test_a_run_without_spectra_gets_its_loss_and_accuracy_drawn(tmp_path, evaluated):
+    """spectrum=off: panel (d), and (e) when the run was evaluated, each line the values of
+    metrics.jsonl; the title says why there are no eigenvalues."""
+    rows = spectrum_off_run(tmp_path / "off", evaluated)
+    fig = draw_stepwise(tmp_path / "off")
+    loss_axis, *accuracy_axis = fig.axes
+    lines = {line.get_label(): line for line in loss_axis.get_lines()}
+    assert sorted(lines) == ["invariance", "loss"]
+    for key, line in lines.items():
+        assert list(line.get_xdata()) == [r["step"] for r in rows] and list(line.get_ydata()) == [r[key] for r in rows]
+    assert len(accuracy_axis) == evaluated and "spectrum=off" in fig._suptitle.get_text()
+    if evaluated:
+        curves = {line.get_label(): line for line in accuracy_axis[0].get_lines()}
+        assert sorted(curves) == ["knn20/backbone", "probe/backbone"]
+        for label, line in curves.items():
+            evaluated_rows = [r for r in rows if f"eval/{label}/top1" in r]
+            assert list(line.get_xdata()) == [9, 19, 29, 39]
+            assert list(line.get_ydata()) == [r[f"eval/{label}/top1"] for r in evaluated_rows]
+
+
 def test_a_run_without_spectra_or_metrics_is_explained(tmp_path, capsys):
-    (tmp_path / "off").mkdir()
-    (tmp_path / "off" / "metrics.jsonl").write_text(json.dumps({"step": 0, "loss": 1.0}) + "\n")
+    """Without metrics.jsonl there is nothing to draw; runs without spectra get their own
+    figure but cannot be overlaid, and the error says so."""
     fake_run(tmp_path / "lost")
     (tmp_path / "lost" / "metrics.jsonl").unlink()
-    for run, reason in (("off", "spectrum.enabled=false"), ("lost", "metrics.jsonl")):
+    spectrum_off_run(tmp_path / "off", evaluated=False)
+    fake_run(tmp_path / "on")
+    for runs, reason in ((["lost"], "metrics.jsonl"), (["on", "off"], "spectrum.enabled=false")):
         with pytest.raises(SystemExit) as exit_:
-            report_main([str(tmp_path / run)])
+            report_main([str(tmp_path / run) for run in runs])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.startswith("sslkit-report: error:") and reason in err
+    assert (tmp_path / "off" / "stepwise.png").exists() and (tmp_path / "on" / "stepwise.png").exists()
 
 
 def test_a_path_that_is_no_directory_is_named_as_such(tmp_path, capsys):

@@ -7,9 +7,9 @@
 from sslkit.spectrum.compute import Factored, eigenvalues, factored
 from sslkit.spectrum.events import CrossingLog, crossing_steps, load_events
 from sslkit.spectrum.monitor import MATRICES, SpectrumMonitor, reads_features
-from sslkit.spectrum.store import SpectrumWriter, load
+from sslkit.spectrum.store import NoSpectra, SpectrumWriter, load
 from sslkit.spectrum.tracker import SubspaceTracker
 
-__all__ = ["MATRICES", "CrossingLog", "Factored", "SpectrumMonitor", "SpectrumWriter", "SubspaceTracker",
+__all__ = ["MATRICES", "CrossingLog", "Factored", "NoSpectra", "SpectrumMonitor", "SpectrumWriter", "SubspaceTracker",
            "crossing_steps", "eigenvalues", "factored", "load", "load_events",
            "reads_features"]

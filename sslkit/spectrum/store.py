@@ -23,6 +23,10 @@ import numpy as np
 from torch import Tensor
 
 
+class NoSpectra(FileNotFoundError):
+    """The run directory exists but holds no spectra: it was trained with spectrum.enabled=false."""
+
+
 class SpectrumWriter:
     """Appends rows of named 1-D series to the table `run_dir/<table>`; each series keeps the
     width of its first row. `rows` counts every row appended so far (on disk or buffered).
@@ -86,7 +90,7 @@ def load(run_dir: str | Path, table: str = "spectrum") -> dict[str, np.ndarray]:
         if table != "spectrum" and (Path(run_dir) / "spectrum" / "meta.json").exists():
             raise FileNotFoundError(f"{run_dir} has no {table} table: every matrix has at most "
                                     f"spectrum.top_k eigenvalues, so load(run_dir) holds them all.")
-        raise FileNotFoundError(f"{run_dir} holds no spectra ({d / 'meta.json'} is missing); "
+        raise NoSpectra(f"{run_dir} holds no spectra ({d / 'meta.json'} is missing); "
                                 f"was it trained with spectrum.enabled=false?")
     meta = json.loads((d / "meta.json").read_text())
     widths = _widths(meta)
