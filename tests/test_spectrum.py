@@ -4,6 +4,7 @@ partial flushes, truncated files), and crossing_steps on a hand-built array."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -156,6 +157,22 @@ def test_load_with_a_series_file_missing(tmp_path):
     w.close()
     (tmp_path / "spectrum" / "xcorr.f4").unlink()
     assert_rows(load(tmp_path), steps, cov, xcorr, 0)
+
+
+def test_values_beyond_float32_are_stored_as_infinities_without_a_warning(tmp_path):
+    """A diverging run's eigenvalues (float64 arrays or tensors on the way in) beyond float32's
+    range read back as ±inf; every other value as its float32 rounding."""
+    row = np.array([1e40, -1e39, 3.5e38, 1e-50, np.nan, 2.0])
+    w = SpectrumWriter(tmp_path, flush_every=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w.append(7, {"xcorr": row, "cov": torch.tensor(row[::-1].copy())})
+    w.close()
+    stored = load(tmp_path)
+    expected = [np.inf, -np.inf, np.inf, 0.0, np.nan, 2.0]
+    np.testing.assert_array_equal(stored["xcorr"][0], expected)
+    np.testing.assert_array_equal(stored["cov"][0], expected[::-1])
+    assert stored["step"].tolist() == [7] and stored["xcorr"].dtype == np.float32
 
 
 def test_load_without_spectra_raises(tmp_path):

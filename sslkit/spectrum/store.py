@@ -51,7 +51,9 @@ class SpectrumWriter:
                 _truncate(self.dir / f"{name}.f4", start_rows * width * 4)
 
     def append(self, step: int, row: dict[str, Tensor | np.ndarray]) -> None:
-        row = {k: np.asarray(v.float().cpu() if isinstance(v, Tensor) else v, dtype="<f4") for k, v in row.items()}
+        """Buffer one row; a value beyond float32's range (a diverging run) is stored as ±inf."""
+        with np.errstate(over="ignore"):
+            row = {k: np.asarray(v.float().cpu() if isinstance(v, Tensor) else v, dtype="<f4") for k, v in row.items()}
         if self.widths is None:
             self.widths = {k: len(v) for k, v in row.items()}
             first = next(iter(self.widths.values()))
