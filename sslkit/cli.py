@@ -56,15 +56,37 @@ def _merge_error(exc: BaseException) -> str | None:
     return None
 
 
+def _preset_key_error(exc: BaseException, overrides: list[str]) -> str | None:
+    """What to do when a preset (configs/experiment/, or any file of configs/) sets a key that
+    the option chosen for its group does not have, e.g. `sslkit-train backbone=resnet18`:
+    the default experiment sets backbone.out_dim for the linear backbone; else None."""
+    match = re.match(r"In '([\w/]+)': ConfigKeyError raised while composing config:\nKey '\w+' not in '\w+'\n"
+                     r"\s+full_key: (\S+)", str(exc))
+    if not isinstance(exc, ConfigCompositionException) or match is None:
+        return None
+    preset, key = match[1], match[2]
+    group = key.split(".")[0]
+    chosen = next((o for o in reversed(overrides) if o.startswith(f"{group}=")), f"the chosen {group}")
+    message = f"configs/{preset}.yaml sets {key}, which {chosen} does not have."
+    if preset.startswith("experiment/"):
+        name = preset.removeprefix("experiment/")
+        default = "" if any(o.startswith("experiment=") for o in overrides) else " (the default of a plain sslkit-train)"
+        command = shlex.join([PROG, "~experiment", *(a for a in sys.argv[1:] if not a.startswith("experiment="))])
+        message += (f" Leave the experiment {name}{default} out with ~experiment: {command}; or choose "
+                    f"another experiment=: {', '.join(_options('experiment'))}.")
+    return message
+
+
 def _compose(overrides: list[str]) -> DictConfig | None:
     """The config `overrides` compose, with its hydra node (~0.3 s). A value Hydra cannot
-    merge stops here with one line (`_merge_error`; Hydra would print it over several lines,
-    with exit status 1); for any other error None, and Hydra reports it."""
+    merge (`_merge_error`) or a preset's key that the chosen option lacks (`_preset_key_error`)
+    stops here with one line (Hydra would print it over several lines, with exit status 1);
+    for any other error None, and Hydra reports it."""
     try:
         with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
             return compose("train", overrides=overrides, return_hydra_config=True)
     except Exception as exc:
-        if (message := _merge_error(exc)) is not None:
+        if (message := _merge_error(exc) or _preset_key_error(exc, overrides)) is not None:
             _fail(f"error: {message}")
         return None
 

@@ -95,6 +95,36 @@ def test_bad_overrides_name_the_key_and_the_allowed_values(tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("main", ["sslkit-train", "sslkit-theory"])
+@pytest.mark.parametrize("args, preset, key, chosen", [
+    (["backbone=resnet18"], "stepwise_digits", "backbone.out_dim", "backbone=resnet18"),
+    (["-m", "experiment=barlow_cifar10_resnet18", "backbone=linear", "seed=0,1"], "barlow_cifar10_resnet18",
+     "backbone.cifar_stem", "backbone=linear"),
+])
+def test_a_preset_key_the_chosen_option_lacks_is_one_line_with_a_command_that_composes(
+        tmp_path, monkeypatch, capsys, main, args, preset, key, chosen):
+    """A plain `sslkit-train backbone=resnet18` runs the default experiment, whose
+    backbone.out_dim the ResNet has no field for (Hydra: a ConfigKeyError over five lines).
+    The line names the preset's file, the key and the choice, and gives the same command
+    without the experiment, which composes to the chosen option."""
+    from hydra import compose, initialize_config_dir
+
+    from sslkit.cli import CONFIG_DIR
+
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_entry_point(main, *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"{main}: error: configs/experiment/{preset}.yaml sets {key}, which {chosen} does not "
+                          f"have."), err
+    command = re.search(rf"with ~experiment: ({main} .*?); or choose", err)[1].split()
+    assert command[:2] == [main, "'~experiment'"] and "experiment=" not in " ".join(command)
+    overrides = [o.strip("'") for o in command[1:] if not o.startswith("-") and "," not in o]
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    assert cfg.backbone.network == {"backbone=resnet18": "sslkit.models.resnet"}.get(chosen, "sslkit.models.Linear")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_bad_override_from_the_shell(tmp_path):
     """The console script's line and exit status, as a shell sees them, and no run directory."""
     done = sslkit_train("optim.schedule=linear", cwd=tmp_path)
