@@ -1,5 +1,7 @@
 """Methods: the step's named outputs and the loss each method needs."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -38,6 +40,27 @@ def test_a_loss_that_misses_the_methods_extra_inputs_is_refused():
         extra_inputs = ("t1", "t2")
 
     net = TargetMethod(nn.Identity(), nn.Identity())
-    with pytest.raises(ConfigError, match=r"gives the loss \(z1, z2, t1, t2\).*VICRegLoss takes \(z1, z2\)"):
+    with pytest.raises(ConfigError, match=r"gives the loss \(z1, z2, t1, t2\).*VICRegLoss takes \(z1, z2\)") as error:
         check_loss(net, VICRegLoss())
+    # the options that fit, by their signatures: BYOLLoss alone takes t1, t2; Siamese gives no extra
+    assert "(loss=byol), or a method that gives what this loss takes (method=siamese)" in str(error.value)
     check_loss(Siamese(nn.Identity(), nn.Identity()), VICRegLoss())
+
+
+@pytest.mark.parametrize("method, loss, fits", [
+    ("byol", "barlow_twins_simplified", "loss=byol), or a method that gives what this loss takes (method=siamese)"),
+    ("siamese", "byol", "loss=barlow_twins or loss=barlow_twins_simplified or loss=simclr or loss=vicreg), or a "
+                        "method that gives what this loss takes (method=byol)"),
+])
+def test_a_method_and_loss_that_do_not_fit_name_the_options_that_do(config, method, loss, fits):
+    """`sslkit-train method=byol` under the default experiment keeps the experiment's loss:
+    the message lists, from configs/, each loss that takes the method's inputs and each
+    method that gives the loss's; every option it names composes into a pair that fits."""
+    from sslkit.train import check
+
+    cfg = config("experiment=stepwise_digits", f"method={method}", f"loss={loss}")
+    with pytest.raises(ConfigError) as error:
+        check(cfg)
+    assert fits in str(error.value), str(error.value)
+    for option in re.findall(r"(?:loss|method)=\w+", fits):
+        check(config("experiment=stepwise_digits", f"method={method}", f"loss={loss}", option))

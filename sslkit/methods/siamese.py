@@ -16,6 +16,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hydra.utils import get_object
 from torch import Tensor, nn
 
 from sslkit.errors import ConfigError
@@ -68,13 +69,27 @@ class Siamese(nn.Module):
 
 def check_loss(method: nn.Module, loss: nn.Module) -> None:
     """Raise ConfigError unless `loss.forward` takes (z1, z2) plus exactly the keyword
-    inputs the method returns in StepOutput.extra."""
-    params = list(inspect.signature(loss.forward).parameters.values())
-    extra = tuple(p.name for p in params if p.kind == p.KEYWORD_ONLY)
-    if set(extra) != set(method.extra_inputs):
+    inputs the method returns in StepOutput.extra; the message names the options of
+    configs/loss/ that do."""
+    if _keyword_inputs(type(loss)) != set(method.extra_inputs):
+        from sslkit.config import derived_options  # the loss options, read from configs/ only here
+
+        params = inspect.signature(loss.forward).parameters.values()
         gives = ", ".join(["z1", "z2", *method.extra_inputs])
-        takes = ", ".join([p.name for p in params if p.kind != p.KEYWORD_ONLY] + list(extra))
+        takes = ", ".join([p.name for p in params if p.kind != p.KEYWORD_ONLY]
+                          + [p.name for p in params if p.kind == p.KEYWORD_ONLY])
+        options = derived_options()
+        losses = [f"loss={name}" for name, (target, *_) in options["loss"].items()
+                  if _keyword_inputs(get_object(target)) == set(method.extra_inputs)]
+        methods = [f"method={name}" for name, (target, *_) in options["method"].items()
+                   if set(get_object(target).extra_inputs) == _keyword_inputs(type(loss))]
         raise ConfigError(
-            f"The method {type(method).__name__} gives the loss ({gives}), but the loss "
-            f"{type(loss).__name__} takes ({takes}). Choose a loss written for this method "
-            f"(configs/method/<name>.yaml names it); method=siamese takes every loss of (z1, z2).")
+            f"The method {type(method).__name__} gives the loss ({gives}), but the loss {type(loss).__name__} takes "
+            f"({takes}). Choose a loss written for this method ({' or '.join(losses) or 'none in configs/loss/'}), "
+            f"or a method that gives what this loss takes ({' or '.join(methods) or 'none in configs/method/'}). "
+            f"A loss= override, or an experiment's, wins over the loss a method's config picks.")
+
+
+def _keyword_inputs(loss: type) -> set[str]:
+    """The keyword-only inputs of a loss class's forward (a method's StepOutput.extra)."""
+    return {p.name for p in inspect.signature(loss.forward).parameters.values() if p.kind == p.KEYWORD_ONLY}
