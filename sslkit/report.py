@@ -39,7 +39,12 @@ TERM_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))  # panel (d
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """metrics.jsonl's records; null (a non-finite value) is read as NaN."""
-    with open(Path(run_dir) / "metrics.jsonl") as f:
+    path = Path(run_dir) / "metrics.jsonl"
+    if Path(run_dir).is_dir() and not path.exists():
+        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl, which sslkit-train writes: train the run into it "
+                                f"(sslkit-train <its overrides> hydra.run.dir={run_dir}); sslkit-theory alone writes "
+                                f"only theory/.")
+    with open(path) as f:
         return [{k: np.nan if v is None else v for k, v in json.loads(line).items()} for line in f if line.strip()]
 
 
