@@ -70,7 +70,8 @@ def _preset_key_error(exc: BaseException, overrides: list[str]) -> str | None:
     message = f"configs/{preset}.yaml sets {key}, which {chosen} does not have."
     if preset.startswith("experiment/"):
         name = preset.removeprefix("experiment/")
-        default = "" if any(o.startswith("experiment=") for o in overrides) else " (the default of a plain sslkit-train)"
+        chose = any(o.startswith("experiment=") for o in overrides)
+        default = "" if chose else " (the default of a plain sslkit-train)"
         command = shlex.join([PROG, "~experiment", *(a for a in sys.argv[1:] if not a.startswith("experiment="))])
         message += (f" Leave the experiment {name}{default} out with ~experiment: {command}; or choose "
                     f"another experiment=: {', '.join(_options('experiment'))}.")

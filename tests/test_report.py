@@ -141,7 +141,8 @@ def test_a_run_without_spectra_or_metrics_is_explained(tmp_path, capsys):
     (tmp_path / "lost" / "metrics.jsonl").unlink()
     spectrum_off_run(tmp_path / "off", evaluated=False)
     fake_run(tmp_path / "on")
-    for runs, reason in ((["lost"], "lost has no metrics.jsonl, which sslkit-train writes"), (["on", "off"], "spectrum.enabled=false")):
+    for runs, reason in ((["lost"], "lost has no metrics.jsonl, which sslkit-train writes"),
+                         (["on", "off"], "spectrum.enabled=false")):
         with pytest.raises(SystemExit) as exit_:
             report_main([str(tmp_path / run) for run in runs])
         err = capsys.readouterr().err
