@@ -28,7 +28,6 @@ a few steps, so that a test can call the script. The last line is the ratio of (
 """
 
 import argparse
-import json
 import pickle
 import statistics
 import tempfile
@@ -43,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sslkit.cli import CONFIG_DIR
 from sslkit.config import register_configs
+from sslkit.records import read_metrics
 from sslkit.run import resolve_device
 from sslkit.step import Step
 from sslkit.train import train
@@ -85,7 +85,7 @@ def peak_memory(device: torch.device) -> float:
 def sslkit_pairs_per_s(cfg, run_dir: Path, warmup: int) -> float:
     """(a): train, then B / the median of the loop's own step times after the warm-up."""
     train(cfg, run_dir)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run_dir)
     return statistics.median(r["images_per_s"] for r in rows[warmup:])
 
 

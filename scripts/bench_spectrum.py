@@ -40,7 +40,6 @@ times:
 """
 
 import argparse
-import json
 import pickle
 import statistics
 import sys
@@ -54,7 +53,7 @@ from hydra import compose, initialize_config_dir
 
 from sslkit.cli import CONFIG_DIR
 from sslkit.config import register_configs
-from sslkit.records import observer
+from sslkit.records import observer, read_metrics
 from sslkit.train import train
 
 CASES = {
@@ -78,7 +77,7 @@ def fake_cifar(root: Path, n: int = 512) -> None:
 
 def step_times(run_dir: Path, batch_size: int, skip: int) -> np.ndarray:
     """Seconds per step as the loop measured them, without the first `skip` steps."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run_dir)
     return np.array([batch_size / r["images_per_s"] for r in rows[skip:]])
 
 

@@ -19,8 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from sslkit import layout
 from sslkit.data import digits
 from sslkit.eval import fit_linear, knn_scores, topk_accuracy
+from sslkit.records import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {
@@ -56,9 +58,9 @@ def main() -> None:
         subprocess.run([bin_dir / "sslkit-train", *overrides, *COMMON, f"trainer.max_steps={args.steps}",
                         f"seed={args.seed}", f"hydra.run.dir={run_dir}"], check=True, cwd=ROOT)
         wall = time.perf_counter() - start
-        last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+        last = read_metrics(run_dir)[-1]
         subprocess.run([sys.executable, "-m", "sslkit.eval.offline", str(run_dir)], check=True, cwd=ROOT)
-        offline = json.loads((run_dir / "linear_eval.json").read_text())["top1"]
+        offline = json.loads((run_dir / layout.LINEAR_EVAL).read_text())["top1"]
         lines.append(f"| {name}, MLP, {args.steps} steps | {last['eval/knn20/backbone/top1']:.1f} | "
                      f"{last['eval/probe/backbone/top1']:.1f} | {offline:.1f} |")
         print(f"{name}: {wall:.0f} s training", file=sys.stderr)

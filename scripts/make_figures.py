@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from sslkit import layout
 from sslkit.spectrum import crossing_steps, load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def main(experiments: list[str], overrides: list[str]) -> None:
         crossed = crossing_steps(spectra["step"], spectra["xcorr"])
         print(f"{experiment}: wall {wall:.1f} s (whole command); modes of C crossing 1/2 at steps "
               f"{[int(s) for s in crossed if s >= 0]}")
-        shutil.copy(run_dir / "stepwise.png", ROOT / "scripts" / "figures" / f"{experiment}.png")
+        shutil.copy(run_dir / f"{layout.FIGURE}.png", ROOT / "scripts" / "figures" / f"{experiment}.png")
 
 
 if __name__ == "__main__":

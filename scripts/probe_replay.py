@@ -26,7 +26,6 @@ those of later ones, which says how fast the features move under a fixed head.
 """
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -38,6 +37,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from sslkit import checkpoint, layout
 from sslkit.checkpoint import step_files
 from sslkit.cli import CONFIG_DIR
 from sslkit.config import register_configs
@@ -45,6 +45,7 @@ from sslkit.eval import Evaluation, OnlineProbe, extract, fit_linear, topk_accur
 from sslkit.eval.evaluation import classes_of
 from sslkit.eval.offline import features as offline_features
 from sslkit.eval.offline import load_model
+from sslkit.records import read_metrics
 
 
 def record(run_dir: Path, overrides: list[str]) -> None:
@@ -77,7 +78,7 @@ def record(run_dir: Path, overrides: list[str]) -> None:
         train(cfg, run_dir)
     finally:
         Evaluation.after_step, OnlineProbe.train_step = after_step, train_step
-    ckpt = run_dir / "checkpoints" / "last.pt"
+    ckpt = run_dir / layout.CHECKPOINTS / checkpoint.LAST
     _, _, augment, net, _ = load_model(ckpt, torch.device("cpu"))
     kinds = list(rec["features"][0])
     rec["final"] = [{k: v for k, v in extract(net, x, augment.clean, 1024, torch.device("cpu"),
@@ -191,7 +192,7 @@ def check(run_dir: Path) -> bool:
             if top1 != logged[f"eval/probe/{kind}/top1"]:
                 ok = False
                 print(f"{run_dir} step {step} {kind}: replay {top1} != logged {logged[f'eval/probe/{kind}/top1']}")
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run_dir)
     on_file = {r["step"]: r["eval/probe/backbone/top1"] for r in rows if "eval/probe/backbone/top1" in r}
     ok &= all(on_file[s] == rec["logged"][s]["eval/probe/backbone/top1"] for s in rec["logged"])
     print(f"{run_dir}: {'replay == logged' if ok else 'MISMATCH'} at {len(rec['logged'])} evaluations "
@@ -204,7 +205,7 @@ def drift(run_dir: Path) -> tuple[dict[int, float], dict[int, list[float]]]:
     between checkpoints, the change in top-1 when the fit of step s scores the held-out
     features of step s + d instead of the fit of step s + d, one per such pair."""
     cache = {f["step"]: f for f in (offline_features(c, run_dir, "backbone", 0, torch.device("cpu"), 1024)
-                                    for c in step_files(run_dir / "checkpoints"))}
+                                    for c in step_files(run_dir / layout.CHECKPOINTS))}
     steps = sorted(cache)
     classes = classes_of(*(cache[s]["train_y"] for s in steps))
     fits = {s: fit_linear(cache[s]["train_x"], cache[s]["train_y"], classes).eval() for s in steps}

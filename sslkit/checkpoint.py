@@ -21,10 +21,13 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from sslkit import layout
 from sslkit.config import flatten
 from sslkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+LAST = "last.pt"  # the hard link to the newest step file
 
 # Keys that may change between a run and its resume without changing the steps already taken
 # (more steps, a different progress display or checkpoint cadence; a schedule over the run's
@@ -48,16 +51,16 @@ def find(cfg: DictConfig, run_dir: Path, device: torch.device, main: bool = True
     PATH       resume from that checkpoint file (new logs if it is another run's).
 
     Every process decides from the same files; nothing may write them until all have."""
-    resume, ckpt_dir = cfg.trainer.resume, run_dir / "checkpoints"
-    metrics = run_dir / "metrics.jsonl"
+    resume, ckpt_dir = cfg.trainer.resume, run_dir / layout.CHECKPOINTS
+    metrics = run_dir / layout.METRICS
     held = (metrics.exists() and metrics.stat().st_size > 0) or any(ckpt_dir.glob("*.pt"))
     if resume == "overwrite":
         if held and main:
             log.warning("trainer.resume=overwrite: deleting the run in %s (metrics.jsonl, spectrum/, "
                         "checkpoints/, eval/, linear_eval.json) and starting again from step 0", run_dir)
             metrics.unlink(missing_ok=True)
-            (run_dir / "linear_eval.json").unlink(missing_ok=True)
-            for d in (ckpt_dir, run_dir / "spectrum", run_dir / "eval"):
+            (run_dir / layout.LINEAR_EVAL).unlink(missing_ok=True)
+            for d in (ckpt_dir, run_dir / layout.SPECTRUM, run_dir / layout.EVAL_CACHE):
                 shutil.rmtree(d, ignore_errors=True)
         return None
     if resume == "never":
@@ -120,10 +123,10 @@ def save(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        link = ckpt_dir / "last.pt.tmp"
+        link = ckpt_dir / f"{LAST}.tmp"
         link.unlink(missing_ok=True)
         os.link(path, link)
-        os.replace(link, ckpt_dir / "last.pt")
+        os.replace(link, ckpt_dir / LAST)
         _fsync_dir(ckpt_dir)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -141,7 +144,7 @@ def save(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
 
 def load_latest(ckpt_dir: Path, map_location: torch.device) -> tuple[dict[str, Any], Path] | None:
     """The newest readable checkpoint in `ckpt_dir` (last.pt, then step files newest first)."""
-    candidates = [ckpt_dir / "last.pt", *step_files(ckpt_dir)]
+    candidates = [ckpt_dir / LAST, *step_files(ckpt_dir)]
     for path in candidates:
         if not path.exists():
             continue

@@ -35,7 +35,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ValidationError
 
-from sslkit import checkpoint
+from sslkit import checkpoint, layout
 from sslkit.config import CONFIG_DIR, TrainConfig, register_configs
 from sslkit.errors import ConfigError, Preempted
 
@@ -134,7 +134,7 @@ def _train(cfg: DictConfig) -> None:
         _fail(f"{exc} Resume with: {_resume_command(run_dir)}", exc.exit_code, together=True,
               then=lambda: StopSignal.hand_on(exc.signal))
     except KeyboardInterrupt:
-        checkpoints = checkpoint.step_files(run_dir / "checkpoints")
+        checkpoints = checkpoint.step_files(run_dir / layout.CHECKPOINTS)
         _fail("interrupted (Ctrl-C) without a checkpoint of this moment; "
               + (f"{_resume_command(run_dir)} resumes from {checkpoints[0]}." if checkpoints
                  else "nothing to resume."), 130)
@@ -143,7 +143,7 @@ def _train(cfg: DictConfig) -> None:
             raise
         _fail(f"error: {error}", then=Checks.remove_new_run_dir)
     if _is_main():
-        if cfg.trainer.report and (run_dir / "metrics.jsonl").exists():
+        if cfg.trainer.report and (run_dir / layout.METRICS).exists():
             try:
                 print(f"figure: {stepwise_figure(run_dir)}")
             except KeyboardInterrupt:  # training is over and saved: only the figure is missing

@@ -27,7 +27,9 @@ from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import BoundaryNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from sslkit import layout  # noqa: E402
 from sslkit.config import flatten  # noqa: E402
+from sslkit.records import read_metrics  # noqa: E402
 from sslkit.spectrum import NoSpectra, crossing_steps, load  # noqa: E402
 from sslkit.theory.stepwise import crossing_times  # noqa: E402
 
@@ -37,20 +39,9 @@ COMPARED_RANKS = {"xcorr/learned": "-", "cov/effective_rank": ":", "cov/rankme":
 TERM_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))  # panel (d), several runs: loss, terms
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """metrics.jsonl's records; null (a non-finite value) is read as NaN."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if Path(run_dir).is_dir() and not path.exists():
-        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl, which sslkit-train writes: train the run into it "
-                                f"(sslkit-train <its overrides> hydra.run.dir={run_dir}); sslkit-theory alone writes "
-                                f"only theory/.")
-    with open(path) as f:
-        return [{k: np.nan if v is None else v for k, v in json.loads(line).items()} for line in f if line.strip()]
-
-
 def stepwise_figure(run_dir: str | Path, modes: int = 12) -> Path:
     """Write `run_dir/stepwise.png` and `stepwise.pdf`; returns the PNG's path."""
-    return _save(draw_stepwise(run_dir, modes), Path(run_dir) / "stepwise")
+    return _save(draw_stepwise(run_dir, modes), Path(run_dir) / layout.FIGURE)
 
 
 def compare_figure(run_dirs: list[Path], out: Path, modes: int = 8) -> Path:
@@ -191,7 +182,7 @@ def theory_overlay(ax, run_dir: Path, colors) -> None:
     """Dashed: the predicted eigenvalues of C from `run_dir/theory/curves.npz` (written by
     sslkit-theory; the ODE from the run's initial weights), one per measured mode's colour.
     Nothing when the run has no prediction."""
-    path = Path(run_dir) / "theory" / "curves.npz"
+    path = Path(run_dir) / layout.THEORY / "curves.npz"
     if not path.exists():
         return
     curves = np.load(path)
@@ -205,7 +196,7 @@ def theory_table(run_dir: str | Path) -> str | None:
     error of the closed form, in steps, from `run_dir/theory/modes.json` and the run's
     spectra, for the modes predicted or measured to cross ½ within the run; None when the
     run has no prediction."""
-    path = Path(run_dir) / "theory" / "modes.json"
+    path = Path(run_dir) / layout.THEORY / "modes.json"
     if not path.exists():
         return None
     theory = json.loads(path.read_text())
@@ -230,7 +221,7 @@ def shown(run_dir: str | Path) -> str:
 
 def read_config(run_dir: str | Path) -> dict:
     """The run's config.yaml as {"dotted.key": value}; {} when it is missing."""
-    path = Path(run_dir) / "config.yaml"
+    path = Path(run_dir) / layout.CONFIG
     return flatten(yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from submitit import JobEnvironment
 
 import sslkit
+from sslkit import layout
 from sslkit.distributed import Dist, host_max
 from sslkit.errors import ConfigError, NonFiniteLossError
 
@@ -174,7 +175,7 @@ class SkippedSteps:
 
 def save_run_info(cfg: DictConfig, run_dir: Path, device: torch.device) -> None:
     """config.yaml (resolved) and env.json (git commit, versions, device) in `run_dir`."""
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / layout.CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     env = {
         "sslkit": sslkit.__version__,
         "git_commit": _git_commit(),
@@ -185,7 +186,7 @@ def save_run_info(cfg: DictConfig, run_dir: Path, device: torch.device) -> None:
         "seed": cfg.seed,
         "command": sys.argv,
     }
-    (run_dir / "env.json").write_text(json.dumps(env, indent=2))
+    (run_dir / layout.ENV).write_text(json.dumps(env, indent=2))
 
 
 def _git_commit() -> str | None:

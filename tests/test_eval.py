@@ -14,7 +14,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from sslkit.data import digits
 from sslkit.errors import ConfigError
-from sslkit.eval import KNN, Evaluation, LinearProbe, OnlineProbe, extract, fit_linear, knn_scores, topk_accuracy
+from sslkit.eval import KNN, LinearProbe, OnlineProbe, extract, fit_linear, knn_scores, topk_accuracy
 from sslkit.models import Projector, resnet
 from sslkit.methods import Siamese
 from sslkit.train import train

@@ -32,7 +32,6 @@ import pickle
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time

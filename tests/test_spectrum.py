@@ -208,7 +208,7 @@ def test_crossing_steps_hand_built():
 
 def test_crossing_steps_on_loaded_spectra(tmp_path):
     """End to end through the store: steps are the recorded ones, not row indices."""
-    d, t = 3, 12
+    t = 12
     rises = np.array([2, 5, 100])  # row at which each eigenvalue jumps to 1
     values = (np.arange(t)[:, None] >= rises[None, :]).astype(np.float64) * 0.999 + 1e-4
     steps = 3 * np.arange(t, dtype=np.int64) + 7

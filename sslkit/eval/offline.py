@@ -20,7 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sslkit import checkpoint
+from sslkit import checkpoint, layout
 from sslkit.augment import ImageViews, ViewSpec
 from sslkit.errors import ConfigError
 from sslkit.eval.evaluation import classes_of, held_out
@@ -34,14 +34,14 @@ from sslkit.rng import LINEAR_EVAL, generator
 def find_checkpoint(path: Path) -> tuple[Path, Path]:
     """(checkpoint file, run directory) for a run directory or a checkpoint file."""
     if path.is_dir():
-        ckpt = path / "checkpoints" / "last.pt"
+        ckpt = path / layout.CHECKPOINTS / checkpoint.LAST
         if not ckpt.is_file():
             raise ConfigError(f"{path} holds no checkpoints/last.pt: pass a run directory written by "
                               f"sslkit-train, or a checkpoint file.")
         return ckpt, path
     if not path.is_file():
         raise ConfigError(f"{path} is neither a run directory nor a checkpoint file.")
-    return path, path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return path, path.parent.parent if path.parent.name == layout.CHECKPOINTS else path.parent
 
 
 def load_model(ckpt: Path, device: torch.device):
@@ -70,7 +70,7 @@ def features(ckpt: Path, run_dir: Path, kind: str, augment_copies: int, device: 
     first call."""
     aug = f"{augment_kind}{augment_copies}" if augment_copies else "0"
     name = checkpoint.step_file(ckpt).resolve().stem  # last.pt: the step it links to, not an older one's cache
-    cache = run_dir / "eval" / f"features-{name}-{kind}-aug{aug}-seed{seed}.pt"
+    cache = run_dir / layout.EVAL_CACHE / f"features-{name}-{kind}-aug{aug}-seed{seed}.pt"
     if cache.is_file():
         return torch.load(cache, map_location=device, weights_only=True)
     cfg, data, augment, net, step = load_model(ckpt, device)
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {"checkpoint": str(ckpt), "step": f["step"], "features": args.features, "optimizer": args.optimizer,
               "weight_decay": args.weight_decay, "augment": args.augment, "augment_kind": args.augment_kind, "train_samples": len(f["train_y"]),
               "test_samples": len(f["test_y"]), "top1": accuracy[1], "top5": accuracy[5]}
-    (run_dir / "linear_eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run_dir / layout.LINEAR_EVAL).write_text(json.dumps(result, indent=2) + "\n")
     print(f"step {f['step']}: top-1 {accuracy[1]:.2f} %, top-5 {accuracy[5]:.2f} % "
           f"({len(f['test_y'])} held-out samples) → {run_dir / 'linear_eval.json'}", file=sys.stdout)
 

@@ -3,6 +3,6 @@ dashboards (configs/logger/: sslkit.records.wandb, sslkit.records.tensorboard, i
 only when chosen), driven from a background thread."""
 
 from sslkit.records.observer import Observer
-from sslkit.records.sink import MetricsFile, Sink
+from sslkit.records.sink import MetricsFile, Sink, read_metrics
 
-__all__ = ["MetricsFile", "Observer", "Sink"]
+__all__ = ["MetricsFile", "Observer", "Sink", "read_metrics"]

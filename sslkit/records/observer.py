@@ -46,6 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
+from sslkit import layout
 from sslkit.methods import StepOutput
 from sslkit.records.sink import MetricsFile, Sink
 from sslkit.spectrum import SpectrumMonitor
@@ -73,7 +74,7 @@ class Observer:
                                                             start_step=start_step)
             for c in cfg.logger.values()
         ]
-        self.metrics = MetricsFile(self.run_dir / "metrics.jsonl", state["metrics_bytes"])
+        self.metrics = MetricsFile(self.run_dir / layout.METRICS, state["metrics_bytes"])
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.queue: queue.Queue = queue.Queue(MAX_PENDING)
         self.error: BaseException | None = None
@@ -149,7 +150,7 @@ class Observer:
 
                 png = stepwise_figure(self.run_dir)
                 for sink in self.sinks:
-                    sink.log_figure(self.last_step, "stepwise", png)
+                    sink.log_figure(self.last_step, layout.FIGURE, png)
         finally:
             for sink in self.sinks:
                 sink.close()

@@ -7,6 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
+from sslkit import layout
+
 
 class Sink(Protocol):
     """A dashboard a run reports to (configs/logger/). Built with the run directory, the
@@ -25,7 +27,7 @@ class Sink(Protocol):
 
 
 class MetricsFile:
-    """`run_dir/metrics.jsonl`, one JSON line per logged step; a non-finite value (a step
+    """`run_dir/metrics.jsonl` (`layout.METRICS`), one JSON line per logged step; a non-finite value (a step
     skipped with trainer.on_nan=skip) is written as null, so every line is strict JSON. A
     resumed run passes the size its checkpoint recorded (`bytes`): what was written after
     it is cut off."""
@@ -48,3 +50,15 @@ class MetricsFile:
 
     def close(self) -> None:
         self.file.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of run_dir/metrics.jsonl as `MetricsFile` wrote them; null (a non-finite
+    value) is read back as NaN."""
+    path = Path(run_dir) / layout.METRICS
+    if Path(run_dir).is_dir() and not path.exists():
+        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl, which sslkit-train writes: train the run into it "
+                                f"(sslkit-train <its overrides> hydra.run.dir={run_dir}); sslkit-theory alone writes "
+                                f"only theory/.")
+    with open(path) as f:
+        return [{k: np.nan if v is None else v for k, v in json.loads(line).items()} for line in f if line.strip()]

@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
+from sslkit import layout
 from sslkit.records.heatmap import SpectrumHistory
 
 
@@ -20,7 +21,7 @@ class TensorBoardSink:
                  log_dir: str | None = None, spectrum_every: int = 100, modes: int = 32) -> None:
         self.history = SpectrumHistory("tensorboard", spectrum_every, modes)
         # purge_step hides what an interrupted run logged after its last checkpoint
-        self.writer = SummaryWriter(log_dir or str(Path(run_dir) / "tensorboard"),
+        self.writer = SummaryWriter(log_dir or str(Path(run_dir) / layout.TENSORBOARD),
                                     purge_step=start_step or None)
         if not start_step:
             self.writer.add_text("config", "```\n" + yaml.safe_dump(run_config, sort_keys=False) + "```", 0)

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import numpy as np
 import wandb
 
+from sslkit import layout
 from sslkit.records.heatmap import SpectrumHistory
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class WandbSink:
         self.history = SpectrumHistory("wandb", spectrum_every, modes)
         run_dir = Path(run_dir)
         offline_fallback = mode == "online" and not has_api_key()
-        id_file = run_dir / "wandb-run-id"
+        id_file = run_dir / layout.WANDB_RUN_ID
         run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
         self.run = wandb.init(

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sslkit import layout
+
 
 def crossing_steps(steps: np.ndarray, eigvals: np.ndarray, level: float = 0.5) -> np.ndarray:
     """For (T,) steps and (T, D) descending eigenvalues, the first step at which the k-th
@@ -28,7 +30,7 @@ class CrossingLog:
     already crossed are read back from what remains. `bytes` is the current size."""
 
     def __init__(self, run_dir: str | Path, level: float = 0.5, start_bytes: int = 0) -> None:
-        self.path = Path(run_dir) / "spectrum" / "events.jsonl"
+        self.path = Path(run_dir) / layout.SPECTRUM / "events.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.level = level
         self.file = open(self.path, "ab")
@@ -60,7 +62,7 @@ class CrossingLog:
 
 def load_events(run_dir: str | Path) -> list[dict]:
     """The complete lines of `run_dir/spectrum/events.jsonl` (none if it does not exist)."""
-    path = Path(run_dir) / "spectrum" / "events.jsonl"
+    path = Path(run_dir) / layout.SPECTRUM / "events.jsonl"
     if not path.exists():
         return []
     text = path.read_bytes()

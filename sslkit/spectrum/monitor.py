@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sslkit import layout
 from sslkit.errors import ConfigError
 from sslkit.spectrum import metrics
 from sslkit.spectrum.compute import factored, small_eigenvalues
@@ -243,7 +244,7 @@ class SpectrumMonitor:
         self.writer = SpectrumWriter(self.run_dir, self.flush_every, self.start["rows"], meta=meta)
         if self.full_names:
             self.full = SpectrumWriter(self.run_dir, max(1, self.flush_every // self.full_every),
-                                       self.start["full_rows"], table="spectrum/full")
+                                       self.start["full_rows"], table=layout.FULL_SPECTRUM)
 
     # ------------------------------------------------------------------- host thread
 

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from sslkit import layout
+
 
 class NoSpectra(FileNotFoundError):
     """The run directory exists but holds no spectra: it was trained with spectrum.enabled=false."""
@@ -36,7 +38,7 @@ class SpectrumWriter:
     adds keys to meta.json (written with the first row)."""
 
     def __init__(self, run_dir: str | Path, flush_every: int = 100, start_rows: int = 0,
-                 table: str = "spectrum", meta: dict[str, Any] | None = None) -> None:
+                 table: str = layout.SPECTRUM, meta: dict[str, Any] | None = None) -> None:
         self.dir = Path(run_dir) / table
         self.dir.mkdir(parents=True, exist_ok=True)
         self.flush_every = flush_every
@@ -78,7 +80,7 @@ class SpectrumWriter:
         self.flush()
 
 
-def load(run_dir: str | Path, table: str = "spectrum") -> dict[str, np.ndarray]:
+def load(run_dir: str | Path, table: str = layout.SPECTRUM) -> dict[str, np.ndarray]:
     """{"step": (T,) int64, "<series>": (T, width) float32 for each series (eigenvalues
     descending), and "<series>/<metric>": (T,) float32 for each summary column}.
 
@@ -89,7 +91,7 @@ def load(run_dir: str | Path, table: str = "spectrum") -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{run_dir} is not a directory: pass a run directory written by sslkit-train "
                                 f"(its last line, 'run directory: ...', names it).")
     if not (d / "meta.json").exists():
-        if table != "spectrum" and (Path(run_dir) / "spectrum" / "meta.json").exists():
+        if table != layout.SPECTRUM and (Path(run_dir) / layout.SPECTRUM / "meta.json").exists():
             raise FileNotFoundError(f"{run_dir} has no {table} table: every matrix has at most "
                                     f"spectrum.top_k eigenvalues, so load(run_dir) holds them all.")
         raise NoSpectra(f"{run_dir} holds no spectra ({d / 'meta.json'} is missing); "

@@ -22,6 +22,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from sslkit import layout
 from sslkit.errors import ConfigError
 from sslkit.methods.siamese import Siamese
 from sslkit.models.mlp import Linear
@@ -77,7 +78,7 @@ def predict(cfg: DictConfig, run_dir: str | Path) -> Path:
     ode = stepwise.integrate_weights(w0, gamma_matrix, t)
     d = w0.shape[0]
 
-    out = Path(run_dir) / "theory"
+    out = Path(run_dir) / layout.THEORY
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "curves.npz", step=steps, closed=closed.numpy(), ode=ode.numpy(),
              loss=stepwise.staircase(ode, d).numpy())
