@@ -383,7 +383,6 @@ def report_main(argv: list[str] | None = None) -> None:
             try:
                 print((side_by_side_figure if args.side_by_side else compare_figure)(args.run_dirs, out))
             except NoSpectra as exc:
-                parser.exit(2, f"sslkit-report: error: {exc} Figures of several runs overlay their spectra; "
-                               f"each run's own figure is written above.\n")
+                parser.exit(2, f"sslkit-report: error: {exc} Each run's own figure is written above.\n")
     except FileNotFoundError as exc:
         parser.exit(2, f"sslkit-report: error: {exc}\n")

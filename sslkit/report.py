@@ -10,7 +10,8 @@ its terms. The title names the loss, backbone, learning rate, init scale and bat
 with evaluation (`eval=...`) gets two more, next to (a): (e) held-out top-1 accuracy vs
 step, and (f) accuracy vs the number of learned modes; the ½-crossings are vertical lines
 in (a) and (e). A run trained with spectrum.enabled=false gets (d) and, when evaluated, (e)
-without the crossings (`draw_curves`).
+without the crossings (`draw_curves`). Several runs overlaid (`draw_compare`) get the same
+panels, one colour per run.
 """
 
 import json
@@ -26,6 +27,7 @@ import yaml  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import BoundaryNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from sslkit import layout  # noqa: E402
 from sslkit.config import flatten  # noqa: E402
@@ -36,7 +38,8 @@ from sslkit.theory.stepwise import crossing_times  # noqa: E402
 NOT_LOSS = ("step", "epoch", "lr", "images_per_s")
 RANKS = ("cov/effective_rank", "cov/rankme", "xcorr/effective_rank", "xcorr/learned")  # panel (b)
 COMPARED_RANKS = {"xcorr/learned": "-", "cov/effective_rank": ":", "cov/rankme": "--"}  # panel (b), several runs
-TERM_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))  # panel (d), several runs: loss, terms
+TERM_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))  # panels (d), (e), several runs: series
+MARKERS = ("o", "s", "^", "v", "D", "x")  # panel (f), several runs: accuracies
 
 
 def stepwise_figure(run_dir: str | Path, modes: int = 12) -> Path:
@@ -142,40 +145,92 @@ def draw_curves(run_dir: str | Path) -> Figure:
 
 def draw_compare(run_dirs: list[Path], modes: int = 8) -> Figure:
     """The four panels for several runs, one colour each, labelled (legend below the
-    panels) by the config keys in which they differ; line styles tell the summaries and the
-    loss terms apart."""
-    fig, axes = _axes()
+    panels) by the config keys in which they differ; line styles tell the summaries, the
+    loss terms and the accuracies apart. With evaluated runs, (e) each run's held-out
+    accuracies vs step and (f) vs the number of learned modes of C. Runs trained without
+    spectra get (d) and (e) alone; runs with and without spectra are not overlaid."""
+    spectra_of, metrics_of = _spectra_of_all(run_dirs), [read_metrics(d) for d in run_dirs]
+    evaluated = any(accuracy_keys(m) for m in metrics_of)
+    if spectra_of is None:
+        fig, grid = plt.subplots(1, 1 + evaluated, figsize=(6 + 6 * evaluated, 5), layout="constrained", squeeze=False)
+        axes = [None, None, None, *grid.ravel(), None]  # (d) and (e) at their places in the full figure
+    else:
+        fig, axes = _axes(accuracy=evaluated)
     colors = plt.cm.tab10(np.arange(len(run_dirs)) % 10)
-    steps, terms = [], {}
-    for run_dir, label, color in zip(run_dirs, run_labels(run_dirs), colors):
-        spectra, metrics = load(run_dir), read_metrics(run_dir)
-        eig = spectra[_cross_correlation(spectra)][:, :modes]
-        for k in range(eig.shape[1]):
-            _eigenvalue_line(axes[0], spectra["step"], eig[:, k], color, textwrap.fill(label, 60) if k == 0 else None)
-        for key, ls in COMPARED_RANKS.items():
-            if key in spectra:
-                _summary_line(axes[1], spectra["step"], spectra[key], None, color=color, ls=ls)
-        if "cov/logdet" in spectra:
-            _summary_line(axes[2], spectra["step"], spectra["cov/logdet"], None, color=color)
+    steps, styles = [], {1: {}, 3: {}, 4: {}, 5: {}}  # panel: {series: line style, or marker in (f)}
+    for spectra, metrics, color in zip(spectra_of or [None] * len(run_dirs), metrics_of, colors):
         mstep = [m["step"] for m in metrics]
         for key, ls in zip(["loss", *_loss_terms(metrics)], TERM_STYLES):
-            terms.setdefault(key, ls)
-            axes[3].plot(mstep, [m.get(key, np.nan) for m in metrics], color=color, ls=ls,
+            axes[3].plot(mstep, [m.get(key, np.nan) for m in metrics], color=color, ls=styles[3].setdefault(key, ls),
                          lw=1.2 if key == "loss" else 0.8)
-        steps += [spectra["step"], mstep]
-    for ax, styles in ((axes[1], COMPARED_RANKS), (axes[3], terms)):  # colours: runs; styles: series
-        for key, ls in styles.items():
-            ax.plot([], [], color="black", ls=ls, label=key)
-    axes[0].set_title(f"Top {modes} eigenvalues of C")
+        steps.append(mstep)
+        curves = [(key.removeprefix("eval/").removesuffix("/top1"), *_accuracy(metrics, key))
+                  for key in accuracy_keys(metrics)]
+        for (name, at, acc), ls in zip(curves, TERM_STYLES):
+            axes[4].plot(at, acc, color=color, ls=styles[4].setdefault(name, ls), lw=1, marker="." if len(at) < 50 else None)
+        if spectra is None:
+            continue
+        eig = spectra[_cross_correlation(spectra)][:, :modes]
+        for k in range(eig.shape[1]):
+            _eigenvalue_line(axes[0], spectra["step"], eig[:, k], color, None)
+        for key, ls in COMPARED_RANKS.items():
+            if key in spectra:
+                _summary_line(axes[1], spectra["step"], spectra[key], None, color=color, ls=styles[1].setdefault(key, ls))
+        if "cov/logdet" in spectra:
+            _summary_line(axes[2], spectra["step"], spectra["cov/logdet"], None, color=color)
+        for (name, at, acc), marker in zip(curves if "xcorr/learned" in spectra else [], MARKERS):
+            learned = np.interp(at, spectra["step"], spectra["xcorr/learned"])
+            axes[5].plot(learned, acc, ls="none", marker=styles[5].setdefault(name, marker), color=color, ms=3)
+        steps.append(spectra["step"])
+    if spectra_of is None:
+        _loss_axis(axes[3])
+        first, last = min(min(s) for s in steps), max(max(s) for s in steps)
+        axes[3].set_xlim(first, max(last, first + 1))
+        fig.suptitle(textwrap.fill(f"{_compare_title(run_dirs)} · no spectra (trained with spectrum=off)", 140,
+                                   replace_whitespace=False), fontsize=9)
+    else:
+        axes[0].set_title(f"Top {modes} eigenvalues of C")
+        _finish(fig, axes, _compare_title(run_dirs), steps)
+    if evaluated:
+        axes[4].sharex(axes[3])
+        axes[4].set(xlabel="step", ylabel="top-1 accuracy (%)", title="Held-out accuracy")
+        if axes[5] is not None:
+            axes[5].set(xlabel="learned modes of C (eigenvalue ≥ ½)", ylabel="top-1 accuracy (%)",
+                        title="Accuracy vs learned modes")
+    for index, series in styles.items():  # colours: runs; styles: series, in black
+        handles = [Line2D([], [], color="black", label=key, **({"ls": "none", "marker": style} if index == 5
+                                                               else {"ls": style})) for key, style in series.items()]
+        if handles and axes[index] is not None:
+            axes[index].legend(handles=handles, fontsize=7, ncol=2)
+    runs = [Line2D([], [], color=c, label=textwrap.fill(label, 60)) for c, label in zip(colors, run_labels(run_dirs))]
+    fig.legend(handles=runs, loc="outside lower center", ncol=min(len(runs), 3), fontsize=7)
+    return fig
+
+
+def _spectra_of_all(run_dirs: list[Path]) -> list[dict[str, np.ndarray]] | None:
+    """Each run's spectra (`load`); None when no run has any. NoSpectra when some have and
+    some do not: their panels would not match."""
+    spectra = []
+    for run_dir in run_dirs:
+        try:
+            spectra.append(load(run_dir))
+        except NoSpectra:
+            spectra.append(None)
+    if all(s is None for s in spectra):
+        return None
+    if any(s is None for s in spectra):
+        off = [str(d) for d, s in zip(run_dirs, spectra) if s is None]
+        raise NoSpectra(f"{', '.join(off)} {'holds' if len(off) == 1 else 'hold'} no spectra (spectrum=off) but the "
+                        f"other runs do: runs with and without spectra are not overlaid; compare each group alone.")
+    return spectra
+
+
+def _compare_title(run_dirs: list[Path]) -> str:
+    """What the runs share, and the keys in which they differ."""
     configs = [read_config(d) for d in run_dirs]
     same = {k: v for k, v in configs[0].items() if all(c.get(k) == v for c in configs[1:])}
     differ = sorted({k for c in configs for k in c} - set(same))
-    _finish(fig, axes, f"{len(run_dirs)} runs of {describe(same)}"
-            + (f"\nthey differ in {', '.join(differ)}" if differ else ""), steps)
-    handles, labels = axes[0].get_legend_handles_labels()
-    axes[0].get_legend().remove()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), fontsize=7)
-    return fig
+    return f"{len(run_dirs)} runs of {describe(same)}" + (f"\nthey differ in {', '.join(differ)}" if differ else "")
 
 
 def theory_overlay(ax, run_dir: Path, colors) -> None:
@@ -331,12 +386,17 @@ def _accuracy_lines(ax, metrics: list[dict]) -> list[tuple[str, np.ndarray, np.n
     accuracies) for each."""
     curves = []
     for key in accuracy_keys(metrics):
-        rows = [m for m in metrics if key in m]
-        steps, acc = np.array([m["step"] for m in rows]), np.array([m[key] for m in rows])
+        steps, acc = _accuracy(metrics, key)
         label = key.removeprefix("eval/").removesuffix("/top1")
-        ax.plot(steps, acc, lw=1.2, marker="." if len(rows) < 50 else None, label=label)
+        ax.plot(steps, acc, lw=1.2, marker="." if len(steps) < 50 else None, label=label)
         curves.append((label, steps, acc))
     return curves
+
+
+def _accuracy(metrics: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of the accuracy `key` at the steps that logged it."""
+    rows = [m for m in metrics if key in m]
+    return np.array([m["step"] for m in rows]), np.array([m[key] for m in rows])
 
 
 def _axes(accuracy: bool = False):

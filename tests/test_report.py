@@ -3,6 +3,7 @@ marked, ranks and entropies, loss terms), the overlay of several runs, PNG and P
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from matplotlib.colors import to_hex
 
 from sslkit.cli import report_main
 from sslkit.report import draw_compare, draw_side_by_side, draw_stepwise, run_labels, shown
@@ -26,11 +28,12 @@ CONFIG = {"seed": 0, "loss": {"_target_": "sslkit.losses.BarlowTwinsLoss", "lamb
 
 
 def fake_run(run_dir: Path, speed: float = 1.0, init_scale: float = 1e-3, steps: int = 30,
-             skipped: tuple[int, ...] = ()) -> None:
+             skipped: tuple[int, ...] = (), evaluated: bool = False) -> None:
     """A run directory as sslkit-train writes it, with known spectra: C = diag(c(t)), the
     k-th entry rising linearly at rate speed/(k + 1) per step, capped at 1; the last mode is
     exactly 0 for the first 5 steps. Steps in `skipped` have no spectrum (as after a
-    non-finite loss)."""
+    non-finite loss). With `evaluated`, a probe's and a kNN's top-1 every 10 steps:
+    accuracy(step) = 10·speed + step, and half that for the kNN."""
     run_dir.mkdir(parents=True)
     config = {**CONFIG, "backbone": {**CONFIG["backbone"], "init_scale": init_scale}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
@@ -47,9 +50,17 @@ def fake_run(run_dir: Path, speed: float = 1.0, init_scale: float = 1e-3, steps:
             if step not in skipped:
                 monitor(step, z, z, z, z)
             loss = float(((c - 1) ** 2).sum())
-            f.write(json.dumps({"step": step, "epoch": 0, "loss": loss, "invariance": loss, "redundancy": 0.0,
-                                "lr": 0.1, "images_per_s": 1e4}) + "\n")
+            row = {"step": step, "epoch": 0, "loss": loss, "invariance": loss, "redundancy": 0.0, "lr": 0.1,
+                   "images_per_s": 1e4}
+            if evaluated and step % 10 == 9:
+                row.update({"eval/probe/backbone/top1": accuracy(step, speed),
+                            "eval/knn20/backbone/top1": accuracy(step, speed) / 2})
+            f.write(json.dumps(row) + "\n")
     monitor.close()
+
+
+def accuracy(step: int, speed: float) -> float:
+    return 10 * speed + step
 
 
 def test_stepwise_figure_marks_each_half_crossing_on_a_log_scale(tmp_path):
@@ -135,14 +146,14 @@ def test_a_run_without_spectra_gets_its_loss_and_accuracy_drawn(tmp_path, evalua
 
 
 def test_a_run_without_spectra_or_metrics_is_explained(tmp_path, capsys):
-    """Without metrics.jsonl there is nothing to draw; runs without spectra get their own
-    figure but cannot be overlaid, and the error says so."""
+    """Without metrics.jsonl there is nothing to draw; a run without spectra gets its own
+    figure but is not overlaid on runs with spectra, and the error says so."""
     fake_run(tmp_path / "lost")
     (tmp_path / "lost" / "metrics.jsonl").unlink()
     spectrum_off_run(tmp_path / "off", evaluated=False)
     fake_run(tmp_path / "on")
     for runs, reason in ((["lost"], "lost has no metrics.jsonl, which sslkit-train writes"),
-                         (["on", "off"], "spectrum.enabled=false")):
+                         (["on", "off"], "off holds no spectra (spectrum=off) but the other runs do")):
         with pytest.raises(SystemExit) as exit_:
             report_main([str(tmp_path / run) for run in runs])
         err = capsys.readouterr().err
@@ -201,8 +212,8 @@ def test_comparison_shows_rankme_loss_terms_and_a_title_of_what_differs(tmp_path
     title = fig._suptitle.get_text()
     assert "2 runs of" in title and "BarlowTwins" in title and "differ in backbone.init_scale" in title
     ranks, loss = fig.axes[1], fig.axes[3]
-    assert "cov/rankme" in ranks.get_legend_handles_labels()[1]
-    assert {"loss", "invariance", "redundancy"} <= set(loss.get_legend_handles_labels()[1])
+    assert "cov/rankme" in [t.get_text() for t in ranks.get_legend().get_texts()]
+    assert {"loss", "invariance", "redundancy"} <= {t.get_text() for t in loss.get_legend().get_texts()}
     rankme = load(runs[0])["cov/rankme"]
     assert any(np.allclose(line.get_ydata(), rankme) for line in ranks.get_lines() if len(line.get_ydata()))
     fig.savefig(tmp_path / "c.png")  # drawn: every label inside the figure
@@ -210,6 +221,41 @@ def test_comparison_shows_rankme_loss_terms_and_a_title_of_what_differs(tmp_path
     for text in fig.legends[0].get_texts():
         extent = text.get_window_extent()
         assert box.x0 <= extent.x0 and extent.x1 <= box.x1, text.get_text()
+
+
+@pytest.mark.parametrize("spectra", [True, False])
+def test_comparison_of_evaluated_runs_draws_each_runs_accuracy_in_its_colour(tmp_path, spectra):
+    """(e): each run's accuracies vs step, in the run's colour, one line style per probe;
+    (f): the same accuracies against the number of learned modes of C at those steps (the
+    spectrum's xcorr/learned, interpolated). Runs trained with spectrum=off: (d) and (e)
+    alone."""
+    speeds = (1.0, 2.0)
+    for speed in speeds:
+        fake_run(tmp_path / f"speed{speed}", speed=speed, evaluated=True)
+        if not spectra:
+            shutil.rmtree(tmp_path / f"speed{speed}" / "spectrum")
+    runs = sorted(tmp_path.iterdir())
+    fig = draw_compare(runs)
+    axes = fig.axes
+    acc = next(ax for ax in axes if ax.get_title() == "Held-out accuracy")
+    assert len(axes) == (6 if spectra else 2)
+    colors = [to_hex(line.get_color()) for line in fig.legends[0].get_lines()]
+    styles = {t.get_text(): line.get_linestyle() for t, line in zip(acc.get_legend().get_texts(),
+                                                                      acc.get_legend().get_lines())}
+    assert set(styles) == {"probe/backbone", "knn20/backbone"}
+    for run, speed, color in zip(runs, speeds, colors):
+        drawn = {line.get_linestyle(): line for line in acc.get_lines() if to_hex(line.get_color()) == color}
+        probe, knn = drawn[styles["probe/backbone"]], drawn[styles["knn20/backbone"]]
+        assert list(probe.get_xdata()) == [9, 19, 29]
+        assert list(probe.get_ydata()) == [accuracy(s, speed) for s in (9, 19, 29)]
+        assert list(knn.get_ydata()) == [accuracy(s, speed) / 2 for s in (9, 19, 29)]
+        if spectra:
+            modes = next(ax for ax in axes if ax.get_title() == "Accuracy vs learned modes")
+            learned = load(run)["xcorr/learned"][[9, 19, 29]]  # recorded at every step
+            points = [line for line in modes.get_lines() if to_hex(line.get_color()) == color]
+            assert len(points) == 2 and all(list(p.get_xdata()) == list(learned) for p in points)
+    if not spectra:
+        assert "spectrum=off" in fig._suptitle.get_text() and axes[0].get_title() == "Loss and its terms"
 
 
 def test_side_by_side_gives_each_run_its_own_column_and_step_axis(tmp_path, capsys):
