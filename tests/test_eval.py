@@ -620,6 +620,21 @@ def test_sslkit_eval_refuses_options_that_cannot_work_before_reading_anything(op
     assert f"argument {option}: {value} is not allowed: use a number {allowed}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "not a device: use cpu or cuda"),
+    ("cuda:99", "no CUDA device is available here" if not torch.cuda.is_available() else "CUDA devices, cuda:0 to"),
+])
+def test_sslkit_eval_refuses_a_device_this_machine_lacks_before_reading_anything(device, message, tmp_path, capsys):
+    """A device torch does not know, or a GPU the machine lacks, is a usage error naming
+    --device (was a traceback, or "not a readable checkpoint" from torch.load)."""
+    from sslkit.eval.offline import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "no_run"), "--device", device])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument --device: {device}: {message}" in err, err
+
+
 def test_sslkit_eval_of_a_run_evaluates_its_newest_checkpoint_after_the_run_is_continued(config, tmp_path):
     """`sslkit-eval RUN_DIR` caches the features of checkpoints/last.pt; when the run is then
     continued (resumed with more steps), last.pt is the newer checkpoint and the evaluation

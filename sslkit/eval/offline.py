@@ -121,6 +121,20 @@ def _at_least(kind: type, low: float, strict: bool = False):
     return parse
 
 
+def _device(text: str) -> torch.device:
+    """An argparse type: a device torch knows and this machine has."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text}: not a device: use cpu or cuda (cuda:N for the N-th GPU)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available here; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA devices, "
+                                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sslkit-eval", description=__doc__.split("\n\n")[1])
     parser.add_argument("path", type=Path, help="a run directory (its checkpoints/last.pt) or a checkpoint file")
@@ -138,12 +152,12 @@ def main(argv: list[str] | None = None) -> None:
                              "schedule, so a larger one than the online probe's constant 0.3)")
     parser.add_argument("--batch-size", type=_at_least(int, 1), default=256, help="SGD batch; also images per forward pass")
     parser.add_argument("--seed", type=int, default=0, help="SGD batch order and the augmentation")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where the features are computed and the classifier trained (default: cuda if present)")
     args = parser.parse_args(argv)
     try:
         ckpt, run_dir = find_checkpoint(args.path)
-        device = torch.device(args.device)
-        f = features(ckpt, run_dir, args.features, args.augment, device, args.batch_size, args.seed,
+        f = features(ckpt, run_dir, args.features, args.augment, args.device, args.batch_size, args.seed,
                      args.augment_kind)
     except ConfigError as exc:
         parser.exit(2, f"sslkit-eval: error: {exc}\n")
