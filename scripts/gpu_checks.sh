@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The GPU measurements of scripts/RESULTS.md in one go, on a machine whose PyTorch image
-# lacks sslkit's pure-Python dependencies: they come as wheels in .whl/ (made elsewhere
-# with `pip wheel --no-deps hydra-core omegaconf antlr4-python3-runtime submitit
-# hydra-submitit-launcher threadpoolctl mnist1d`; mnist1d imports scipy and requests, which
-# the image must have for data=mnist1d's tests). Parts run in order of priority, each under its own time
+# lacks sslkit's pure-Python dependencies: they come as wheels in .whl/ (git-ignored; made
+# elsewhere with `pip wheel --no-deps -w .whl hydra-core==1.3.8 omegaconf==2.3.1
+# antlr4-python3-runtime==4.9.3 submitit==1.5.4 hydra-submitit-launcher==1.2.0
+# threadpoolctl==3.8.0 mnist1d==0.0.2.post1 pytest-xdist execnet pytest-timeout`, the pins of
+# pyproject.toml; mnist1d imports scipy and requests, which the image must have for
+# data=mnist1d's tests). Parts run in order of priority, each under its own time
 # limit and all within BUDGET seconds; everything goes to $OUT (default /tmp/gpu_checks):
 #   summary.txt   device, commit, each part's exit status and wall time, the tests' tally
 #   bench.log     scripts/bench_gpu.py: Barlow Twins at batch 256 and 1024, VICReg, SimCLR,
