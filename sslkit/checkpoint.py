@@ -112,24 +112,33 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def write_atomically(obj: Any, path: Path) -> None:
+    """`torch.save` to `<path>.tmp`, fsynced, then renamed to `path`: a crash, a full disk or
+    Ctrl-C leaves the previous file or none, never a truncated one under the real name."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def save(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int) -> Path:
     """Write `step_<step>.pt` atomically, point `last.pt` at it, keep the newest `keep`."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"step_{step:08d}.pt"
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(state, path)
         link = ckpt_dir / f"{LAST}.tmp"
         link.unlink(missing_ok=True)
         os.link(path, link)
         os.replace(link, ckpt_dir / LAST)
         _fsync_dir(ckpt_dir)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         previous = step_files(ckpt_dir)
         raise ConfigError(
             f"Could not write the checkpoint {path}: {exc}. "

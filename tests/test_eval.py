@@ -4,6 +4,8 @@ separable data, and evaluation as a pure observer of training."""
 import inspect
 import json
 import logging
+import shutil
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -633,6 +635,35 @@ def test_sslkit_eval_refuses_a_device_this_machine_lacks_before_reading_anything
         main([str(tmp_path / "no_run"), "--device", device])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and f"argument --device: {device}: {message}" in err, err
+
+
+def test_sslkit_eval_interrupted_while_writing_its_cache_leaves_none(config, tmp_path, monkeypatch):
+    """Ctrl-C while the feature cache is written (after half its bytes): no cache file, so
+    the next `sslkit-eval` computes the features again and prints what an uninterrupted
+    evaluation does (before: a truncated cache that every later call failed to load)."""
+    from sslkit.eval.offline import main
+
+    train(config("~experiment", "data.split=train", "data.batch_size=256", "spectrum=off", "trainer.max_steps=5"),
+          tmp_path)
+    save = torch.save
+
+    def interrupted(obj, f):  # torch.save to a file object or a path, cut off halfway
+        with nullcontext(f) if hasattr(f, "write") else open(f, "wb") as out:
+            save(obj, out)
+            out.seek(out.tell() // 2)
+            out.truncate()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main([str(tmp_path)])
+    assert list((tmp_path / "eval").iterdir()) == []
+    monkeypatch.setattr(torch, "save", save)
+    main([str(tmp_path)])
+    resumed = json.loads((tmp_path / "linear_eval.json").read_text())
+    shutil.rmtree(tmp_path / "eval")
+    main([str(tmp_path)])
+    assert json.loads((tmp_path / "linear_eval.json").read_text()) == resumed
 
 
 def test_sslkit_eval_of_a_run_evaluates_its_newest_checkpoint_after_the_run_is_continued(config, tmp_path):

@@ -89,7 +89,7 @@ def features(ckpt: Path, run_dir: Path, kind: str, augment_copies: int, device: 
     out = {"step": step, "train_x": torch.cat(train_x), "train_y": y.to(device).repeat(1 + augment_copies),
            "test_x": get(test.x, augment.clean), "test_y": test.y.to(device)}
     cache.parent.mkdir(exist_ok=True)
-    torch.save(out, cache)
+    checkpoint.write_atomically(out, cache)  # a Ctrl-C while writing leaves no truncated cache
     return out
 
 
