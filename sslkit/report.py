@@ -167,7 +167,8 @@ def draw_compare(run_dirs: list[Path], modes: int = 8) -> Figure:
         curves = [(key.removeprefix("eval/").removesuffix("/top1"), *_accuracy(metrics, key))
                   for key in accuracy_keys(metrics)]
         for (name, at, acc), ls in zip(curves, TERM_STYLES):
-            axes[4].plot(at, acc, color=color, ls=styles[4].setdefault(name, ls), lw=1, marker="." if len(at) < 50 else None)
+            axes[4].plot(at, acc, color=color, ls=styles[4].setdefault(name, ls), lw=1,
+                         marker="." if len(at) < 50 else None)
         if spectra is None:
             continue
         eig = spectra[_cross_correlation(spectra)][:, :modes]
@@ -175,7 +176,8 @@ def draw_compare(run_dirs: list[Path], modes: int = 8) -> Figure:
             _eigenvalue_line(axes[0], spectra["step"], eig[:, k], color, None)
         for key, ls in COMPARED_RANKS.items():
             if key in spectra:
-                _summary_line(axes[1], spectra["step"], spectra[key], None, color=color, ls=styles[1].setdefault(key, ls))
+                _summary_line(axes[1], spectra["step"], spectra[key], None, color=color,
+                              ls=styles[1].setdefault(key, ls))
         if "cov/logdet" in spectra:
             _summary_line(axes[2], spectra["step"], spectra["cov/logdet"], None, color=color)
         for (name, at, acc), marker in zip(curves if "xcorr/learned" in spectra else [], MARKERS):

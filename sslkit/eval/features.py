@@ -5,6 +5,7 @@ from enum import Enum
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 
 class ProbeFeatures(str, Enum):
@@ -24,7 +25,7 @@ def kinds(features: Sequence[ProbeFeatures | str] | None) -> list[str]:
 
 @torch.no_grad()
 def extract(net: nn.Module, x: Tensor, clean: Callable[[Tensor], Tensor], batch_size: int,
-            device: torch.device, projector: bool = False) -> dict[str, Tensor]:
+            device: torch.device, projector: bool = False, progress: str | None = None) -> dict[str, Tensor]:
     """{"backbone": h (N, D_h)[, "projector": z (N, D_z)]} of every sample of x, on `device`:
     h = net.backbone(v), and z the embedding the method's step returns (StepOutput.z1: the
     projector's output; BYOL's predictor's), which the online probe trains on too.
@@ -32,12 +33,12 @@ def extract(net: nn.Module, x: Tensor, clean: Callable[[Tensor], Tensor], batch_
     Each chunk of `batch_size` samples is moved to `device`, made into its evaluation view
     by `clean` (the augmentation's view without randomness) and passed through `net` in eval
     mode: BatchNorm uses its running statistics and does not update them. Every module's
-    train/eval mode is restored afterwards."""
+    train/eval mode is restored afterwards. `progress`: a progress bar with that name."""
     modes = {m: m.training for m in net.modules()}
     net.eval()
     try:
         out: dict[str, list[Tensor]] = {"backbone": [], "projector": []}
-        for chunk in x.split(batch_size):
+        for chunk in tqdm(x.split(batch_size), desc=progress, unit="batch", disable=progress is None, leave=False):
             v = clean(chunk.to(device))
             if projector:  # z as the method's step computes it, from the same view twice
                 step = net(v, v)
