@@ -127,19 +127,14 @@ def draw_curves(run_dir: str | Path) -> Figure:
     run_dir = Path(run_dir)
     metrics = read_metrics(run_dir)
     evaluated = bool(accuracy_keys(metrics))
-    fig, axes = plt.subplots(1, 1 + evaluated, figsize=(6 + 6 * evaluated, 4.5), layout="constrained", squeeze=False)
-    axes = axes.ravel()
-    _loss_lines(axes[0], metrics)
-    _loss_axis(axes[0])
+    fig, axes = _axes(accuracy=evaluated, spectra=False)
+    _loss_lines(axes[3], metrics)
     if evaluated:
-        _accuracy_lines(axes[1], metrics)
-        axes[1].sharex(axes[0])
-        axes[1].set(xlabel="step", ylabel="top-1 accuracy (%)", title="Held-out accuracy")
-    for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
+        _accuracy_lines(axes[4], metrics)
+    _finish_curves(fig, axes, f"{describe(read_config(run_dir))}\n{shown(run_dir)}", [[m["step"] for m in metrics]])
+    for ax in axes[3:5]:
+        if ax is not None and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, ncol=2)
-    lines = (describe(read_config(run_dir)), f"{shown(run_dir)} · no spectra (trained with spectrum=off)")
-    fig.suptitle("\n".join(textwrap.fill(line, 60 + 80 * evaluated) for line in lines), fontsize=9)
     return fig
 
 
@@ -150,55 +145,22 @@ def draw_compare(run_dirs: list[Path], modes: int = 8) -> Figure:
     accuracies vs step and (f) vs the number of learned modes of C. Runs trained without
     spectra get (d) and (e) alone; runs with and without spectra are not overlaid."""
     spectra_of, metrics_of = _spectra_of_all(run_dirs), [read_metrics(d) for d in run_dirs]
-    evaluated = any(accuracy_keys(m) for m in metrics_of)
-    if spectra_of is None:
-        fig, grid = plt.subplots(1, 1 + evaluated, figsize=(6 + 6 * evaluated, 5), layout="constrained", squeeze=False)
-        axes = [None, None, None, *grid.ravel(), None]  # (d) and (e) at their places in the full figure
-    else:
-        fig, axes = _axes(accuracy=evaluated)
+    fig, axes = _axes(accuracy=any(accuracy_keys(m) for m in metrics_of), spectra=spectra_of is not None)
     colors = plt.cm.tab10(np.arange(len(run_dirs)) % 10)
     steps, styles = [], {1: {}, 3: {}, 4: {}, 5: {}}  # panel: {series: line style, or marker in (f)}
     for spectra, metrics, color in zip(spectra_of or [None] * len(run_dirs), metrics_of, colors):
-        mstep = [m["step"] for m in metrics]
-        for key, ls in zip(["loss", *_loss_terms(metrics)], TERM_STYLES):
-            axes[3].plot(mstep, [m.get(key, np.nan) for m in metrics], color=color, ls=styles[3].setdefault(key, ls),
-                         lw=1.2 if key == "loss" else 0.8)
-        steps.append(mstep)
-        curves = [(key.removeprefix("eval/").removesuffix("/top1"), *_accuracy(metrics, key))
-                  for key in accuracy_keys(metrics)]
-        for (name, at, acc), ls in zip(curves, TERM_STYLES):
-            axes[4].plot(at, acc, color=color, ls=styles[4].setdefault(name, ls), lw=1,
-                         marker="." if len(at) < 50 else None)
-        if spectra is None:
-            continue
-        eig = spectra[_cross_correlation(spectra)][:, :modes]
-        for k in range(eig.shape[1]):
-            _eigenvalue_line(axes[0], spectra["step"], eig[:, k], color, None)
-        for key, ls in COMPARED_RANKS.items():
-            if key in spectra:
-                _summary_line(axes[1], spectra["step"], spectra[key], None, color=color,
-                              ls=styles[1].setdefault(key, ls))
-        if "cov/logdet" in spectra:
-            _summary_line(axes[2], spectra["step"], spectra["cov/logdet"], None, color=color)
-        for (name, at, acc), marker in zip(curves if "xcorr/learned" in spectra else [], MARKERS):
-            learned = np.interp(at, spectra["step"], spectra["xcorr/learned"])
-            axes[5].plot(learned, acc, ls="none", marker=styles[5].setdefault(name, marker), color=color, ms=3)
-        steps.append(spectra["step"])
+        curves = _compared_curves(axes, metrics, color, styles)
+        steps.append([m["step"] for m in metrics])
+        if spectra is not None:
+            _compared_spectra(axes, spectra, curves, color, styles, modes)
+            steps.append(spectra["step"])
     if spectra_of is None:
-        _loss_axis(axes[3])
-        first, last = min(min(s) for s in steps), max(max(s) for s in steps)
-        axes[3].set_xlim(first, max(last, first + 1))
-        fig.suptitle(textwrap.fill(f"{_compare_title(run_dirs)} · no spectra (trained with spectrum=off)", 140,
-                                   replace_whitespace=False), fontsize=9)
+        _finish_curves(fig, axes, _compare_title(run_dirs), steps)
     else:
         axes[0].set_title(f"Top {modes} eigenvalues of C")
         _finish(fig, axes, _compare_title(run_dirs), steps)
-    if evaluated:
-        axes[4].sharex(axes[3])
-        axes[4].set(xlabel="step", ylabel="top-1 accuracy (%)", title="Held-out accuracy")
-        if axes[5] is not None:
-            axes[5].set(xlabel="learned modes of C (eigenvalue ≥ ½)", ylabel="top-1 accuracy (%)",
-                        title="Accuracy vs learned modes")
+        if len(axes) > 4:
+            _label_accuracy(axes[0], axes[4], axes[5], "Held-out accuracy")
     for index, series in styles.items():  # colours: runs; styles: series, in black
         handles = [Line2D([], [], color="black", label=key, **({"ls": "none", "marker": style} if index == 5
                                                                else {"ls": style})) for key, style in series.items()]
@@ -207,6 +169,36 @@ def draw_compare(run_dirs: list[Path], modes: int = 8) -> Figure:
     runs = [Line2D([], [], color=c, label=textwrap.fill(label, 60)) for c, label in zip(colors, run_labels(run_dirs))]
     fig.legend(handles=runs, loc="outside lower center", ncol=min(len(runs), 3), fontsize=7)
     return fig
+
+
+def _compared_curves(axes, metrics: list[dict], color, styles: dict) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """One run of `draw_compare`: (d) its loss and terms, (e) its accuracies, in `color`, one
+    line style per series (recorded in `styles`); returns (name, steps, accuracies) of each."""
+    steps = [m["step"] for m in metrics]
+    for key, ls in zip(["loss", *_loss_terms(metrics)], TERM_STYLES):
+        axes[3].plot(steps, [m.get(key, np.nan) for m in metrics], color=color, ls=styles[3].setdefault(key, ls),
+                     lw=1.2 if key == "loss" else 0.8)
+    curves = [(key.removeprefix("eval/").removesuffix("/top1"), *_accuracy(metrics, key))
+              for key in accuracy_keys(metrics)]
+    for (name, at, acc), ls in zip(curves, TERM_STYLES):
+        axes[4].plot(at, acc, color=color, ls=styles[4].setdefault(name, ls), lw=1, marker="." if len(at) < 50 else None)
+    return curves
+
+
+def _compared_spectra(axes, spectra: dict[str, np.ndarray], curves: list, color, styles: dict, modes: int) -> None:
+    """One run of `draw_compare`: (a) its top `modes` eigenvalues of C, (b) its ranks, (c) its
+    log-det entropy and (f) its accuracies against its learned modes, in `color`."""
+    eig = spectra[_cross_correlation(spectra)][:, :modes]
+    for k in range(eig.shape[1]):
+        _eigenvalue_line(axes[0], spectra["step"], eig[:, k], color, None)
+    for key, ls in COMPARED_RANKS.items():
+        if key in spectra:
+            _summary_line(axes[1], spectra["step"], spectra[key], None, color=color, ls=styles[1].setdefault(key, ls))
+    if "cov/logdet" in spectra:
+        _summary_line(axes[2], spectra["step"], spectra["cov/logdet"], None, color=color)
+    for (name, at, acc), marker in zip(curves if "xcorr/learned" in spectra else [], MARKERS):
+        learned = np.interp(at, spectra["step"], spectra["xcorr/learned"])
+        axes[5].plot(learned, acc, ls="none", marker=styles[5].setdefault(name, marker), color=color, ms=3)
 
 
 def _spectra_of_all(run_dirs: list[Path]) -> list[dict[str, np.ndarray]] | None:
@@ -231,7 +223,7 @@ def _compare_title(run_dirs: list[Path]) -> str:
     """What the runs share, and the keys in which they differ."""
     configs = [read_config(d) for d in run_dirs]
     same = {k: v for k, v in configs[0].items() if all(c.get(k) == v for c in configs[1:])}
-    differ = sorted({k for c in configs for k in c} - set(same))
+    differ = list(differences(configs)[0])
     return f"{len(run_dirs)} runs of {describe(same)}" + (f"\nthey differ in {', '.join(differ)}" if differ else "")
 
 
@@ -314,13 +306,33 @@ def describe(config: dict) -> str:
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
-    """`key=value` for the config keys in which the runs differ (from each config.yaml);
-    the directory names when the configs are the same or missing."""
-    configs = [read_config(d) for d in run_dirs]
-    keys = sorted({k for c in configs for k in c if len({repr(d.get(k)) for d in configs}) > 1})
-    if not keys or len(run_dirs) == 1:
+    """`key=value` for the config keys in which the runs differ (from each config.yaml,
+    `differences`); the directory names when the configs are the same or missing."""
+    differ = differences([read_config(d) for d in run_dirs])
+    if not differ[0] or len(run_dirs) == 1:
         return [Path(d).name for d in run_dirs]
-    return [", ".join(f"{k}={c.get(k)}" for k in keys) for c in configs]
+    return [", ".join(f"{k}={v}" for k, v in d.items()) for d in differ]
+
+
+def differences(configs: list[dict]) -> list[dict]:
+    """For each flattened config, {key: value} of the keys in which the configs differ. A
+    subtree that some config lacks (eval.knn under eval=none, null there) is one key, whose
+    value is its class (the short name of its `_target_`), or None where it is missing."""
+    keys = sorted({k for c in configs for k in c if len({repr(d.get(k)) for d in configs}) > 1})
+
+    def whole(key: str) -> str:  # the shortest prefix of key that some config has nothing under
+        parts = key.split(".")
+        prefixes = (".".join(parts[:n]) for n in range(1, len(parts)))
+        return next((p for p in prefixes if any(not any(k.startswith(p + ".") for k in c) for c in configs)), key)
+
+    def value(c: dict, key: str):
+        if key in keys:
+            return c.get(key)
+        target = c.get(f"{key}._target_")
+        return str(target).rsplit(".", 1)[-1] if target else ("{…}" if any(k.startswith(key + ".") for k in c) else None)
+
+    shown_keys = list(dict.fromkeys(whole(k) for k in keys))
+    return [{k: value(c, k) for k in shown_keys} for c in configs]
 
 
 def _cross_correlation(spectra: dict[str, np.ndarray]) -> str:
@@ -376,11 +388,16 @@ def _accuracy_panels(ax_eig, ax_acc, ax_modes, spectra: dict[str, np.ndarray], m
         if step >= 0:
             for ax in (ax_eig, ax_acc):
                 ax.axvline(step, color=colors[k], lw=0.6, ls=":")
-    ax_acc.sharex(ax_eig)
-    ax_acc.set(xlabel="step", ylabel="top-1 accuracy (%)",
-               title="Held-out accuracy; ⋮ a mode of C reaches ½")
-    ax_modes.set(xlabel="learned modes of C (eigenvalue ≥ ½)", ylabel="top-1 accuracy (%)",
-                 title="Accuracy vs learned modes")
+    _label_accuracy(ax_eig, ax_acc, ax_modes, "Held-out accuracy; ⋮ a mode of C reaches ½")
+
+
+def _label_accuracy(ax_steps, ax_acc, ax_modes, title: str) -> None:
+    """Axes of (e), on the steps of `ax_steps`, and of (f)."""
+    ax_acc.sharex(ax_steps)
+    ax_acc.set(xlabel="step", ylabel="top-1 accuracy (%)", title=title)
+    if ax_modes is not None:
+        ax_modes.set(xlabel="learned modes of C (eigenvalue ≥ ½)", ylabel="top-1 accuracy (%)",
+                     title="Accuracy vs learned modes")
 
 
 def _accuracy_lines(ax, metrics: list[dict]) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -401,8 +418,13 @@ def _accuracy(metrics: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array([m["step"] for m in rows]), np.array([m[key] for m in rows])
 
 
-def _axes(accuracy: bool = False):
-    """Panels (a)–(d) in a 2 × 2 grid; with `accuracy`, a 2 × 3 grid whose top row is (a), (e), (f)."""
+def _axes(accuracy: bool = False, spectra: bool = True):
+    """Panels (a)–(d) in a 2 × 2 grid; with `accuracy`, a 2 × 3 grid whose top row is (a), (e),
+    (f). Without `spectra`, (d) and with `accuracy` (e) side by side, the others None: the
+    list is always indexed (a), (b), (c), (d), (e), (f)."""
+    if not spectra:
+        fig, grid = plt.subplots(1, 1 + accuracy, figsize=(6 + 6 * accuracy, 5), layout="constrained", squeeze=False)
+        return fig, [None, None, None, *grid.ravel(), *[None] * (2 - accuracy)]
     if not accuracy:
         fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), layout="constrained")
         return fig, axes.ravel()
@@ -441,6 +463,17 @@ def _finish(fig, axes, title: str, steps: list) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, ncol=2)
     fig.suptitle(textwrap.fill(title, 150, replace_whitespace=False), fontsize=9)
+
+
+def _finish_curves(fig, axes, title: str, steps: list) -> None:
+    """`_finish` for a figure without spectra: (d) and (e) over the same steps, labelled."""
+    _loss_axis(axes[3])
+    first, last = min(min(s) for s in steps if len(s)), max(max(s) for s in steps if len(s))
+    axes[3].set_xlim(first, max(last, first + 1))
+    if axes[4] is not None:
+        _label_accuracy(axes[3], axes[4], None, "Held-out accuracy")
+    lines = [*title.split("\n"), "no spectra (trained with spectrum=off)"]
+    fig.suptitle("\n".join(textwrap.fill(line, 70 if axes[4] is None else 150) for line in lines), fontsize=9)
 
 
 def _loss_axis(ax) -> None:

@@ -90,6 +90,25 @@ def test_runs_are_labelled_by_the_config_keys_that_differ(tmp_path):
     assert run_labels(runs[:1]) == [runs[0].name]
 
 
+def test_a_group_switched_off_in_one_run_is_one_key_in_the_labels(config):
+    """eval=none against the default experiment's probes: eval.knn and eval.online_probe
+    (null under eval=none) each label the runs once, by class, instead of by every key
+    below them; keys of an option that both runs have stay separate."""
+    from omegaconf import OmegaConf
+
+    from sslkit.config import flatten
+    from sslkit.report import differences
+
+    on = flatten(OmegaConf.to_container(config("experiment=stepwise_digits")))
+    off = flatten(OmegaConf.to_container(config("experiment=stepwise_digits", "eval=none", "seed=3")))
+    assert differences([on, off]) == [{"eval.knn": "KNN", "eval.online_probe": "OnlineProbe", "seed": 0},
+                                      {"eval.knn": None, "eval.online_probe": None, "seed": 3}]
+    mlp = flatten(OmegaConf.to_container(config("experiment=stepwise_digits", "projector=mlp")))
+    assert differences([on, mlp])[1] == {"projector._target_": "sslkit.models.Projector", "projector.hidden_dims": [256],
+                                         "projector.init_scale": 1.0, "projector.out_dim": 256}
+    assert differences([on, mlp])[0]["projector._target_"] == "torch.nn.Identity"
+
+
 def test_sslkit_report_writes_png_and_pdf_for_each_run_and_the_comparison(tmp_path):
     for scale in (1e-2, 1e-3):
         fake_run(tmp_path / "sweep" / f"{scale}", init_scale=scale)
