@@ -132,7 +132,7 @@ def _train(cfg: DictConfig) -> None:
         # after the line, the handler the signal had before training: submitit's requeue
         # (rank 0's; the other ranks exit: `scontrol requeue <job id>` restarts every task of the job)
         _fail(f"{exc} Resume with: {_resume_command(run_dir)}", exc.exit_code, together=True,
-              then=lambda: StopSignal.hand_on(exc.signal))
+              then=lambda signal=exc.signal: StopSignal.hand_on(signal))
     except KeyboardInterrupt:
         checkpoints = checkpoint.step_files(run_dir / layout.CHECKPOINTS)
         _fail("interrupted (Ctrl-C) without a checkpoint of this moment; "
@@ -249,6 +249,12 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
 
 
+def _did_you_mean(word: str, choices: list[str], corrected: Callable[[str], str]) -> str:
+    """"Did you mean <corrected(the choice closest to word)>? ", or "" when none is close."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"Did you mean {corrected(close[0])}? " if close else ""
+
+
 def _known_override(arg: str) -> str | None:
     """None if the override `arg` names a config group or a key; else the message. Below a
     group, the first key must be one of `_group_keys` (an override with `+` adds a key and
@@ -262,8 +268,7 @@ def _known_override(arg: str) -> str | None:
         sub = key.split(".")[1]
         if (allowed := _group_keys(head)) is None or sub in allowed:
             return None
-        close = difflib.get_close_matches(sub, allowed, n=1)
-        fix = f"Did you mean {head}.{close[0]}{key[len(head) + 1 + len(sub):]}={value}? " if close else ""
+        fix = _did_you_mean(sub, allowed, lambda match: f"{head}.{match}{key[len(head) + 1 + len(sub):]}={value}")
         options = "" if head in ("trainer", "eval") else " under any of its options"
         show = "" if options == "" else f" (`{PROG} --cfg job {head}=OPTION` shows one option's)"
         return (f"error: {arg}: {head} has no key '{sub}'{options}. {fix}Keys of {head}: "
@@ -272,15 +277,13 @@ def _known_override(arg: str) -> str | None:
         options = _options(head)
         if not (unknown := [v for v in value.strip("[]").split(",") if v and v != "null" and v not in options]):
             return None
-        close = difflib.get_close_matches(unknown[0], options, n=1)
-        fixed = re.sub(rf"\b{unknown[0]}\b", close[0], value) if close else ""
-        fix = f"Did you mean {head}={fixed}? " if close else ""
+        word = re.compile(rf"\b{unknown[0]}\b")
+        fix = _did_you_mean(unknown[0], options, lambda match: f"{head}={word.sub(match, value)}")
         return (f"error: {arg}: {head} has no option {', '.join(map(repr, unknown))}. {fix}"
                 f"Options of {head} (configs/{head}/): {', '.join(options)}.")
     if not head or head in keys:
         return None
-    close = difflib.get_close_matches(head, keys, n=1)
-    fix = f"Did you mean {close[0]}{key[len(head):]}={value}? " if close else ""
+    fix = _did_you_mean(head, keys, lambda match: f"{match}{key[len(head):]}={value}")
     return (f"error: {arg}: '{head}' is neither a config group nor a key. {fix}Groups (configs/): "
             f"{', '.join(g for g in groups if g != 'hydra')}; top-level keys: seed, device, trainer.")
 
