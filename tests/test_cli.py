@@ -416,6 +416,22 @@ def test_help_into_a_reader_that_has_gone_ends_quietly(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_help_pages_example_composes_to_what_it_says(tmp_path):
+    """The head of --help gives a command without the default experiment; it composes, to a
+    ResNet-18 on CIFAR-10 with VICReg."""
+    from hydra import compose, initialize_config_dir
+
+    from sslkit.cli import CONFIG_DIR
+
+    page = subprocess.run([BIN / "sslkit-train", "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    example = next(line.split()[1:] for line in page.stdout.splitlines() if line.startswith("  sslkit-train "))
+    assert example[0] == "~experiment", page.stdout
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=example)
+    assert (cfg.backbone.arch, cfg.data._target_.rsplit(".", 1)[-1], cfg.loss._target_.rsplit(".", 1)[-1]) == (
+        "resnet18", "cifar10", "VICRegLoss")
+
+
 def test_help_is_hydras_page_without_the_internal_schema_groups(tmp_path):
     """`sslkit-train --help [--resolve] OVERRIDES` prints Hydra's own help page (the app's
     template, groups and composed config, as `hydra.main` prints it) less the schema/
