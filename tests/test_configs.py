@@ -200,7 +200,7 @@ def test_a_sweep_with_the_plugins_own_launcher_stops_naming_sslkits(plugins, our
 
 
 def test_hydra_names_the_job_after_the_command():
-    """--help's header ("<name> is powered by Hydra"), the run directory's <name>.log and
+    """--help's header ("<name>, of sslkit: ..."), the run directory's <name>.log and
     the SLURM job name are hydra.job.name: the console script of pyproject.toml that runs
     sslkit.cli:train_main, not the module's name (cli)."""
     import tomllib
