@@ -345,8 +345,12 @@ def _help(cfg: DictConfig, resolve: bool) -> str:
 def _theory(cfg: DictConfig) -> None:
     from sslkit.theory.predict import predict
 
+    run_dir = HydraConfig.get().runtime.output_dir
     try:
-        out = predict(cfg, HydraConfig.get().runtime.output_dir)
+        out = predict(cfg, run_dir)
+    except KeyboardInterrupt:
+        _fail(f"interrupted (Ctrl-C) before the prediction was written; nothing of it is in {run_dir}. The same "
+              f"command computes it again.", 130, then=Checks.remove_new_run_dir)
     except Exception as exc:
         if (error := _config_error(exc)) is None:
             raise

@@ -337,6 +337,39 @@ def test_ctrl_c_while_the_figure_is_drawn_is_one_line_and_keeps_the_run(tmp_path
     assert (run / "checkpoints" / "step_00000002.pt").exists()
 
 
+# sslkit-theory with a Ctrl-C that arrives while it computes
+CTRL_C_IN_THEORY = """
+import sys
+import sslkit.theory.predict
+
+def interrupted(cfg, run_dir):
+    raise KeyboardInterrupt
+
+sslkit.theory.predict.predict = interrupted
+from sslkit.cli import theory_main
+sys.argv = ["sslkit-theory", *sys.argv[1:]]
+theory_main()
+"""
+
+
+@pytest.mark.slow  # a process of its own per directory: about 10 s, mostly imports
+def test_ctrl_c_in_sslkit_theory_is_one_line_and_removes_only_what_it_created(tmp_path):
+    """Status 130, one line, no traceback; a directory the command created is removed, a run
+    directory that was there (to predict an existing run) is kept with its files."""
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "metrics.jsonl").write_text("{}\n")
+    for run in (tmp_path / "new" / "run", existing):
+        done = subprocess.run([sys.executable, "-c", CTRL_C_IN_THEORY, f"hydra.run.dir={run}"], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == (f"sslkit-theory: interrupted (Ctrl-C) before the prediction "
+                                                        f"was written; nothing of it is in {run}. The same command "
+                                                        f"computes it again.")
+    assert not (tmp_path / "new").exists()
+    assert (existing / "metrics.jsonl").read_text() == "{}\n"
+
+
 def test_a_sweep_checks_every_job_before_the_first_trains(tmp_path):
     done = sslkit_train("-m", "data.batch_size=256,5000,128", "trainer.max_steps=2", f"hydra.sweep.dir={tmp_path / 's'}",
                         cwd=tmp_path)
