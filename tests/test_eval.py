@@ -637,10 +637,11 @@ def test_sslkit_eval_refuses_a_device_this_machine_lacks_before_reading_anything
     assert exit_.value.code == 2 and f"argument --device: {device}: {message}" in err, err
 
 
-def test_sslkit_eval_interrupted_while_writing_its_cache_leaves_none(config, tmp_path, monkeypatch):
-    """Ctrl-C while the feature cache is written (after half its bytes): no cache file, so
-    the next `sslkit-eval` computes the features again and prints what an uninterrupted
-    evaluation does (before: a truncated cache that every later call failed to load)."""
+def test_sslkit_eval_interrupted_while_writing_its_cache_leaves_none(config, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the feature cache is written (after half its bytes): one line, status
+    130, and no cache file, so the next `sslkit-eval` computes the features again and
+    prints what an uninterrupted evaluation does (before: a traceback, and a truncated
+    cache that every later call failed to load)."""
     from sslkit.eval.offline import main
 
     train(config("~experiment", "data.split=train", "data.batch_size=256", "spectrum=off", "trainer.max_steps=5"),
@@ -655,8 +656,9 @@ def test_sslkit_eval_interrupted_while_writing_its_cache_leaves_none(config, tmp
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path)])
+    assert exit_.value.code == 130 and capsys.readouterr().err.startswith("sslkit-eval: interrupted (Ctrl-C); ")
     assert list((tmp_path / "eval").iterdir()) == []
     monkeypatch.setattr(torch, "save", save)
     main([str(tmp_path)])

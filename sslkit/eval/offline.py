@@ -159,11 +159,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="where the features are computed and the classifier trained (default: cuda if present)")
     args = parser.parse_args(argv)
     try:
-        ckpt, run_dir = find_checkpoint(args.path)
-        f = features(ckpt, run_dir, args.features, args.augment, args.device, args.batch_size, args.seed,
-                     args.augment_kind)
+        evaluate(args)
     except ConfigError as exc:
         parser.exit(2, f"sslkit-eval: error: {exc}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "sslkit-eval: interrupted (Ctrl-C); the feature cache keeps only what was complete "
+                         "(checkpoint.write_atomically), and the same command continues from it.\n")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """Features (from the cache when there), the classifier, the accuracies: printed and
+    written to RUN_DIR/linear_eval.json."""
+    ckpt, run_dir = find_checkpoint(args.path)
+    f = features(ckpt, run_dir, args.features, args.augment, args.device, args.batch_size, args.seed,
+                 args.augment_kind)
     classes = classes_of(f["train_y"], f["test_y"])
     if args.optimizer == "lbfgs":
         probe = fit_linear(f["train_x"], f["train_y"], classes, args.weight_decay)
@@ -174,12 +183,12 @@ def main(argv: list[str] | None = None) -> None:
         scores = probe.scores({"x": f["test_x"]})["x"]
     accuracy = topk_accuracy(scores, f["test_y"])
     result = {"checkpoint": str(ckpt), "step": f["step"], "features": args.features, "optimizer": args.optimizer,
-              "weight_decay": args.weight_decay, "augment": args.augment, "augment_kind": args.augment_kind, "train_samples": len(f["train_y"]),
-              "test_samples": len(f["test_y"]), "top1": accuracy[1], "top5": accuracy[5]}
+              "weight_decay": args.weight_decay, "augment": args.augment, "augment_kind": args.augment_kind,
+              "train_samples": len(f["train_y"]), "test_samples": len(f["test_y"]), "top1": accuracy[1],
+              "top5": accuracy[5]}
     (run_dir / layout.LINEAR_EVAL).write_text(json.dumps(result, indent=2) + "\n")
     print(f"step {f['step']}: top-1 {accuracy[1]:.2f} %, top-5 {accuracy[5]:.2f} % "
-          f"({len(f['test_y'])} held-out samples) → {run_dir / 'linear_eval.json'}", file=sys.stdout)
-
+          f"({len(f['test_y'])} held-out samples) → {run_dir / layout.LINEAR_EVAL}", file=sys.stdout)
 
 if __name__ == "__main__":
     main()
