@@ -658,7 +658,8 @@ def test_sslkit_eval_interrupted_while_writing_its_cache_leaves_none(config, tmp
     monkeypatch.setattr(torch, "save", interrupted)
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path)])
-    assert exit_.value.code == 130 and capsys.readouterr().err.startswith("sslkit-eval: interrupted (Ctrl-C); ")
+    err = capsys.readouterr().err.rsplit("\r", 1)[-1]  # after the progress bars, which end with \r
+    assert exit_.value.code == 130 and err.startswith("sslkit-eval: interrupted (Ctrl-C); "), err
     assert list((tmp_path / "eval").iterdir()) == []
     monkeypatch.setattr(torch, "save", save)
     main([str(tmp_path)])
