@@ -359,8 +359,12 @@ def _theory(cfg: DictConfig) -> None:
 
 
 def theory_main() -> None:
-    """`sslkit-theory <the training overrides> hydra.run.dir=RUN_DIR`: writes RUN_DIR/theory/."""
+    """`sslkit-theory <the training overrides> hydra.run.dir=RUN_DIR`: writes RUN_DIR/theory/,
+    with its log (sslkit-theory.log) and Hydra's record (theory/.hydra/) apart from those of
+    a training run in the same directory."""
     if not _check_command("sslkit-theory"):
+        own = {"hydra.job.name": "sslkit-theory", "hydra.output_subdir": f"{layout.THEORY}/.hydra"}
+        sys.argv += [f"{key}={value}" for key, value in own.items() if not any(a.startswith(f"{key}=") for a in sys.argv)]
         _theory()
 
 

@@ -6,7 +6,7 @@
     checkpoints/        step_<N>.pt and last.pt                sslkit.checkpoint
     spectrum/           eigenvalue tables and events.jsonl     sslkit.spectrum
     spectrum/full/      complete spectra every full_every      sslkit.spectrum.SpectrumMonitor
-    theory/             modes.json, curves.npz (sslkit-theory) sslkit.theory.predict
+    theory/             modes.json, curves.npz, .hydra/        sslkit.theory.predict (sslkit-theory)
     eval/               sslkit-eval's feature caches           sslkit.eval.offline
     linear_eval.json    sslkit-eval's result                   sslkit.eval.offline
     stepwise.png, .pdf  the figure (sslkit-report)             sslkit.report

@@ -370,6 +370,22 @@ def test_ctrl_c_in_sslkit_theory_is_one_line_and_removes_only_what_it_created(tm
     assert (existing / "metrics.jsonl").read_text() == "{}\n"
 
 
+@pytest.mark.slow  # two processes: about 20 s
+def test_sslkit_theory_in_a_run_directory_keeps_the_runs_log_and_hydra_record(tmp_path):
+    """The README's order: train, then predict into the same directory. The training run's
+    .hydra/ (its overrides) and sslkit-train.log stay as training wrote them; the prediction's
+    are theory/.hydra/ and sslkit-theory.log."""
+    run = tmp_path / "run"
+    assert sslkit_train("trainer.max_steps=2", "trainer.report=false", f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+    record = {f: (run / f).read_bytes() for f in (".hydra/overrides.yaml", ".hydra/config.yaml", "sslkit-train.log")}
+    done = subprocess.run([BIN / "sslkit-theory", "trainer.max_steps=2", f"hydra.run.dir={run}"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert {f: (run / f).read_bytes() for f in record} == record
+    assert "- trainer.max_steps=2" in (run / "theory" / ".hydra" / "overrides.yaml").read_text()
+    assert (run / "sslkit-theory.log").exists() and (run / "theory" / "modes.json").exists()
+
+
 def test_a_sweep_checks_every_job_before_the_first_trains(tmp_path):
     done = sslkit_train("-m", "data.batch_size=256,5000,128", "trainer.max_steps=2", f"hydra.sweep.dir={tmp_path / 's'}",
                         cwd=tmp_path)
