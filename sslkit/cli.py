@@ -30,7 +30,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ValidationError
@@ -40,9 +40,19 @@ from sslkit.config import CONFIG_DIR, TrainConfig, register_configs
 from sslkit.errors import ConfigError, Preempted
 
 
-def _config_error(exc: BaseException | None) -> ConfigError | None:
-    """The ConfigError behind `exc`, also when Hydra's instantiate wrapped it."""
+def _config_error(exc: BaseException | None, cfg: DictConfig | None = None) -> ConfigError | None:
+    """The ConfigError behind `exc`, also when Hydra's instantiate wrapped it; a ValueError
+    that a `_target_` raised on building (a value it refuses: loss.temperature=0, a negative
+    optim.weight_decay) as one that names the config group of `cfg` with that target."""
     while exc is not None and not isinstance(exc, ConfigError):
+        target = re.match(r"Error in call to target '([\w.]+)'", str(exc))
+        if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, ValueError) and target \
+                and not isinstance(exc.__cause__, ConfigError):
+            groups = [g for g, node in (cfg or {}).items() if isinstance(node, DictConfig)
+                      and str(node.get("_target_", "")).rsplit(".", 1)[-1] == target[1].rsplit(".", 1)[-1]]
+            where = f"{groups[0]} ({target[1]})" if groups else target[1]
+            keys = f" Change the {groups[0]}.* value it names." if groups else ""
+            return ConfigError(f"{where} refused its settings: {str(exc.__cause__).rstrip('.')}.{keys}")
         exc = exc.__cause__
     return exc
 
@@ -139,7 +149,7 @@ def _train(cfg: DictConfig) -> None:
               + (f"{_resume_command(run_dir)} resumes from {checkpoints[0]}." if checkpoints
                  else "nothing to resume."), 130)
     except Exception as exc:
-        if (error := _config_error(exc)) is None:
+        if (error := _config_error(exc, cfg)) is None:
             raise
         _fail(f"error: {error}", then=Checks.remove_new_run_dir)
     if _is_main():
@@ -202,7 +212,7 @@ class Checks(Callback):
             try:
                 check(job_cfg)
             except Exception as exc:
-                if (error := _config_error(exc)) is None:
+                if (error := _config_error(exc, job_cfg)) is None:
                     raise
                 _fail(f"error: sweep job {num} ({' '.join(job)}), checked before any job trains: {error}")
         missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
@@ -352,7 +362,7 @@ def _theory(cfg: DictConfig) -> None:
         _fail(f"interrupted (Ctrl-C) before the prediction was written; nothing of it is in {run_dir}. The same "
               f"command computes it again.", 130, then=Checks.remove_new_run_dir)
     except Exception as exc:
-        if (error := _config_error(exc)) is None:
+        if (error := _config_error(exc, cfg)) is None:
             raise
         _fail(f"error: {error}", then=Checks.remove_new_run_dir)
     print(f"prediction: {out}")

@@ -110,6 +110,9 @@ def build_optimizer(
     if not cfg.lr > 0:
         raise ConfigError(f"optim.lr={cfg.lr} would not train: the learning rate must be > 0, e.g. optim.lr=0.1 "
                           f"(sgd, lars) or optim.lr=1e-3 (adamw).")
+    if not 0 <= cfg.get("momentum", 0) < 1:
+        raise ConfigError(f"optim.momentum={cfg.momentum} is not allowed: use 0 <= momentum < 1 (at 1 and beyond "
+                          f"the velocity never decays, and the steps grow without bound).")
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim > 1]},

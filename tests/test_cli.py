@@ -154,6 +154,10 @@ def test_config_errors_print_one_paragraph_without_traceback(tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("sslkit-train: error: augment=digits shifts images")
     assert "Traceback" not in done.stderr and "augment=gaussian_noise" in done.stderr
+    done = sslkit_train("loss=simclr", "loss.temperature=0", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr == ("sslkit-train: error: loss (sslkit.losses.simclr.NTXentLoss) refused "
+                                                    "its settings: temperature must be > 0, got 0.0. Change the loss.* "
+                                                    "value it names.\n")
 
 
 @pytest.mark.parametrize(
@@ -165,6 +169,12 @@ def test_config_errors_print_one_paragraph_without_traceback(tmp_path):
         (["data.batch_size=5000"], r"data.batch_size=5000 .* 1797 samples: choose 1 <= data.batch_size <= 1797"),
         (["trainer.max_steps=null"], r"trainer.max_steps=None, trainer.max_epochs=None\. Set at least one"),
         (["trainer.max_steps=0"], r"The run has no steps"),
+        (["backbone.out_dim=0"], r"^backbone.out_dim=0 is not allowed: use an integer >= 1\.$"),
+        (["backbone=mlp", "backbone.width=0"], r"^backbone.width=0 is not allowed"),
+        (["projector=mlp", "projector.hidden_dims=[64,0]"], r"projector.hidden_dims=\[64, 0\]: every size must be"),
+        (["trainer.checkpoint_every=0"], r"^trainer.checkpoint_every=0 is not allowed: use an integer >= 1 \(a "),
+        (["trainer.log_every=0"], r"^trainer.log_every=0 is not allowed"),
+        (["trainer.keep_checkpoints=0"], r"^trainer.keep_checkpoints=0 is not allowed"),
     ],
 )
 def test_bad_shapes_and_sizes(config, tmp_path, overrides, pattern):
@@ -413,11 +423,33 @@ def test_an_unwritable_run_directory_is_one_message(tmp_path):
     (["loss=barlow_twins", "data.batch_size=1"], r"data.batch_size=1 is too small for Barlow Twins .*constant"),
     (["loss=vicreg", "data.batch_size=1"], r"data.batch_size=1 is too small for VICReg: .*N - 1 = 0"),
     (["optim.lr=0"], r"optim.lr=0.0 would not train: .* e.g. optim.lr=0.1"),
+    (["optim.momentum=1.5"], r"optim.momentum=1.5 is not allowed: use 0 <= momentum < 1"),
+    (["optim=lars", "optim.momentum=1"], r"optim.momentum=1.0 is not allowed"),
 ])
 def test_settings_that_would_train_nothing_are_refused(config, tmp_path, overrides, pattern):
     with pytest.raises(ConfigError, match=pattern):
         check(config(*overrides))
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("overrides, group, target, reason", [
+    (["loss=simclr", "loss.temperature=0"], "loss", "sslkit.losses.simclr.NTXentLoss", "temperature must be > 0"),
+    (["loss=barlow_twins", "loss.lambd=-1"], "loss", "sslkit.losses.barlow_twins.BarlowTwinsLoss", "lambd must be >= 0"),
+    (["loss=vicreg", "loss.cov_coeff=-1"], "loss", "sslkit.losses.vicreg.VICRegLoss", "cov_coeff must be >= 0"),
+    (["optim=adamw", "optim.weight_decay=-1"], "optim", "torch.optim.adamw.AdamW", "weight_decay"),  # torch's words
+])
+def test_a_value_the_target_refuses_is_one_line_naming_its_group(config, overrides, group, target, reason):
+    """A ValueError that a config's `_target_` raises while Hydra builds it (Hydra: "Error
+    in call to target ...", a traceback) is reported as a config error naming the group."""
+    from sslkit.cli import _config_error
+
+    cfg = config(*overrides)
+    with pytest.raises(Exception) as raised:
+        check(cfg)
+    error = _config_error(raised.value, cfg)
+    assert isinstance(error, ConfigError) and len(str(error).splitlines()) == 1
+    assert str(error).startswith(f"{group} ({target}) refused its settings: ") and reason in str(error), str(error)
+    assert str(error).endswith(f"Change the {group}.* value it names.")
 
 
 def test_batch_one_works_for_the_loss_that_allows_it(config, tmp_path):

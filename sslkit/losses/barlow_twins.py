@@ -53,6 +53,9 @@ class BarlowTwinsLoss(nn.Module):
         super().__init__()
         if normalize not in tuple(Normalize):
             raise ValueError(f"normalize must be one of {tuple(m.value for m in Normalize)}, got {normalize!r}.")
+        if lambd < 0 or not scale > 0:
+            raise ValueError(f"lambd must be >= 0 and scale > 0 (a negative weight rewards what the term "
+                             f"penalises), got lambd={lambd}, scale={scale}.")
         self.lambd = lambd
         self.scale = scale
         self.normalize = normalize

@@ -43,6 +43,9 @@ class VICRegLoss(nn.Module):
         eps: float = 1e-4,
     ) -> None:
         super().__init__()
+        if min(sim_coeff, std_coeff, cov_coeff) < 0 or not eps > 0:
+            raise ValueError(f"sim_coeff, std_coeff and cov_coeff must be >= 0 and eps > 0 (a negative weight "
+                             f"rewards what its term penalises), got {sim_coeff}, {std_coeff}, {cov_coeff}, {eps}.")
         self.sim_coeff = sim_coeff
         self.std_coeff = std_coeff
         self.cov_coeff = cov_coeff

@@ -23,6 +23,9 @@ def build_backbone(
     `network` is the import path of a class or function that takes `in_shape` and returns
     a module with `.out_dim`; each configs/backbone/*.yaml names one, so adding a backbone
     adds no code here."""
+    for key in ("out_dim", "width"):
+        if kwargs.get(key) is not None and kwargs[key] < 1:
+            raise ConfigError(f"backbone.{key}={kwargs[key]} is not allowed: use an integer >= 1.")
     if not linearized:
         unused = ["backbone.center=true"] if center else []
         if offset_scale:

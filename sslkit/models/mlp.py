@@ -5,6 +5,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from sslkit.errors import ConfigError
 from sslkit.models.layers import Parameterization, dense
 
 
@@ -69,6 +70,9 @@ class Projector(nn.Sequential):
     stepwise analysis), whatever BatchNorm does inside the backbone."""
 
     def __init__(self, in_dim: int, hidden_dims: list[int], out_dim: int, init_scale: float = 1.0) -> None:
+        if out_dim < 1 or any(d < 1 for d in hidden_dims):
+            raise ConfigError(f"projector.out_dim={out_dim}, projector.hidden_dims={list(hidden_dims)}: every size "
+                              f"must be an integer >= 1 (hidden_dims=[] for none).")
         dims = [in_dim, *hidden_dims]
         layers: list[nn.Module] = []
         for fan_in, fan_out in zip(dims[:-1], dims[1:]):
