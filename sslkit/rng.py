@@ -13,6 +13,8 @@ import random
 import numpy as np
 import torch
 
+from sslkit.errors import ConfigError
+
 DATA_ORDER, VIEWS, LINEAR_EVAL = 0, 1, 2  # stream ids (LINEAR_EVAL: sslkit-eval's augmentation and order)
 
 
@@ -26,6 +28,8 @@ def seed_globals(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators (torch's draws the initial
     weights), so that the RNG states a checkpoint stores are those of the seed and a
     resumed run's states equal an uninterrupted one's."""
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed} is not allowed: use an integer from 0 to 2**32 - 1 (NumPy's seed range).")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

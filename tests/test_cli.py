@@ -175,6 +175,7 @@ def test_config_errors_print_one_paragraph_without_traceback(tmp_path):
         (["trainer.checkpoint_every=0"], r"^trainer.checkpoint_every=0 is not allowed: use an integer >= 1 \(a "),
         (["trainer.log_every=0"], r"^trainer.log_every=0 is not allowed"),
         (["trainer.keep_checkpoints=0"], r"^trainer.keep_checkpoints=0 is not allowed"),
+        (["seed=-1"], r"^seed=-1 is not allowed: use an integer from 0 to 2\*\*32 - 1"),
     ],
 )
 def test_bad_shapes_and_sizes(config, tmp_path, overrides, pattern):
