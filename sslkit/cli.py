@@ -394,6 +394,11 @@ def report_main(argv: list[str] | None = None) -> None:
                         help="draw the runs in columns, each on its own step axis (e.g. runs of different "
                              "losses), instead of overlaid")
     args = parser.parse_args(argv)
+    if args.out is not None:  # its folder is made now, so a bad --out stops before any drawing
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.exit(2, f"sslkit-report: error: --out {args.out}: its folder cannot be made ({exc.strerror}).\n")
     try:
         for run_dir in args.run_dirs:
             print(stepwise_figure(run_dir))

@@ -122,11 +122,20 @@ def test_sslkit_report_writes_png_and_pdf_for_each_run_and_the_comparison(tmp_pa
 
 
 def test_comparison_goes_where_out_says(tmp_path, capsys):
+    """--out names the figure; its folder is made when missing, and one that cannot be made
+    (below a file) stops before any figure is drawn."""
     fake_run(tmp_path / "a", init_scale=1e-2)
     fake_run(tmp_path / "b", init_scale=1e-3)
-    report_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "alpha")])
-    assert capsys.readouterr().out.split()[-1] == str(tmp_path / "alpha.png")
-    assert (tmp_path / "alpha.pdf").read_bytes()[:5] == b"%PDF-"
+    report_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "new" / "alpha")])
+    assert capsys.readouterr().out.split()[-1] == str(tmp_path / "new" / "alpha.png")
+    assert (tmp_path / "new" / "alpha.pdf").read_bytes()[:5] == b"%PDF-"
+    (tmp_path / "a" / "stepwise.png").unlink()
+    with pytest.raises(SystemExit) as exit_:
+        report_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "a" / "config.yaml" / "x")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith(f"sslkit-report: error: --out {tmp_path / 'a' / 'config.yaml' / 'x'}: "
+                                              f"its folder cannot be made (")
+    assert not (tmp_path / "a" / "stepwise.png").exists()
 
 
 def spectrum_off_run(run_dir: Path, evaluated: bool) -> list[dict]:
