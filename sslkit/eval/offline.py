@@ -78,17 +78,18 @@ def features(ckpt: Path, run_dir: Path, kind: str, augment_copies: int, device: 
     x, y = labelled(data.x, data.y)
     if len(y.unique()) < 2:
         raise ConfigError(f"{data.name} has no class labels: there is nothing to evaluate.")
-    def get(images: torch.Tensor, clean, name: str) -> torch.Tensor:
-        return extract(net, images, clean, batch_size, device, kind == "projector", progress=name)[kind]
+
+    def get(images: torch.Tensor, clean, progress: str) -> torch.Tensor:
+        return extract(net, images, clean, batch_size, device, kind == "projector", progress)[kind]
 
     train_x = [get(x, augment.clean, "training features")]
     for copy in range(augment_copies):
         g = generator(device, seed, LINEAR_EVAL, copy)
-        name = f"augmented copy {copy + 1}/{augment_copies}"
+        progress = f"augmented copy {copy + 1}/{augment_copies}"
         if augment_kind == "views":  # view 1 of the run's own augmentation, already normalised
-            train_x.append(get(x, lambda chunk: augment(chunk, g)[0], name))
+            train_x.append(get(x, lambda chunk: augment(chunk, g)[0], progress))
         else:
-            train_x.append(get(x, lambda chunk: augment.clean(standard_augment(chunk, g)), name))
+            train_x.append(get(x, lambda chunk: augment.clean(standard_augment(chunk, g)), progress))
     out = {"step": step, "train_x": torch.cat(train_x), "train_y": y.to(device).repeat(1 + augment_copies),
            "test_x": get(test.x, augment.clean, "held-out features"), "test_y": test.y.to(device)}
     cache.parent.mkdir(exist_ok=True)
