@@ -374,7 +374,8 @@ def theory_main() -> None:
     a training run in the same directory."""
     if not _check_command("sslkit-theory"):
         own = {"hydra.job.name": "sslkit-theory", "hydra.output_subdir": f"{layout.THEORY}/.hydra"}
-        sys.argv += [f"{key}={value}" for key, value in own.items() if not any(a.startswith(f"{key}=") for a in sys.argv)]
+        sys.argv += [f"{key}={value}" for key, value in own.items()
+                     if not any(arg.startswith(f"{key}=") for arg in sys.argv)]
         _theory()
 
 

@@ -181,7 +181,8 @@ def _compared_curves(axes, metrics: list[dict], color, styles: dict) -> list[tup
     curves = [(key.removeprefix("eval/").removesuffix("/top1"), *_accuracy(metrics, key))
               for key in accuracy_keys(metrics)]
     for (name, at, acc), ls in zip(curves, TERM_STYLES):
-        axes[4].plot(at, acc, color=color, ls=styles[4].setdefault(name, ls), lw=1, marker="." if len(at) < 50 else None)
+        axes[4].plot(at, acc, color=color, ls=styles[4].setdefault(name, ls), lw=1,
+                     marker="." if len(at) < 50 else None)
     return curves
 
 
@@ -329,7 +330,9 @@ def differences(configs: list[dict]) -> list[dict]:
         if key in keys:
             return c.get(key)
         target = c.get(f"{key}._target_")
-        return str(target).rsplit(".", 1)[-1] if target else ("{…}" if any(k.startswith(key + ".") for k in c) else None)
+        if target:
+            return str(target).rsplit(".", 1)[-1]
+        return "{…}" if any(k.startswith(key + ".") for k in c) else None
 
     shown_keys = list(dict.fromkeys(whole(k) for k in keys))
     return [{k: value(c, k) for k in shown_keys} for c in configs]

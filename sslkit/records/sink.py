@@ -27,10 +27,10 @@ class Sink(Protocol):
 
 
 class MetricsFile:
-    """`run_dir/metrics.jsonl` (`layout.METRICS`), one JSON line per logged step; a non-finite value (a step
-    skipped with trainer.on_nan=skip) is written as null, so every line is strict JSON. A
-    resumed run passes the size its checkpoint recorded (`bytes`): what was written after
-    it is cut off."""
+    """`run_dir/metrics.jsonl` (`layout.METRICS`), one JSON line per logged step; a
+    non-finite value (a step skipped with trainer.on_nan=skip) is written as null, so every
+    line is strict JSON. A resumed run passes the size its checkpoint recorded (`bytes`):
+    what was written after it is cut off."""
 
     def __init__(self, path: Path, start_bytes: int = 0) -> None:
         self.file = open(path, "ab")
