@@ -157,7 +157,7 @@ def integrate_weights(w0: Tensor, gamma_matrix: Tensor, t: Tensor, rtol: float =
         return (-4 * (wg @ w.T - np.eye(shape[0])) @ wg).ravel()
 
     ws = _solve(rhs, w0.double().numpy().ravel(), t.double().numpy(), rtol).reshape(-1, *shape)
-    c = torch.from_numpy(np.einsum("tdm,mn,ten->tde", ws, g, ws))
+    c = torch.from_numpy(ws @ g @ ws.transpose(0, 2, 1))  # W Γ Wᵀ at each time: two batched products
     return torch.linalg.eigvalsh(c).flip(-1)
 
 
