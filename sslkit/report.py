@@ -30,6 +30,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from sslkit import layout  # noqa: E402
+from sslkit.checkpoint import RESUMABLE_CHANGES  # noqa: E402
 from sslkit.config import flatten  # noqa: E402
 from sslkit.records import read_metrics  # noqa: E402
 from sslkit.spectrum import NoSpectra, crossing_steps, load  # noqa: E402
@@ -40,6 +41,9 @@ RANKS = ("cov/effective_rank", "cov/rankme", "xcorr/effective_rank", "xcorr/lear
 COMPARED_RANKS = {"xcorr/learned": "-", "cov/effective_rank": ":", "cov/rankme": "--"}  # panel (b), several runs
 TERM_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))  # panels (d), (e), several runs: series
 MARKERS = ("o", "s", "^", "v", "D", "x")  # panel (f), several runs: accuracies
+# config keys that change nothing a figure draws: the display, checkpointing and dashboards (the
+# keys a resume may change, less the run's length)
+NOT_DRAWN = (*(k for k in RESUMABLE_CHANGES if k not in ("trainer.max_steps", "trainer.max_epochs")), "logger")
 
 
 def stepwise_figure(run_dir: str | Path, modes: int = 12) -> Path:
@@ -316,10 +320,12 @@ def run_labels(run_dirs: list[Path]) -> list[str]:
 
 
 def differences(configs: list[dict]) -> list[dict]:
-    """For each flattened config, {key: value} of the keys in which the configs differ. A
-    subtree that some config lacks (eval.knn under eval=none, null there) is one key, whose
-    value is its class (the short name of its `_target_`), or None where it is missing."""
-    keys = sorted({k for c in configs for k in c if len({repr(d.get(k)) for d in configs}) > 1})
+    """For each flattened config, {key: value} of the keys in which the configs differ,
+    less those that change nothing drawn (`NOT_DRAWN`). A subtree that some config lacks
+    (eval.knn under eval=none, null there) is one key, whose value is its class (the short
+    name of its `_target_`), or None where it is missing."""
+    keys = sorted({k for c in configs for k in c if len({repr(d.get(k)) for d in configs}) > 1
+                   and not any(k == n or k.startswith(n + ".") for n in NOT_DRAWN)})
 
     def whole(key: str) -> str:  # the shortest prefix of key that some config has nothing under
         parts = key.split(".")
