@@ -136,9 +136,6 @@ def draw_curves(run_dir: str | Path) -> Figure:
     if evaluated:
         _accuracy_lines(axes[4], metrics)
     _finish_curves(fig, axes, f"{describe(read_config(run_dir))}\n{shown(run_dir)}", [[m["step"] for m in metrics]])
-    for ax in axes[3:5]:
-        if ax is not None and ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=2)
     return fig
 
 
@@ -182,8 +179,7 @@ def _compared_curves(axes, metrics: list[dict], color, styles: dict) -> list[tup
     for key, ls in zip(["loss", *_loss_terms(metrics)], TERM_STYLES):
         axes[3].plot(steps, [m.get(key, np.nan) for m in metrics], color=color, ls=styles[3].setdefault(key, ls),
                      lw=1.2 if key == "loss" else 0.8)
-    curves = [(key.removeprefix("eval/").removesuffix("/top1"), *_accuracy(metrics, key))
-              for key in accuracy_keys(metrics)]
+    curves = _accuracies(metrics)
     for (name, at, acc), ls in zip(curves, TERM_STYLES):
         axes[4].plot(at, acc, color=color, ls=styles[4].setdefault(name, ls), lw=1,
                      marker="." if len(at) < 50 else None)
@@ -412,19 +408,21 @@ def _label_accuracy(ax_steps, ax_acc, ax_modes, title: str) -> None:
 def _accuracy_lines(ax, metrics: list[dict]) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Each held-out accuracy vs step, labelled `<probe>/<features>`; returns (label, steps,
     accuracies) for each."""
-    curves = []
-    for key in accuracy_keys(metrics):
-        steps, acc = _accuracy(metrics, key)
-        label = key.removeprefix("eval/").removesuffix("/top1")
+    curves = _accuracies(metrics)
+    for label, steps, acc in curves:
         ax.plot(steps, acc, lw=1.2, marker="." if len(steps) < 50 else None, label=label)
-        curves.append((label, steps, acc))
     return curves
 
 
-def _accuracy(metrics: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of the accuracy `key` at the steps that logged it."""
-    rows = [m for m in metrics if key in m]
-    return np.array([m["step"] for m in rows]), np.array([m[key] for m in rows])
+def _accuracies(metrics: list[dict]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(`<probe>/<features>`, steps, values) of each held-out top-1 accuracy, at the steps
+    that logged it."""
+    curves = []
+    for key in accuracy_keys(metrics):
+        rows = [m for m in metrics if key in m]
+        curves.append((key.removeprefix("eval/").removesuffix("/top1"), np.array([m["step"] for m in rows]),
+                       np.array([m[key] for m in rows])))
+    return curves
 
 
 def _axes(accuracy: bool = False, spectra: bool = True):
@@ -458,9 +456,8 @@ def _mark_non_positive(ax) -> None:
 
 def _finish(fig, axes, title: str, steps: list) -> None:
     """Axis labels and scales; every panel spans the same steps (those of all series)."""
-    steps = np.concatenate([np.asarray(s, dtype=float) for s in steps if len(s)] or [[0.0]])
     for ax in axes[:4]:
-        ax.set_xlim(steps.min(), max(steps.max(), steps.min() + 1))
+        ax.set_xlim(*_span(steps))
     axes[0].set_yscale("log")
     _mark_non_positive(axes[0])
     axes[0].axhline(0.5, color="grey", lw=0.5, ls=":")
@@ -477,12 +474,20 @@ def _finish(fig, axes, title: str, steps: list) -> None:
 def _finish_curves(fig, axes, title: str, steps: list) -> None:
     """`_finish` for a figure without spectra: (d) and (e) over the same steps, labelled."""
     _loss_axis(axes[3])
-    first, last = min(min(s) for s in steps if len(s)), max(max(s) for s in steps if len(s))
-    axes[3].set_xlim(first, max(last, first + 1))
+    axes[3].set_xlim(*_span(steps))
     if axes[4] is not None:
         _label_accuracy(axes[3], axes[4], None, "Held-out accuracy")
+    for ax in axes[3:5]:
+        if ax is not None and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
     lines = [*title.split("\n"), "no spectra (trained with spectrum=off)"]
     fig.suptitle("\n".join(textwrap.fill(line, 70 if axes[4] is None else 150) for line in lines), fontsize=9)
+
+
+def _span(steps: list) -> tuple[float, float]:
+    """The x range of panels that share their steps: those of every series (at least one step wide)."""
+    steps = np.concatenate([np.asarray(s, dtype=float) for s in steps if len(s)] or [[0.0]])
+    return steps.min(), max(steps.max(), steps.min() + 1)
 
 
 def _loss_axis(ax) -> None:

@@ -175,6 +175,15 @@ def test_a_run_without_spectra_gets_its_loss_and_accuracy_drawn(tmp_path, evalua
             assert list(line.get_ydata()) == [r[f"eval/{label}/top1"] for r in evaluated_rows]
 
 
+def test_a_run_without_spectra_or_logged_steps_draws_empty_panels(tmp_path):
+    """spectrum=off and an empty metrics.jsonl (stopped before its first line): the loss panel
+    spans the one step 0 to 1, as `_finish` does for a run with spectra."""
+    spectrum_off_run(tmp_path / "off", evaluated=False)
+    (tmp_path / "off" / "metrics.jsonl").write_text("")
+    fig = draw_stepwise(tmp_path / "off")
+    assert fig.axes[0].get_xlim() == (0.0, 1.0) and fig.axes[0].get_title() == "Loss and its terms"
+
+
 def test_a_run_without_spectra_or_metrics_is_explained(tmp_path, capsys):
     """Without metrics.jsonl there is nothing to draw; a run without spectra gets its own
     figure but is not overlaid on runs with spectra, and the error says so."""
