@@ -36,14 +36,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def total_steps(trainer: DictConfig, steps_per_epoch: int) -> int:
-    """The smaller of trainer.max_steps and trainer.max_epochs × steps per epoch; the
-    trainer's cadences (log_every, checkpoint_every, keep_checkpoints) checked ≥ 1."""
+def check_cadences(trainer: DictConfig) -> None:
+    """trainer.log_every, checkpoint_every and keep_checkpoints are counts ≥ 1."""
     for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
         if trainer[key] < 1:
             raise ConfigError(f"trainer.{key}={trainer[key]} is not allowed: use an integer >= 1"
                               + (" (a checkpoint is also written at the end of the run)." if key == "checkpoint_every"
                                  else "."))
+
+
+def total_steps(trainer: DictConfig, steps_per_epoch: int) -> int:
+    """The smaller of trainer.max_steps and trainer.max_epochs × steps per epoch."""
     budgets = [trainer.max_steps, None if trainer.max_epochs is None else trainer.max_epochs * steps_per_epoch]
     budgets = [b for b in budgets if b is not None]
     if not budgets or min(budgets) < 1:

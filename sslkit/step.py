@@ -22,7 +22,7 @@ from sslkit.losses import LossOutput
 from sslkit.methods import StepOutput, check_loss
 from sslkit.optim import build_optimizer, guarded_step
 from sslkit.rng import VIEWS, generator, seed_globals
-from sslkit.run import total_steps
+from sslkit.run import check_cadences, total_steps
 from sslkit.spectrum import reads_features
 
 
@@ -57,6 +57,7 @@ class Step:
         check_loss(net, loss_fn)  # the loss takes what the method gives it
         if hasattr(loss_fn, "check_batch"):  # a loss that needs more than one sample says so
             loss_fn.check_batch(data.batch_size)
+        check_cadences(cfg.trainer)
         steps = total_steps(cfg.trainer, data.steps_per_epoch)
         optimizer, scheduler = build_optimizer(cfg.optim, net, steps)
         model = accel.compiled(distributed.wrap(net, rank, device))

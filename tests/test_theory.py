@@ -293,6 +293,8 @@ def test_sslkit_theory_refuses_what_it_cannot_predict(config, tmp_path):
         predict(config("experiment=stepwise_digits", "loss=vicreg"), tmp_path)
     with pytest.raises(ConfigError, match="optim.schedule=constant"):
         predict(config("experiment=stepwise_digits", "optim.schedule=cosine"), tmp_path)
+    with pytest.raises(ConfigError, match=r"^seed=-1 is not allowed"):  # seeded as training seeds
+        predict(config("experiment=stepwise_digits", "seed=-1"), tmp_path)
 
 
 def test_race_margin_with_a_scalar_kernel_is_the_closed_form_growth():

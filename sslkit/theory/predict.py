@@ -26,7 +26,7 @@ from sslkit import layout
 from sslkit.errors import ConfigError
 from sslkit.methods.siamese import Siamese
 from sslkit.models.mlp import Linear
-from sslkit.rng import VIEWS, generator
+from sslkit.rng import VIEWS, generator, seed_globals
 from sslkit.theory import stepwise
 
 VIEW_DRAWS = 32  # view pairs of the whole data set averaged into Γ
@@ -58,7 +58,7 @@ def check_supported(cfg: DictConfig, backbone, projector, method) -> None:
 
 def predict(cfg: DictConfig, run_dir: str | Path) -> Path:
     """Write `run_dir/theory/` for the run `cfg` describes; returns that directory."""
-    torch.manual_seed(cfg.seed)  # as sslkit.train: data, views, then the initial weights
+    seed_globals(cfg.seed)  # as sslkit.train: data, views, then the initial weights
     data = instantiate(cfg.data)
     augment = instantiate(cfg.augment)
     backbone = instantiate(cfg.backbone, in_shape=augment.view_shape(tuple(data.x.shape[1:])))
