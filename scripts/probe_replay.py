@@ -38,7 +38,6 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from sslkit import checkpoint, layout
-from sslkit.checkpoint import step_files
 from sslkit.cli import CONFIG_DIR
 from sslkit.config import register_configs
 from sslkit.eval import Evaluation, OnlineProbe, extract, fit_linear, topk_accuracy
@@ -205,7 +204,7 @@ def drift(run_dir: Path) -> tuple[dict[int, float], dict[int, list[float]]]:
     between checkpoints, the change in top-1 when the fit of step s scores the held-out
     features of step s + d instead of the fit of step s + d, one per such pair."""
     cache = {f["step"]: f for f in (offline_features(c, run_dir, "backbone", 0, torch.device("cpu"), 1024)
-                                    for c in step_files(run_dir / layout.CHECKPOINTS))}
+                                    for c in checkpoint.step_files(run_dir / layout.CHECKPOINTS))}
     steps = sorted(cache)
     classes = classes_of(*(cache[s]["train_y"] for s in steps))
     fits = {s: fit_linear(cache[s]["train_x"], cache[s]["train_y"], classes).eval() for s in steps}
@@ -213,9 +212,9 @@ def drift(run_dir: Path) -> tuple[dict[int, float], dict[int, list[float]]]:
     def top1(fit_step: int, step: int) -> float:
         return topk_accuracy(fits[fit_step](cache[step]["test_x"]).detach(), cache[step]["test_y"])[1]
 
+    own = {s: top1(s, s) for s in steps}
     distances = sorted({t - s for s in steps for t in steps if t > s})
-    return ({s: top1(s, s) for s in steps},
-            {d: [top1(s, s + d) - top1(s + d, s + d) for s in steps if s + d in fits] for d in distances})
+    return own, {d: [top1(s, s + d) - own[s + d] for s in steps if s + d in fits] for d in distances}
 
 
 def main() -> None:
