@@ -191,5 +191,6 @@ def evaluate(args: argparse.Namespace) -> None:
     print(f"step {f['step']}: top-1 {accuracy[1]:.2f} %, top-5 {accuracy[5]:.2f} % "
           f"({len(f['test_y'])} held-out samples) → {run_dir / layout.LINEAR_EVAL}", file=sys.stdout)
 
+
 if __name__ == "__main__":
     main()
