@@ -41,37 +41,81 @@ class OnNaN(str, Enum):
 
 @dataclass
 class TrainerConfig:
-    max_steps: Optional[int] = 1000  # the run stops at whichever of max_steps / max_epochs comes first
+    """How long the run trains and what it writes along the way (sslkit.train, sslkit.accel).
+
+    Attributes:
+        max_steps: Training steps; the run stops at whichever of max_steps / max_epochs comes first (null: no limit).
+        max_epochs: Passes over the data (null: no limit).
+        log_every: Steps between two metrics.jsonl lines and progress-bar updates.
+        progress: Show the progress bar.
+        report: Write stepwise.png into the run directory when training ends.
+        checkpoint_every: Steps between two checkpoints; one is also written at the end.
+        keep_checkpoints: Number of most recent checkpoints kept.
+        resume: auto (from run_dir/checkpoints if there), never, overwrite, or a checkpoint path.
+        on_nan: stop, or skip (drop the update of a step whose loss is not finite).
+        precision: auto, fp32, tf32 or bf16 (auto: bf16 on CUDA, fp32 on the CPU).
+        channels_last: auto, true or false: images in channels-last memory format (auto: on CUDA).
+        compile: auto, true or false: torch.compile the model and the loss (auto: on CUDA).
+        compile_mode: torch.compile's mode: default or max-autotune-no-cudagraphs.
+    """
+
+    max_steps: Optional[int] = 1000
     max_epochs: Optional[int] = None
-    log_every: int = 1  # metrics.jsonl line and progress-bar update every k steps
+    log_every: int = 1
     progress: bool = True
-    report: bool = True  # write stepwise.png into the run directory when training ends
-    checkpoint_every: int = 1000  # steps; a checkpoint is also written at the end
+    report: bool = True
+    checkpoint_every: int = 1000
     keep_checkpoints: int = 2
-    resume: str = "auto"  # auto (from run_dir/checkpoints if there), never, overwrite, or a checkpoint path
-    on_nan: OnNaN = OnNaN.stop  # skip: drop the update of a step whose loss is not finite
-    # sslkit.accel: auto = the fast setting on CUDA (bf16, true, true), the plain one on the CPU
-    precision: str = "auto"  # auto | fp32 | tf32 | bf16
-    channels_last: Union[bool, str] = "auto"  # auto | true | false
-    compile: Union[bool, str] = "auto"  # auto | true | false: torch.compile model and loss
-    compile_mode: str = "default"  # default | max-autotune-no-cudagraphs
+    resume: str = "auto"
+    on_nan: OnNaN = OnNaN.stop
+    precision: str = "auto"
+    channels_last: Union[bool, str] = "auto"
+    compile: Union[bool, str] = "auto"
+    compile_mode: str = "default"
 
 
 @dataclass
 class EvalConfig:
     """Evaluation on the held-out split every `every` steps (sslkit.eval.Evaluation); the
-    probes are options of configs/eval/ (sslkit.eval.OnlineProbe, sslkit.eval.KNN)."""
+    probes are options of configs/eval/ (sslkit.eval.OnlineProbe, sslkit.eval.KNN).
+
+    Attributes:
+        every: Steps between two evaluations.
+        test_split: data.split of the held-out split (data sets that have splits).
+        test_root: data.root of the held-out split (null: data.root).
+        batch_size: Images per forward pass when features are extracted.
+        online_probe: The online linear probe (eval=online_probe; null: none).
+        knn: The kNN classifier (eval=knn; null: none).
+    """
 
     every: int = 100
-    test_split: str = "test"  # data.split of the held-out split (data sets that have splits)
-    test_root: Optional[str] = None  # data.root of the held-out split; null: data.root
-    batch_size: int = 1024  # images per forward pass when features are extracted
+    test_split: str = "test"
+    test_root: Optional[str] = None
+    batch_size: int = 1024
     online_probe: Any = None
     knn: Any = None
 
 
 @dataclass
 class TrainConfig:
+    """The run's own keys; every other key belongs to the option of its group.
+
+    Attributes:
+        seed: Seed of every random draw of the run (initialisation, data order, views); in [0, 2**32).
+        device: auto (CUDA when there is a GPU), cpu or cuda.
+        trainer: How long to train and what to write (trainer.*).
+        data: The data set (data=...).
+        backbone: The network (backbone=...).
+        projector: The head on the backbone (projector=...).
+        method: How the views go through the networks (method=...).
+        augment: The two views of a batch (augment=...).
+        loss: The loss (loss=...).
+        optim: The optimizer and its learning-rate schedule (optim=...).
+        spectrum: The spectrum monitor (spectrum=...).
+        logger: The dashboards (logger=[wandb,tensorboard]); the run directory is always written.
+        eval: Held-out evaluation (eval.*, eval=[online_probe,knn]).
+    """
+
     seed: int = 0
     device: Device = Device.auto
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -83,13 +127,17 @@ class TrainConfig:
     loss: Any = MISSING
     optim: Any = MISSING
     spectrum: Any = MISSING
-    logger: dict[str, Any] = field(default_factory=dict)  # dashboards; the run directory is always written
+    logger: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 @dataclass
 class Switch:
-    """spectrum.enabled: false builds no SpectrumMonitor (sslkit.records.Observer)."""
+    """The spectrum's on/off switch, beside SpectrumMonitor's own keys.
+
+    Attributes:
+        enabled: false builds no SpectrumMonitor (sslkit.records.Observer), so nothing is recorded.
+    """
 
     enabled: bool = True
 

@@ -39,7 +39,14 @@ class LARS(torch.optim.Optimizer):
     d and the norms by `torch._foreach_*`, the trust ratios as one (P,) tensor, and the
     momentum update by PyTorch's fused SGD kernel (dampening 0; μ starts at 0, so its
     first step μ = d is the rule above). That kernel skips the update on the device when
-    the optimizer's `found_inf` flag is set (see `guarded_step`)."""
+    the optimizer's `found_inf` flag is set (see `guarded_step`).
+
+    Args:
+        lr: Learning rate.
+        weight_decay: wd, the weight decay added to the gradient.
+        momentum: Momentum factor.
+        eta: η, the trust coefficient.
+    """
 
     _step_supports_amp_scaling = True  # reads self.found_inf, as torch's fused optimizers do
 
@@ -92,7 +99,12 @@ def lr_factor(step: int, schedule: Schedule, warmup_steps: int, total_steps: int
 
 def lr_schedule(optimizer: torch.optim.Optimizer, total_steps: int, schedule: Schedule = Schedule.constant,
                 warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """The learning rate lr · lr_factor(step, schedule, warmup_steps, total_steps)."""
+    """The learning rate lr · lr_factor(step, schedule, warmup_steps, total_steps).
+
+    Args:
+        schedule: constant, cosine (to 0 at the last step) or warmup_cosine.
+        warmup_steps: Steps of the linear warm-up of warmup_cosine.
+    """
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, schedule, warmup_steps, total_steps))
 

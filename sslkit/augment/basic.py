@@ -37,7 +37,11 @@ class GaussianNoise(TwoViews):
     """x' = x + std·ε, ε ~ N(0, I) drawn per sample and per coordinate.
 
     With two such views of x ~ N(0, Σ) the expected cross-covariance between the views is
-    Σ itself, so the data spectrum is the γ_k of the stepwise theory (docs/theory.md)."""
+    Σ itself, so the data spectrum is the γ_k of the stepwise theory (docs/theory.md).
+
+    Args:
+        std: Standard deviation of the added noise.
+    """
 
     def __init__(self, std: float = 0.1) -> None:
         self.std = std
@@ -49,7 +53,13 @@ class GaussianNoise(TwoViews):
 
 class ShiftNoise(TwoViews):
     """Image views: subtract `mean`, shift each image by its own random integer offset
-    (dy, dx) ∈ [−max_shift, max_shift]² with zero fill, then add N(0, std²) noise."""
+    (dy, dx) ∈ [−max_shift, max_shift]² with zero fill, then add N(0, std²) noise.
+
+    Args:
+        max_shift: Largest shift in pixels, in each direction.
+        std: Standard deviation of the added noise.
+        mean: Value subtracted from every pixel first.
+    """
 
     def __init__(self, max_shift: int = 1, std: float = 0.1, mean: float = 0.0) -> None:
         self.max_shift, self.std, self.mean = max_shift, std, mean

@@ -25,11 +25,22 @@ from sslkit.errors import ConfigError
 class ViewSpec:
     """Settings of one view; a probability of 0 switches an op off (it is not computed).
 
-    crop_scale: area fraction range of the crop (None: the whole image, no crop);
-    crop_ratio: aspect ratio (w/h) range; brightness, contrast, saturation: factor
-    ~ U(max(0, 1 − v), 1 + v); hue: shift ~ U(−v, v) turns, v ≤ ½; blur_sigma: σ range in
-    pixels; blur_kernel: kernel size as a fraction of the view's height, made odd
-    (SimCLR: 10 %, i.e. 23 px at 224 px, 3 px at 32 px)."""
+    Attributes:
+        crop_scale: Range of the crop's area as a fraction of the image (null: the whole image, no crop).
+        crop_ratio: Range of the crop's aspect ratio w/h.
+        flip_p: Probability of a horizontal flip.
+        jitter_p: Probability of the colour jitter (brightness, contrast, saturation, hue).
+        brightness: v of the brightness factor ~ U(max(0, 1 − v), 1 + v).
+        contrast: v of the contrast factor ~ U(max(0, 1 − v), 1 + v).
+        saturation: v of the saturation factor ~ U(max(0, 1 − v), 1 + v).
+        hue: v of the hue shift ~ U(−v, v), in turns of the colour wheel (v ≤ ½).
+        grayscale_p: Probability of turning the view grey.
+        blur_p: Probability of a Gaussian blur.
+        blur_sigma: Range of the blur's σ in pixels.
+        blur_kernel: Blur kernel size as a fraction of the view's height, made odd (SimCLR: 0.1, 3 px at 32 px).
+        solarize_p: Probability of solarization (x → 1 − x for x at or above the threshold).
+        solarize_threshold: Solarization threshold, on the [0, 1] scale.
+    """
 
     crop_scale: tuple[float, float] | None = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -178,7 +189,16 @@ class ImageViews:
     x: uint8 (B, C, H, W) (or float in [0, 1]) with C = 1 or 3, on the generator's device;
     views: float32 (B, C, size, size), normalised per channel by `mean` and `std`. With
     `compile=True` the stages go through `torch.compile` (`Stages.compiled`; the first
-    call for a batch shape compiles); `compile="auto"` compiles for batches on CUDA."""
+    call for a batch shape compiles); `compile="auto"` compiles for batches on CUDA.
+
+    Args:
+        view1: Settings of view 1 (augment.view1.*).
+        view2: Settings of view 2 (null: those of view 1).
+        size: Side in pixels of the square views (null: the input's size).
+        mean: Per-channel mean subtracted from the views (one value: every channel).
+        std: Per-channel standard deviation the views are divided by.
+        compile: Run the stages through torch.compile: true, false or auto (on CUDA).
+    """
 
     def __init__(
         self,

@@ -72,7 +72,14 @@ def _cifar(root: str | None, split: CifarSplit, batch_size: int, on_device: bool
 def cifar10(root: str | None, batch_size: int, split: CifarSplit = CifarSplit.train,
             on_device: bool | str = "auto") -> InMemoryData:
     """CIFAR-10, uint8 (N, 3, 32, 32): split=train reads data_batch_1 … data_batch_5
-    (50 000 images), split=test reads test_batch (10 000)."""
+    (50 000 images), split=test reads test_batch (10 000).
+
+    Args:
+        root: The folder that holds the extracted files, or the folder the archive extracts to.
+        batch_size: Images per training step.
+        split: Which images: train (50 000) or test (10 000).
+        on_device: Hold the whole set on the training device (auto: when it takes at most half of the free GPU memory).
+    """
     files = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
     return _cifar(root, split, batch_size, on_device, "cifar10", files, "cifar-10-batches-py",
                   "cifar-10-python.tar.gz", b"labels", 10)
@@ -81,7 +88,14 @@ def cifar10(root: str | None, batch_size: int, split: CifarSplit = CifarSplit.tr
 def cifar100(root: str | None, batch_size: int, split: CifarSplit = CifarSplit.train,
              on_device: bool | str = "auto") -> InMemoryData:
     """CIFAR-100 with its 100 fine labels, uint8 (N, 3, 32, 32): split=train reads `train`
-    (50 000 images), split=test reads `test` (10 000)."""
+    (50 000 images), split=test reads `test` (10 000).
+
+    Args:
+        root: The folder that holds the extracted files, or the folder the archive extracts to.
+        batch_size: Images per training step.
+        split: Which images: train (50 000) or test (10 000).
+        on_device: Hold the whole set on the training device (auto: when it takes at most half of the free GPU memory).
+    """
     files = {"train": ["train"], "test": ["test"]}
     return _cifar(root, split, batch_size, on_device, "cifar100", files, "cifar-100-python",
                   "cifar-100-python.tar.gz", b"fine_labels", 100)

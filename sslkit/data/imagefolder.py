@@ -63,7 +63,15 @@ def load_image(path: Path, image_size: int) -> torch.Tensor:
 def imagefolder(root: str | None, batch_size: int, image_size: int = 96, cache_dir: str | None = None,
                 on_device: bool | str = "auto") -> InMemoryData:
     """Every image under root/<class>/ as uint8 (N, 3, image_size, image_size), labelled
-    by its class folder's index in sorted order; decoded once, then read from the cache."""
+    by its class folder's index in sorted order; decoded once, then read from the cache.
+
+    Args:
+        root: The folder that holds one folder of images per class.
+        batch_size: Images per training step.
+        image_size: Side in pixels of the square each image is resized and centre-cropped to.
+        cache_dir: Folder of the decoded-images cache (null: $XDG_CACHE_HOME/sslkit, ~/.cache/sslkit).
+        on_device: Hold the whole set on the training device (auto: when it takes at most half of the free GPU memory).
+    """
     if image_size < 1:
         raise ConfigError(f"data.image_size={image_size} is not allowed: use a positive size in pixels.")
     classes, images = _find_images(root)

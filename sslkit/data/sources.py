@@ -48,7 +48,14 @@ def digits(batch_size: int, split: Split = Split.all, size: int = 8, channels: i
 
     `size` > 8 resizes them (bilinear, align_corners=False) to size × size and `channels`
     = 3 repeats the grey level in R, G and B: `size=32 channels=3` is a CIFAR-shaped set
-    for the image networks."""
+    for the image networks.
+
+    Args:
+        batch_size: Images per training step (1797: the whole set every step).
+        split: all (1797, held-out labels hidden), train (the first 1500) or test (the last 297).
+        size: Side in pixels (≥ 8); larger sizes are resized bilinearly.
+        channels: 1 (grey) or 3 (the grey level repeated in R, G and B).
+    """
     if size < 8 or channels not in (1, 3):
         raise ConfigError(f"data.size={size}, data.channels={channels} is not allowed: use a size >= 8 "
                           f"(pixels) and 1 or 3 channels.")
@@ -92,7 +99,15 @@ def mnist1d(batch_size: int, split: Split = Split.all, train: int = 4000, test: 
 
     The last `test` samples are the held-out split (split=test), the first `train` are
     split=train, and split=all holds both with the held-out labels hidden (−1), as for
-    data=digits."""
+    data=digits.
+
+    Args:
+        batch_size: Signals per training step.
+        split: all (held-out labels hidden), train (the first `train`) or test (the last `test`).
+        train: Number of training samples generated (≥ 10).
+        test: Number of held-out samples generated (≥ 10).
+        seed: Seed of the generator of the data set (the package's own default, 42).
+    """
     if train < 10 or test < 10:
         raise ConfigError(f"data.train={train}, data.test={test} is not allowed: MNIST-1D draws the same "
                           f"number of samples of each of its 10 classes; use at least 10 of each split.")
@@ -112,6 +127,14 @@ def synthetic(
     σ² is `spectrum` when given (length `dim`, all > 0), else the power law
     σ²_k = 2^(−decay·k), k = 0 … dim−1 (decay = 0.5 gives γ_k = 2^(−k/2) of docs/theory.md).
     Labels are all zero: the source has no classes.
+
+    Args:
+        batch_size: Samples per training step.
+        n: Number of samples drawn.
+        dim: Dimension of each sample.
+        spectrum: The `dim` variances σ²_k (null: the power law of `decay`).
+        decay: Exponent of the power law σ²_k = 2^(−decay·k) used when `spectrum` is null.
+        seed: Seed of the draw of the samples.
     """
     if spectrum is None:
         variances = 2.0 ** (-decay * torch.arange(dim, dtype=torch.float64))

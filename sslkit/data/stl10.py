@@ -55,7 +55,14 @@ def _labels(path: Path, n: int) -> torch.Tensor:
 def stl10(root: str | None, batch_size: int, split: STL10Split = STL10Split["train+unlabeled"],
           on_device: bool | str = "auto") -> InMemoryData:
     """STL-10, uint8 (N, 3, 96, 96): split=train (5000 labelled images), test (8000),
-    unlabeled (100 000, label −1) or train+unlabeled (105 000, the usual SSL set)."""
+    unlabeled (100 000, label −1) or train+unlabeled (105 000, the usual SSL set).
+
+    Args:
+        root: The folder that holds the extracted files, or the folder the archive extracts to.
+        batch_size: Images per training step.
+        split: Which images: train, test, unlabeled or train+unlabeled.
+        on_device: Hold the whole set on the training device (auto: when it takes at most half of the free GPU memory).
+    """
     split = str(getattr(split, "value", split))
     parts = split.split("+")
     if not parts or any(p not in SPLITS for p in parts):

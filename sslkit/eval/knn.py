@@ -50,7 +50,14 @@ def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) 
 
 class KNN:
     """eval=knn: the top-1 and top-5 accuracy (%) of `knn_scores` of each feature kind in
-    `features` (None: every kind given) for each k in `k`."""
+    `features` (None: every kind given) for each k in `k`.
+
+    Args:
+        features: Feature kinds scored: backbone (h), projector (z); null: both.
+        k: Neighbour counts, one accuracy each.
+        temperature: T of the vote weights exp(s/T) (null: a plain majority vote).
+        chunk_elements: Most entries of the similarity matrix computed at once (bounds memory).
+    """
 
     def __init__(self, features: Sequence[ProbeFeatures] | None = None, k: Sequence[int] = (20, 200),
                  temperature: float | None = TEMPERATURE, chunk_elements: int = CHUNK_ELEMENTS) -> None:

@@ -69,10 +69,19 @@ class OnlineProbe(nn.Module):
     as 4 at lr 1 did, the average of the last ~1/(1 − ema) = 20 batches damps the scatter,
     and a longer one lags the features. The schedule follows the training's
     (configs/eval/online_probe.yaml): the probe anneals when the features stop moving.
-    Measured against sslkit-eval: scripts/RESULTS.md, "Online probe settings against
-    sslkit-eval", "Where the remaining gap came from", "A larger shared λ" (λ ≥ 10⁻³ leaves
-    the gap as it is and costs both fits accuracy), "The online probe on MNIST-1D", "A
-    window of recent samples for the online probe" and "Why a gap remains on MNIST-1D"."""
+    Measured against sslkit-eval: docs/benchmarks.md, "The online probe's settings".
+
+    Args:
+        lr: The probe's SGD learning rate (on standardised features).
+        momentum: The probe's SGD momentum, in [0, 1).
+        weight_decay: λ of the penalty λ/2·‖W‖², sslkit-eval's λ.
+        schedule: The probe's learning-rate schedule (online_probe.yaml: the training's).
+        ema: Decay of the moving average of the heads that is scored (0: the last iterate).
+        features: Feature kinds probed: backbone (h), projector (z); null: both.
+        input: clean (features of the un-augmented images, one more forward pass) or view (view 1's, free).
+        steps_per_batch: SGD steps of the probe per training batch.
+        window: Most recent training samples whose features each step fits.
+    """
 
     def __init__(self, dims: dict[str, int], classes: int, total_steps: int, lr: float = 0.3,
                  momentum: float = 0.9, weight_decay: float = WEIGHT_DECAY, schedule: Schedule = Schedule.constant,

@@ -36,7 +36,7 @@ class BarlowTwinsLoss(nn.Module):
     Args:
         lambd: Weight λ of the redundancy (off-diagonal) term.
         scale: Factor multiplying the whole loss.
-        normalize: ``"batchnorm"`` or ``"none"``.
+        normalize: batchnorm (each view standardised per dimension over the batch) or none.
         symmetric: Symmetrise C before computing the loss.
 
     Terms: ``"invariance"`` = scale · Σ_i (1 − C_ii)²,

@@ -36,7 +36,12 @@ class BYOL(nn.Module):
     its parameters take no gradient and no optimizer step. Each network normalises each
     view with that view's batch statistics (BatchNorm in train mode), as in the official
     code. The predictor is `Projector(embed_dim, hidden_dims, out_dim)` with embed_dim the
-    projector's output size (the backbone's with `projector=identity`)."""
+    projector's output size (the backbone's with `projector=identity`).
+
+    Args:
+        hidden_dims: Hidden sizes of the predictor.
+        tau: τ₀, the target's moving-average rate at the first step; it rises to 1 on a cosine.
+    """
 
     extra_inputs = ("t1", "t2")
 

@@ -22,7 +22,14 @@ def build_backbone(
 
     `network` is the import path of a class or function that takes `in_shape` and returns
     a module with `.out_dim`; each configs/backbone/*.yaml names one, so adding a backbone
-    adds no code here."""
+    adds no code here.
+
+    Args:
+        network: Import path of the network's class or function (set by each backbone option).
+        linearized: Train the network's first-order Taylor expansion around its initialisation instead.
+        center: Subtract the initial output f(x; θ₀), so the linearized network starts at 0 plus its offset.
+        offset_scale: Standard deviation of the linearized network's initial parameter offsets.
+    """
     for key in ("out_dim", "width"):
         if kwargs.get(key) is not None and kwargs[key] < 1:
             raise ConfigError(f"backbone.{key}={kwargs[key]} is not allowed: use an integer >= 1.")

@@ -17,7 +17,17 @@ class CNN(nn.Module):
     All convolutions are 3×3 with `width` channels, padding 1 and a ReLU; depth = 1 is
     Myrtle-5 (4 convolutions + read-out). Initialisation and the ntk parameterization are
     those of `sslkit.models.MLP`: ReLU gain √2, bias scale β for the ntk one, and the
-    read-out weights drawn with the extra factor `init_scale`. Needs H, W ≥ 4."""
+    read-out weights drawn with the extra factor `init_scale`. Needs H, W ≥ 4.
+
+    Args:
+        width: Channels of every convolution.
+        depth: Convolutions per stage.
+        out_dim: Size of the output features.
+        init_scale: Extra factor of the read-out weights at initialisation.
+        parameterization: standard (He initialisation) or ntk (the neural-tangent-kernel parameterization).
+        bias_scale: β, the factor of the biases in the ntk parameterization.
+        in_channels: Input channels, checked against the data's (null: the data's).
+    """
 
     def __init__(
         self,

@@ -17,7 +17,12 @@ class Linear(nn.Module):
     """f(x) = W·flatten(x), no bias, W_ij ~ N(0, init_scale² / in_features).
 
     The linear model of the stepwise analysis (Simon et al. 2023, §4): `init_scale` is α,
-    so small initialisation is one override (`backbone.init_scale=1e-3`)."""
+    so small initialisation is one override (`backbone.init_scale=1e-3`).
+
+    Args:
+        out_dim: Size of the output.
+        init_scale: α, the scale of the initial weights.
+    """
 
     def __init__(self, in_shape: tuple[int, ...], out_dim: int, init_scale: float = 1.0) -> None:
         super().__init__()
@@ -35,7 +40,16 @@ class MLP(nn.Module):
     Hidden layers have ReLU gain √2 (He): N(0, 2/fan_in) weights and zero biases in the
     standard parameterization; in the ntk one, h = √2/√fan_in·W x + β·b with W, b ~ N(0, 1)
     (β = `bias_scale`, see `sslkit.models.layers`). The read-out weights are drawn with an
-    extra factor `init_scale`, which therefore multiplies the output at initialisation."""
+    extra factor `init_scale`, which therefore multiplies the output at initialisation.
+
+    Args:
+        width: Units of every hidden layer.
+        depth: Number of hidden layers.
+        out_dim: Size of the output features.
+        init_scale: Extra factor of the read-out weights at initialisation.
+        parameterization: standard (He initialisation) or ntk (the neural-tangent-kernel parameterization).
+        bias_scale: β, the factor of the biases in the ntk parameterization.
+    """
 
     def __init__(
         self,
@@ -67,7 +81,13 @@ class Projector(nn.Sequential):
     (`projector=linear`). `init_scale` multiplies the final Linear's initial weights
     (PyTorch's default, U(±1/√fan_in)), hence the embeddings at initialisation: a small
     value starts an image network's embeddings near 0 (the small initialisation of the
-    stepwise analysis), whatever BatchNorm does inside the backbone."""
+    stepwise analysis), whatever BatchNorm does inside the backbone.
+
+    Args:
+        hidden_dims: Sizes of the hidden (Linear–BatchNorm–ReLU) layers; [] for none.
+        out_dim: Size of the embeddings.
+        init_scale: Factor of the final Linear's initial weights.
+    """
 
     def __init__(self, in_dim: int, hidden_dims: list[int], out_dim: int, init_scale: float = 1.0) -> None:
         if out_dim < 1 or any(d < 1 for d in hidden_dims):
@@ -84,5 +104,10 @@ class Projector(nn.Sequential):
 
 
 def linear_projector(in_dim: int, out_dim: int, init_scale: float = 1.0) -> Projector:
-    """z = W h, a bias-free Linear from the backbone features to `out_dim`."""
+    """z = W h, a bias-free Linear from the backbone features to `out_dim`.
+
+    Args:
+        out_dim: Size of the embeddings.
+        init_scale: Factor of the initial weights (PyTorch's default, U(±1/√fan_in)).
+    """
     return Projector(in_dim, [], out_dim, init_scale)

@@ -28,17 +28,25 @@ def resnet(
     """`torchvision.models.<arch>(weights=None)` with `fc` replaced by Identity; `.out_dim`
     is the feature size (512 for resnet18/34, 2048 for resnet50 and wide_resnet50_2).
 
-    cifar_stem: the first convolution becomes 3×3, stride 1, padding 1, and the max-pool is
-    removed, as in the CIFAR ResNets of He et al. (2016, §4.2) and the SimCLR CIFAR
-    experiments, so a 32×32 image keeps its resolution into layer1. Otherwise the ImageNet
-    stem (7×7 stride-2 convolution, 3×3 stride-2 max-pool) is kept. The first convolution
-    takes the data's channels (1 for digits) and is initialised like torchvision's
-    (Kaiming normal, fan_out). zero_init_residual: the last BatchNorm of every residual
-    branch starts at γ = 0 (Goyal et al. 2017), torchvision's own option.
-    width_multiplier k: torchvision's `width_per_group` becomes k times the architecture's
-    own (64 for resnet50, 128 for wide_resnet50_2), widening the 3×3 convolution of every
-    bottleneck; resnet50 with k = 2 is wide_resnet50_2. The output size does not change.
-    torchvision's BasicBlock (resnet18/34) has a fixed width, so k must be 1 there."""
+    With `cifar_stem` the first convolution becomes 3×3, stride 1, padding 1, and the
+    max-pool is removed, as in the CIFAR ResNets of He et al. (2016, §4.2) and the SimCLR
+    CIFAR experiments, so a 32×32 image keeps its resolution into layer1. Otherwise the
+    ImageNet stem (7×7 stride-2 convolution, 3×3 stride-2 max-pool) is kept. The first
+    convolution takes the data's channels (1 for digits) and is initialised like
+    torchvision's (Kaiming normal, fan_out). `zero_init_residual` is torchvision's own
+    option (Goyal et al. 2017). With `width_multiplier` k, torchvision's `width_per_group`
+    becomes k times the architecture's own (64 for resnet50, 128 for wide_resnet50_2),
+    widening the 3×3 convolution of every bottleneck; resnet50 with k = 2 is
+    wide_resnet50_2. The output size does not change. torchvision's BasicBlock
+    (resnet18/34) has a fixed width, so k must be 1 there.
+
+    Args:
+        arch: The torchvision architecture (set by each resnet option).
+        cifar_stem: 3×3 stride-1 first convolution and no max-pool, for 32×32 images.
+        zero_init_residual: Start the last BatchNorm of every residual branch at γ = 0.
+        width_multiplier: k, the factor of the bottleneck width (resnet50 and wide_resnet50 only).
+        in_channels: Input channels, checked against the data's (null: the data's).
+    """
     arch = ResNetArch(arch)
     channels = image_channels(in_shape, in_channels, arch.value)
     width = {ResNetArch.resnet50: 64, ResNetArch.wide_resnet50_2: 128}.get(arch)

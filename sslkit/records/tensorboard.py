@@ -17,6 +17,15 @@ from sslkit.records.heatmap import SpectrumHistory
 
 
 class TensorBoardSink:
+    """logger=tensorboard: the metrics as TensorBoard scalars, and every `spectrum_every`
+    steps a histogram of each matrix's eigenvalues and a heat-map of its top `modes`.
+
+    Args:
+        log_dir: Folder of the event files (null: RUN_DIR/tensorboard).
+        spectrum_every: Steps between two spectrum heat-maps.
+        modes: Number of top eigenvalues drawn per matrix.
+    """
+
     def __init__(self, run_dir: str | Path, run_config: dict[str, Any], start_step: int = 0,
                  log_dir: str | None = None, spectrum_every: int = 100, modes: int = 32) -> None:
         self.history = SpectrumHistory("tensorboard", spectrum_every, modes)

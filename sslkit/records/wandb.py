@@ -42,6 +42,20 @@ class WandbMode(str, Enum):
 
 
 class WandbSink:
+    """logger=wandb: the metrics, the figures and every `spectrum_every` steps a heat-map of
+    each matrix's top `modes` eigenvalues, in a Weights & Biases run that a resumed run
+    continues (its id is kept in the run directory).
+
+    Args:
+        mode: online (offline when no API key is configured), offline or disabled.
+        project: The W&B project.
+        entity: The W&B team or user (null: the account's default).
+        name: The run's name (null: the run directory's name).
+        tags: The run's tags.
+        spectrum_every: Steps between two spectrum heat-maps.
+        modes: Number of top eigenvalues drawn per matrix.
+    """
+
     def __init__(self, run_dir: str | Path, run_config: dict[str, Any], start_step: int = 0,
                  mode: WandbMode = WandbMode.online, project: str = "sslkit", entity: str | None = None,
                  name: str | None = None, tags: list[str] | None = None,

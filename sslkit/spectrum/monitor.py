@@ -111,6 +111,24 @@ class _Plan:
 
 
 class SpectrumMonitor:
+    """The eigenvalues of the `matrices`, their summaries and ½-crossings every `every`
+    steps, appended to run_dir/spectrum/ (how they are computed: the module's doc).
+
+    Args:
+        matrices: The matrices: cov, cov2, xcorr, xcorr_raw of the embeddings, feat_cov, feat_cov2, feat_xcorr of the features.
+        every: Steps between two recorded spectra.
+        top_k: Eigenvalues kept per step of a tracked matrix (and learned modes counted among them).
+        full_every: Steps between two exact decompositions of a tracked matrix (the whole spectrum stored).
+        exact_max: Largest size r of a matrix decomposed exactly every step; larger ones are tracked.
+        oversample: Extra vectors of the tracked subspace, p = top_k + oversample.
+        tol: Relative error of a tracked spectrum above which a warning is logged.
+        iters: Subspace-iteration products per step of a tracked matrix.
+        rankme_eps: ε added to the normalised eigenvalues in RankMe.
+        level: Eigenvalue of a cross-correlation at which a mode counts as learned (the ½-crossing).
+        flush_every: Steps between two writes of the spectrum files.
+        chunk: Steps whose products are gathered on the device before one copy to the host.
+    """
+
     def __init__(self, run_dir: str | Path,
                  matrices: Sequence[SpectrumMatrix] = (SpectrumMatrix.cov, SpectrumMatrix.xcorr, SpectrumMatrix.feat_cov),
                  every: int = 1, top_k: int = 64,
