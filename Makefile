@@ -30,7 +30,8 @@ test-all: setup
 figures: setup
 	$(BIN)/python scripts/make_figures.py
 
-# Every speed benchmark in scripts/ (scripts/bench_*.py); results are kept in scripts/RESULTS.md.
+# Every speed benchmark in scripts/ (scripts/bench_*.py); each prints its figure last, and docs/benchmarks.md
+# keeps the latest ones.
 bench: setup
 	for script in scripts/bench_*.py; do $(BIN)/python $$script || exit 1; done
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of scripts/RESULTS.md in one go, on a machine whose PyTorch image
+# The GPU measurements of docs/benchmarks.md in one go, on a machine whose PyTorch image
 # lacks sslkit's pure-Python dependencies: they come as wheels in .whl/ (git-ignored; made
 # elsewhere with `pip wheel --no-deps -w .whl hydra-core==1.3.8 omegaconf==2.3.1
 # antlr4-python3-runtime==4.9.3 submitit==1.5.4 hydra-submitit-launcher==1.2.0
@@ -14,7 +14,7 @@
 #                 stepwise_resnet18_gpu with its settings; the figure and events.jsonl
 #   tests.log     the fast suite, pytest -m "not slow" -n 8, last
 # On an H200 (torch 2.11) the first compilation of the ResNet-18 step took more than
-# 110 s with 4 test processes beside it (scripts/RESULTS.md): give bench_gpu.py minutes,
+# 110 s with 4 test processes beside it (docs/benchmarks.md): give bench_gpu.py minutes,
 # and run the suite alone (with 4 workers next to compilation, 11 % of it ran in 200 s).
 #     COMMIT=$(git rev-parse HEAD) bash scripts/gpu_checks.sh
 set -u

@@ -34,7 +34,7 @@ difference between the two. Per width and seed it prints:
 - race (D = 2): mode 2's relative lead in the race for the second output direction,
   read off the linear phase from the actual initialisation (`stepwise.race_margin`,
   computed before training; the well-posed runs with a lead below ≈ 0.22 miss the bar,
-  those above 0.25 meet it, scripts/RESULTS.md);
+  those above 0.25 meet it, docs/benchmarks.md);
 - D+2: the mean cosine between the trained span and the top D + 2 predicted modes (1 iff
   it lies within them); K⊗I: the same descent with Θ replaced by K ⊗ I against the
   prediction; copies: how far the cross-output blocks split the D copies of modes

@@ -335,7 +335,7 @@ def test_sslkit_eval_reproduces_the_online_probe_on_the_same_features(config, tm
     frozen in effect (optim.lr=1e-12; 0 is refused as a run that would not train), and the
     probe trains on the clean samples' features (input=clean) although the views are random.
     On MNIST-1D with 4000 held-out samples, where 1 point is 40 samples (on the 297 digits
-    it is 3, about the chance difference of two fits: scripts/RESULTS.md); 400 steps, 6400
+    it is 3, about the chance difference of two fits: docs/benchmarks.md); 400 steps, 6400
     SGD steps of the probe. Seeds 0, 1, 2: +0.15, −0.35, −0.33 (on the batch alone, window=1:
     +0.10, −0.22, −0.60). This sidesteps features that move while the probe trains:
     `test_online_probe_estimates_sslkit_eval_on_a_real_run` has them."""
@@ -376,8 +376,8 @@ def test_sslkit_eval_defaults_are_the_online_probes(optimizer, tmp_path, monkeyp
     """Without --weight-decay, sslkit-eval fits with the λ of OnlineProbe's signature (SGD
     and L-BFGS; fit_linear's default too), so that both estimate the online probe's
     objective. SGD's rate is its own (1: annealed to 0 by its cosine schedule, where the
-    probe's constant 0.3 would converge more slowly; scripts/RESULTS.md, "The online probe
-    on MNIST-1D"). The cached features are stubbed by clustered points: the arguments of
+    probe's constant 0.3 would converge more slowly; docs/benchmarks.md, "The online
+    probe's settings"). The cached features are stubbed by clustered points: the arguments of
     the fit are checked, not its accuracy."""
     from sslkit.eval import offline
 
@@ -476,8 +476,8 @@ def test_online_probe_estimates_sslkit_eval_on_a_real_run(config, tmp_path):
     un-augmented batch; lr 0.3, the training's schedule, ema 0.95, λ = 10⁻⁴, 16 steps per
     batch on the last 2048 samples) ends within 1.5 points of `sslkit-eval` on the final
     checkpoint (5 of the 297 held-out digits). Replayed on recorded runs of this command
-    (scripts/RESULTS.md, "Online probe settings", "The online probe on MNIST-1D" and "A
-    window of recent samples"): 0.00, −1.01, −1.35 at seeds 0, 1, 2 (the batch alone:
+    (docs/benchmarks.md, "The online probe's settings"; the per-seed tables: git show
+    2c48a9d:scripts/RESULTS.md): 0.00, −1.01, −1.35 at seeds 0, 1, 2 (the batch alone:
     0.00, −0.34, −0.67; lr 1, ema 0.9, 4 steps per batch: −0.34, −0.67, −1.35; no weight
     decay and one step per batch: −0.67, −1.68, −2.69), so this guards one seed of the
     estimate, not its spread."""

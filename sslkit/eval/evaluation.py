@@ -6,7 +6,7 @@ each training batch: by default (`eval.online_probe.input=clean`) those of the b
 un-augmented images, computed as the held-out ones are, so that it learns the task
 `sslkit-eval` measures and its last accuracy estimates sslkit-eval's (trained on view
 features, `input=view`, it learns from the augmented inputs, which costs nothing but
-scores lower: scripts/RESULTS.md). Features are computed without gradients in eval mode
+scores lower: docs/benchmarks.md). Features are computed without gradients in eval mode
 (BatchNorm statistics unchanged), and no random numbers are drawn, so the training
 trajectory is the same with and without `eval` (tests/test_eval.py).
 

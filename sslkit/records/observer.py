@@ -19,7 +19,7 @@ process it starves at its low priority, and the loop waits on it at the queue's 
 There the work runs in the training thread instead, a chunk at a time, on the step's own
 pool (600 steps of the default experiment at 2 threads on 2 cores beside one busy process:
 the whole run took 3.7–4.0× its time with the monitor off with the thread, 1.24–1.40× in
-the training thread; on the idle machine 1.1–1.9× and 1.26–1.60×; scripts/RESULTS.md).
+the training thread; on the idle machine 1.1–1.9× and 1.26–1.60×; docs/benchmarks.md).
 The training's thread settings are never touched.
 
 `log(record)` queues the step's metrics. A record waits until the spectrum summaries of
