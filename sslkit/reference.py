@@ -106,8 +106,15 @@ def default_of(f: Any) -> Any:
     return f.default_factory() if f.default_factory is not NO_DEFAULT else f.default
 
 
+def prose(text: str) -> str:
+    """Text for Markdown: `<` outside code spans escaped, so that root/<class>/ is not read as HTML."""
+    parts = text.split("`")
+    return "`".join(p if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
+
+
 def cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """Text for a table cell: prose with `|` escaped."""
+    return prose(text).replace("|", "\\|")
 
 
 def key_rows(schema: type, prefix: str, objects: list[Any]) -> list[str]:
@@ -170,7 +177,7 @@ def option_line(name: str, group: str, path: Path, target: str | None) -> str:
     if target:
         parts.append(f"(`{target}`)")
     text = description(path)
-    line = " ".join(parts) + (f": {text}" if text else ".")
+    line = " ".join(parts) + (f": {prose(text)}" if text else ".")
     if chosen := overrides(path) if group == "experiment" else []:
         line += " Chooses " + ", ".join(f"`{c}`" for c in chosen) + "."
     if values := settings(path):
@@ -231,7 +238,7 @@ def group_section(config_dir: Path, group: str, schemas: dict[str, tuple[str, ..
     for targets, options in tables.items():
         main = built(OmegaConf.load(config_dir / group / f"{options[0]}.yaml"), targets)
         summary = " ".join((inspect.getdoc(get_object(main)) or "").split("\n\n")[0].split())
-        lines += [f"### `{main}`", "", f"Options: {', '.join(f'`{o}`' for o in options)}. {summary}", ""]
+        lines += [f"### `{main}`", "", f"Options: {', '.join(f'`{o}`' for o in options)}. {prose(summary)}", ""]
         lines += key_table(derive(*targets), f"{key_prefix(config_dir, group, options[0])}.",
                            [get_object(t) for t in targets])
     return lines
