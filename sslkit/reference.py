@@ -82,11 +82,10 @@ def type_name(tp: Any) -> str:
 
 
 def allowed(tp: Any) -> str:
-    """The values of the enum inside annotation `tp`, or ""."""
-    for t in (tp, *typing.get_args(tp), *(a for t in typing.get_args(tp) for a in typing.get_args(t))):
-        if isinstance(t, type) and issubclass(t, Enum):
-            return ", ".join(f"`{m.value}`" for m in t)
-    return ""
+    """The values of the enum in annotation `tp` (`X | None`, `list[X]` included), or ""."""
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return ", ".join(f"`{m.value}`" for m in tp)
+    return next((values for arg in typing.get_args(tp) if (values := allowed(arg))), "")
 
 
 def yaml_value(value: Any) -> str:
@@ -103,6 +102,7 @@ def yaml_value(value: Any) -> str:
 
 
 def default_of(f: Any) -> Any:
+    """A dataclass field's default (its factory's value for a list)."""
     return f.default_factory() if f.default_factory is not NO_DEFAULT else f.default
 
 
@@ -136,6 +136,7 @@ def key_rows(schema: type, prefix: str, objects: list[Any]) -> list[str]:
 
 
 def key_table(schema: type, prefix: str, objects: list[Any]) -> list[str]:
+    """The table of `schema`'s keys (see key_rows), or a line saying there are none."""
     rows = key_rows(schema, prefix, objects)
     if not rows:
         return ["It takes no keys.", ""]
@@ -173,6 +174,8 @@ def overrides(path: Path) -> list[str]:
 
 
 def option_line(name: str, group: str, path: Path, target: str | None) -> str:
+    """A bullet for option `name`: what it builds, the file's own description, the options an
+    experiment chooses and the keys the file sets."""
     parts = [f"- **`{group}={name}`**"]
     if target:
         parts.append(f"(`{target}`)")
@@ -181,7 +184,8 @@ def option_line(name: str, group: str, path: Path, target: str | None) -> str:
     if chosen := overrides(path) if group == "experiment" else []:
         line += " Chooses " + ", ".join(f"`{c}`" for c in chosen) + "."
     if values := settings(path):
-        line += " Sets " + ", ".join(f"`{k}: {yaml_value(v)}`" for k, v in values.items()) + "."
+        prefix = f"{where}." if (where := package(path, group)) else ""
+        line += " Sets " + ", ".join(f"`{prefix}{k}: {yaml_value(v)}`" for k, v in values.items()) + "."
     return line
 
 
@@ -239,7 +243,7 @@ def group_section(config_dir: Path, group: str, schemas: dict[str, tuple[str, ..
         main = built(OmegaConf.load(config_dir / group / f"{options[0]}.yaml"), targets)
         summary = " ".join((inspect.getdoc(get_object(main)) or "").split("\n\n")[0].split())
         lines += [f"### `{main}`", "", f"Options: {', '.join(f'`{o}`' for o in options)}. {prose(summary)}", ""]
-        lines += key_table(derive(*targets), f"{key_prefix(config_dir, group, options[0])}.",
+        lines += key_table(derive(*targets), f"{package(config_dir / group / f'{options[0]}.yaml', group)}.",
                            [get_object(t) for t in targets])
     return lines
 
@@ -249,10 +253,12 @@ def built(node: Any, targets: tuple[str, ...] | None) -> str | None:
     return None if not targets else node.get("network", targets[0])
 
 
-def key_prefix(config_dir: Path, group: str, option: str) -> str:
-    """Where an option's keys go: the group, or the `# @package` its file names (eval.knn)."""
-    first = (config_dir / group / f"{option}.yaml").read_text().splitlines()[0]
-    return first.removeprefix("# @package ").strip() if first.startswith("# @package") else group
+def package(path: Path, group: str) -> str:
+    """Where an option file's keys go: the `# @package` its first line names (eval.knn; none
+    for _global_), else its group as a dotted key (hydra/launcher: hydra.launcher)."""
+    first = path.read_text().splitlines()[0]
+    where = first.removeprefix("# @package ").strip() if first.startswith("# @package") else group.replace("/", ".")
+    return "" if where == "_global_" else where
 
 
 def render(config_dir: Path | str = CONFIG_DIR) -> str:
