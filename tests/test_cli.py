@@ -526,3 +526,50 @@ def test_help_is_hydras_page_without_the_internal_schema_groups(tmp_path):
         assert "schema/loss: " in hydra.stdout and "loss: barlow_twins, " in ours.stdout
         assert ours.stdout == "".join(line for line in hydra.stdout.splitlines(keepends=True)
                                       if not line.startswith("schema")), args
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["stepwise_digits"], "stepwise_digits: not an override. Did you mean experiment=stepwise_digits?"),
+    (["digits"], "digits: not an override. Did you mean augment=digits or data=digits?"),
+    (["optim.lr", "=", "0.1"], "optim.lr = 0.1: an override is one word, without spaces around '=': "
+                               "write optim.lr=0.1."),
+    (["seed=1", "optim.lr=", "0.1"], "optim.lr= 0.1: an override is one word, without spaces around '=': "
+                                     "write optim.lr=0.1."),
+    (["optim.betas=[0.9,0.95]"], "optim.betas=[0.9,0.95]: optim=sgd has no key optim.betas; it is a key of "
+                                 "optim=adamw. Choose it with optim=adamw optim.betas=[0.9,0.95]"),
+    (["augment.view2.hue=0.3"], "augment.view2.hue=0.3: augment=digits has no key augment.view2.hue; it is a key "
+                                "of augment=barlow_twins, augment=byol, "),
+    (["data.root=/x"], "data.root=/x: data=digits has no key data.root; it is a key of data=cifar10, data=cifar100, "
+                       "data=imagefolder, data=stl10."),
+    (["+data.root=/x"], "data.root=/x: data=digits has no key data.root; it is a key of data=cifar10"),
+    (["augment.view2.nothing=1"], "no option of augment has the key augment.view2.nothing"),
+])
+def test_words_that_are_no_override_and_keys_of_other_options_are_one_line(tmp_path, monkeypatch, capsys, args,
+                                                                          expected):
+    """A forgotten `experiment=`, spaces around `=` (Hydra: "missing EQUAL at '<EOF>'") and a
+    key that only other options of its group have (Hydra: "Could not override", with a `+`
+    hint whose run then fails with a TypeError) are one line with the fix, exit status 2,
+    and leave no run directory. Which options have a key is checked here against each
+    option's composed config."""
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_entry_point("sslkit-train", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert expected in err, err
+    assert list(tmp_path.iterdir()) == []
+    if "is a key of" in err:  # every option named composes with the key, the chosen one does not
+        from sslkit.cli import _compose
+        override = err.split(": ")[2]
+        group = override.split(".")[0]
+        for option in re.findall(rf"{group}=(\w+)", err.split("is a key of ")[1].split(". Choose")[0]):
+            assert _compose(["~experiment", f"{group}={option}", override]) is not None, option
+
+
+@pytest.mark.parametrize("directory", ["/sys/sslkit-run", "/proc/sslkit-run"])
+def test_a_run_directory_under_sys_or_proc_is_one_line(tmp_path, directory):
+    """/sys and /proc refuse new folders even to root, whose permission bits allow them
+    (a traceback from Hydra's mkdir before)."""
+    done = sslkit_train(f"hydra.run.dir={directory}", "trainer.max_steps=1", cwd=tmp_path)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"sslkit-train: error: hydra.run.dir={directory} cannot be written: "
+                                  f"/{directory.split('/')[1]} is "), done.stderr
+    assert done.stderr.rstrip().endswith("Choose a writable directory with hydra.run.dir=DIR.")
