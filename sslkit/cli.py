@@ -36,7 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ValidationError
 
-from sslkit import checkpoint, layout
+from sslkit import checkpoint, layout, runlock
 from sslkit.config import CONFIG_DIR, TrainConfig, register_configs
 from sslkit.errors import ConfigError, Preempted
 
@@ -209,7 +209,8 @@ def _train(cfg: DictConfig) -> None:
 
 class Checks(Callback):
     """Hydra callback (configs/train.yaml, hydra.callbacks): before the run, or before the
-    first job of a sweep, the output directory must be writable; a sweep's jobs are each
+    first job of a sweep, the output directory must be writable (and, for sslkit-train,
+    not in use by another process: sslkit.runlock, held from here on); a sweep's jobs are each
     composed and checked with `sslkit.train.check` before any of them trains, and a SLURM
     sweep needs SLURM's commands (submitit would stop with a traceback)."""
 
@@ -222,6 +223,11 @@ class Checks(Callback):
         self._writable(config.hydra.run.dir, "hydra.run.dir")
         path = Path(config.hydra.run.dir).absolute()
         Checks.created = next((p for p in (*reversed(path.parents), path) if not p.exists()), None)
+        if PROG == "sslkit-train" and runlock.is_locking_rank():  # held until the process ends; before
+            try:                                                   # Hydra writes .hydra/ and the log
+                runlock.acquire(path)
+            except ConfigError as exc:
+                _fail(f"error: {exc}")
 
     @staticmethod
     def remove_new_run_dir() -> None:

@@ -573,3 +573,35 @@ def test_a_run_directory_under_sys_or_proc_is_one_line(tmp_path, directory):
     assert done.stderr.startswith(f"sslkit-train: error: hydra.run.dir={directory} cannot be written: "
                                   f"/{directory.split('/')[1]} is "), done.stderr
     assert done.stderr.rstrip().endswith("Choose a writable directory with hydra.run.dir=DIR.")
+
+
+@pytest.mark.slow  # two processes: about 25 s
+def test_a_run_directory_in_use_by_another_process_is_refused_and_freed_when_it_dies(tmp_path):
+    """A second sslkit-train into the directory of a running one is one line naming the
+    first (pid, host, command) and writes nothing there (both ran to exit 0, interleaving
+    their records, before); once the first is killed (SIGKILL: no clean-up of its own) the
+    kernel has released its lock and the directory can be taken again."""
+    import socket
+
+    from conftest import wait_for_lines
+    from sslkit import runlock
+
+    run_dir = tmp_path / "run"
+    first = subprocess.Popen([BIN / "sslkit-train", *on_cpu("trainer.max_steps=100000", "trainer.progress=false",
+                                                            f"hydra.run.dir={run_dir}")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        wait_for_lines(first, run_dir, 2)
+        hydra_record = (run_dir / ".hydra" / "overrides.yaml").read_text()
+        second = sslkit_train("trainer.max_steps=5", "seed=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1, second.stderr
+        assert second.stderr.startswith(f"sslkit-train: error: {run_dir} is in use by another process, pid "
+                                        f"{first.pid} on host {socket.gethostname()} ("), second.stderr
+        assert "trainer.max_steps=100000" in second.stderr and "hydra.run.dir=DIR" in second.stderr
+        assert (run_dir / ".hydra" / "overrides.yaml").read_text() == hydra_record  # the first run's, kept
+        assert first.poll() is None
+    finally:
+        first.kill()
+        first.wait()
+    assert runlock.acquire(run_dir)
+    runlock.release(run_dir)
