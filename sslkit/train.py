@@ -28,7 +28,7 @@ from sslkit import checkpoint, distributed, layout, runlock
 from sslkit.errors import NonFiniteLossError, Preempted
 from sslkit.eval import Evaluation
 from sslkit.methods import StepOutput
-from sslkit.records import Observer
+from sslkit.records import Observer, check_records
 from sslkit.run import SkippedSteps, StopSignal, check_run_dir, non_finite_message, resolve_device, save_run_info
 from sslkit.step import HostValues, Step
 
@@ -97,6 +97,8 @@ def _train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                         "train. Raise trainer.max_steps above %d to continue the run.", run_dir, start,
                         cfg.trainer.max_steps, cfg.trainer.max_epochs, steps, start)
             return {}
+        if logs is not None:
+            check_records(run_dir, logs, last_ckpt)
 
     observe = rank.is_main  # logs, spectra and checkpoints come from rank 0 only
     if observe:
