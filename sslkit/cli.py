@@ -477,6 +477,16 @@ def report_main(argv: list[str] | None = None) -> None:
                         help="draw the runs in columns, each on its own step axis (e.g. runs of different "
                              "losses), instead of overlaid")
     args = parser.parse_args(argv)
+    if args.out is not None and len(args.run_dirs) == 1:
+        parser.exit(2, f"sslkit-report: error: --out {args.out} names the figure that compares several runs, and "
+                       f"{args.run_dirs[0]} is one; its own figure is {args.run_dirs[0] / layout.FIGURE}.png (and "
+                       f".pdf). Leave --out out, or pass the runs to compare.\n")
+    for run_dir in args.run_dirs:
+        runs = sorted(p.parent for p in run_dir.glob(f"*/{layout.METRICS}"))
+        if runs and not (run_dir / layout.METRICS).exists():
+            parser.exit(2, f"sslkit-report: error: {run_dir} holds {len(runs)} runs ({', '.join(r.name for r in runs)}), "
+                           f"a sweep's, and is not one itself; draw them with: "
+                           f"{shlex.join(['sslkit-report', *map(str, runs)])}\n")
     if args.out is not None:  # its folder is made now, so a bad --out stops before any drawing
         try:
             args.out.parent.mkdir(parents=True, exist_ok=True)
