@@ -439,7 +439,7 @@ def _theory(cfg: DictConfig) -> None:
 
     run_dir = HydraConfig.get().runtime.output_dir
     try:
-        out = predict(cfg, run_dir)
+        out = predict(_trained_config(cfg, Path(run_dir)), run_dir)
     except KeyboardInterrupt:
         _fail(f"interrupted (Ctrl-C) before the prediction was written; nothing of it is in {run_dir}. The same "
               f"command computes it again.", 130, then=Checks.remove_new_run_dir)
@@ -448,6 +448,35 @@ def _theory(cfg: DictConfig) -> None:
             raise
         _fail(f"error: {error}", then=Checks.remove_new_run_dir)
     print(f"prediction: {out}")
+
+
+def _trained_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """The config sslkit-theory predicts for in `run_dir`: `cfg`, or in the directory of a
+    trained run (its config.yaml) the run's own. A command without overrides of its own
+    (but those of the keys below) gets the run's, composed again from the overrides Hydra
+    recorded for it (.hydra/overrides.yaml); a command whose config differs from the run's
+    is a ConfigError naming the keys. Keys that change neither the trajectory nor the figure may
+    differ (report.NOT_DRAWN; device, eval, spectrum: they only observe)."""
+    from sslkit.report import NOT_DRAWN
+
+    ignore = (*NOT_DRAWN, "device", "eval", "spectrum")
+    saved = run_dir / layout.CONFIG
+    if not saved.is_file() or not (diff := checkpoint.differences(saved.read_text(), cfg, ignore)):
+        return cfg
+    own = [o for o in HydraConfig.get().overrides.task  # those of keys that change the prediction
+           if not any(re.match(rf"[+~]*{re.escape(k)}[.=@]", o) for k in ("hydra", *ignore))]
+    record = run_dir / ".hydra" / "overrides.yaml"
+    trained = [o for o in OmegaConf.load(record) if not o.startswith("hydra.")] if record.is_file() else None
+    if not own and trained is not None:
+        run_cfg = compose("train", overrides=trained)
+        if not checkpoint.differences(saved.read_text(), run_cfg, ignore):
+            print(f"config: the run's ({saved}), composed from its overrides: {shlex.join(trained) or 'none'}")
+            return run_cfg
+    keys = "; ".join(f"{key}: run {before!r}, now {now!r}" for key, (before, now) in diff.items())
+    fix = (f"Leave the overrides out to use the run's own, or pass them: {PROG} {shlex.join(trained)} "
+           f"hydra.run.dir={run_dir}" if trained is not None else "Pass the overrides the run was trained with")
+    raise ConfigError(f"{run_dir} holds a run trained with another config, so the prediction would be for a "
+                      f"different run: {keys}. {fix}.")
 
 
 def theory_main() -> None:

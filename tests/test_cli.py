@@ -605,3 +605,31 @@ def test_a_run_directory_in_use_by_another_process_is_refused_and_freed_when_it_
         first.wait()
     assert runlock.acquire(run_dir)
     runlock.release(run_dir)
+
+
+@pytest.mark.slow  # three processes: about 40 s
+def test_sslkit_theory_in_a_trained_run_uses_its_config_or_names_the_keys_that_differ(tmp_path, monkeypatch, capsys):
+    """In the directory of a run trained with backbone.init_scale=0.01, a plain sslkit-theory
+    predicts for the run's config, the same prediction as with the run's overrides spelled
+    out (it predicted for the default init scale without a word); with overrides of its
+    own whose config differs, it is one line naming the keys and the run's overrides."""
+    trained = ("backbone.init_scale=0.01", "trainer.max_steps=40")
+    run = tmp_path / "run"
+    done = sslkit_train(*trained, "trainer.report=false", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_entry_point("sslkit-theory", "optim.lr=0.06", f"hydra.run.dir={run}",
+                                       monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert (f"sslkit-theory: error: {run} holds a run trained with another config, so the prediction would be for a "
+            f"different run: backbone.init_scale: run 0.01, now 0.001; trainer.max_steps: run 40, now 1500. Leave "
+            f"the overrides out to use the run's own, or pass them: sslkit-theory backbone.init_scale=0.01 "
+            f"trainer.max_steps=40 ") in err, err
+    assert not (run / "theory" / "modes.json").exists()
+    spelled = subprocess.run([BIN / "sslkit-theory", *on_cpu(*trained), f"hydra.run.dir={tmp_path / 'spelled'}"],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert spelled.returncode == 0, spelled.stderr
+    plain = subprocess.run([BIN / "sslkit-theory", f"hydra.run.dir={run}"], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=300)
+    assert plain.returncode == 0 and "config: the run's" in plain.stdout, plain.stderr
+    assert (run / "theory" / "modes.json").read_text() == (tmp_path / "spelled" / "theory" / "modes.json").read_text()
