@@ -740,3 +740,15 @@ def test_sslkit_eval_of_a_run_without_a_checkpoint_or_labels_says_why(config, tm
           run)
     assert "which has no held-out split (no data.split), and without eval.test_root: sslkit-eval has no " \
            "held-out samples" in refused(run)
+
+
+def test_sslkit_eval_of_a_run_with_image_views(config, tmp_path):
+    """A checkpoint's config is plain YAML: the views of augment=none (ImageViews) come back
+    as mappings, which the views accept as their fields (an InstantiationException traceback
+    before); the evaluation then scores the held-out split of digits."""
+    from sslkit.eval import offline
+
+    train(config("augment=none", "trainer.max_steps=2"), tmp_path)
+    offline.main([str(tmp_path), "--device", "cpu"])
+    result = json.loads((tmp_path / "linear_eval.json").read_text())
+    assert result["test_samples"] == 297 and 0 <= result["top1"] <= result["top5"] <= 100
