@@ -513,8 +513,9 @@ def report_main(argv: list[str] | None = None) -> None:
     for run_dir in args.run_dirs:
         runs = sorted(p.parent for p in run_dir.glob(f"*/{layout.METRICS}"))
         if runs and not (run_dir / layout.METRICS).exists():
-            parser.exit(2, f"sslkit-report: error: {run_dir} holds {len(runs)} runs ({', '.join(r.name for r in runs)}), "
-                           f"a sweep's, and is not one itself; draw them with: "
+            names = ", ".join(r.name for r in runs)
+            parser.exit(2, f"sslkit-report: error: {run_dir} holds {len(runs)} runs ({names}), a sweep's, and is not "
+                           f"one itself; draw them with: "
                            f"{shlex.join(['sslkit-report', *map(str, runs)])}\n")
     if args.out is not None:  # its folder is made now, so a bad --out stops before any drawing
         try:
