@@ -185,19 +185,24 @@ def config_yaml(cfg: DictConfig) -> str:
 
 def check_same_config(saved_yaml: str, cfg: DictConfig, path: Path) -> None:
     """Refuse to resume a checkpoint made with a different config; list every difference."""
-    saved = flatten(yaml.safe_load(saved_yaml))
-    current = flatten(yaml.safe_load(config_yaml(cfg)))
-    diff = [
-        f"  {key}: checkpoint {saved.get(key, '<absent>')!r}, now {current.get(key, '<absent>')!r}"
-        for key in sorted(saved.keys() | current.keys())
-        if saved.get(key) != current.get(key) and key not in RESUMABLE_CHANGES
-    ]
+    diff = [f"  {key}: checkpoint {before!r}, now {now!r}"
+            for key, (before, now) in differences(saved_yaml, cfg, RESUMABLE_CHANGES).items()]
     if diff:
         raise ConfigError(
             f"The checkpoint {path} was written with a different config; resuming it would not "
             f"continue the same run. Mismatching keys:\n" + "\n".join(diff)
             + f"\nUse the original overrides to resume it, or {START_OVER}."
         )
+
+
+def differences(saved_yaml: str, cfg: DictConfig, ignore: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
+    """{key: (saved value, value in `cfg`)} for each flattened key in which the resolved
+    configs differ ('<absent>' where one lacks it), less the keys in or under `ignore`."""
+    saved = flatten(yaml.safe_load(saved_yaml))
+    current = flatten(yaml.safe_load(config_yaml(cfg)))
+    return {key: (saved.get(key, "<absent>"), current.get(key, "<absent>"))
+            for key in sorted(saved.keys() | current.keys())
+            if saved.get(key) != current.get(key) and not any(key == k or key.startswith(f"{k}.") for k in ignore)}
 
 
 def warn_if_schedule_moved(scheduler: torch.optim.lr_scheduler.LambdaLR, steps: int) -> None:

@@ -18,6 +18,7 @@ import re
 import shlex
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from string import Template
@@ -35,7 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ValidationError
 
-from sslkit import checkpoint, layout
+from sslkit import checkpoint, layout, runlock
 from sslkit.config import CONFIG_DIR, TrainConfig, register_configs
 from sslkit.errors import ConfigError, Preempted
 
@@ -97,9 +98,53 @@ def _compose(overrides: list[str]) -> DictConfig | None:
         with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
             return compose("train", overrides=overrides, return_hydra_config=True)
     except Exception as exc:
-        if (message := _merge_error(exc) or _preset_key_error(exc, overrides)) is not None:
+        if (message := _merge_error(exc) or _preset_key_error(exc, overrides)
+                or _other_options_key(exc, overrides)) is not None:
             _fail(f"error: {message}")
         return None
+
+
+def _other_options_key(exc: BaseException, overrides: list[str]) -> str | None:
+    """What to do when an override sets a key that the chosen option of its group lacks but
+    other options have (optim.betas with optim=sgd: a key of optim=adamw), instead of Hydra's
+    hint to add it with `+`; else None."""
+    match = re.fullmatch(r"Could not override '([\w.]+)'\.\nTo append to your config use \+(.+)", str(exc).strip())
+    if not isinstance(exc, ConfigCompositionException) or match is None:
+        return None
+    key, override = match[1], match[2]
+    group, sub = key.split(".", 1)
+    if not (Path(CONFIG_DIR) / group).is_dir():
+        return None
+    having, chosen = _options_with_key(group, key), f"the chosen {group}"
+    try:  # the option the command chose: its config without the overrides below the group
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=[o for o in overrides if not o.lstrip("+~").startswith(f"{group}.")],
+                          return_hydra_config=True)
+        chosen = f"{group}={cfg.hydra.runtime.choices[group]}"
+    except Exception:
+        pass
+    if not having:
+        return f"{override}: no option of {group} has the key {key} (configs/{group}/). Leave it out."
+    return (f"{override}: {chosen} has no key {key}; it is a key of {', '.join(f'{group}={o}' for o in having)}. "
+            f"Choose it with {group}={having[0]} {override}, or leave {key} out.")
+
+
+def _options_with_key(group: str, key: str) -> list[str]:
+    """The options of `group` whose config, as `sslkit-train ~experiment group=OPTION`
+    composes it, has the dotted `key` (≈ 0.1 s an option)."""
+    having = []
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        for option in _options(group):
+            try:
+                cfg = compose("train", overrides=["~experiment", f"{group}={option}"])
+            except Exception:  # an option that needs other choices: not one to suggest alone
+                continue
+            if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is not _ABSENT:
+                having.append(option)
+    return having
+
+
+_ABSENT = object()
 
 
 PROG = "sslkit-train"  # the command that reports (set by _check_command)
@@ -164,7 +209,8 @@ def _train(cfg: DictConfig) -> None:
 
 class Checks(Callback):
     """Hydra callback (configs/train.yaml, hydra.callbacks): before the run, or before the
-    first job of a sweep, the output directory must be writable; a sweep's jobs are each
+    first job of a sweep, the output directory must be writable (and, for sslkit-train,
+    not in use by another process: sslkit.runlock, held from here on); a sweep's jobs are each
     composed and checked with `sslkit.train.check` before any of them trains, and a SLURM
     sweep needs SLURM's commands (submitit would stop with a traceback)."""
 
@@ -177,6 +223,11 @@ class Checks(Callback):
         self._writable(config.hydra.run.dir, "hydra.run.dir")
         path = Path(config.hydra.run.dir).absolute()
         Checks.created = next((p for p in (*reversed(path.parents), path) if not p.exists()), None)
+        if PROG == "sslkit-train" and runlock.is_locking_rank():  # held until the process ends; before
+            try:                                                   # Hydra writes .hydra/ and the log
+                runlock.acquire(path)
+            except ConfigError as exc:
+                _fail(f"error: {exc}")
 
     @staticmethod
     def remove_new_run_dir() -> None:
@@ -224,13 +275,19 @@ class Checks(Callback):
 
     @staticmethod
     def _writable(directory: str, key: str) -> None:
-        """The nearest existing folder of `directory` accepts new files."""
+        """The nearest existing folder of `directory` accepts new folders: one is made and
+        removed again (permissions alone do not tell: /sys and /proc refuse them to root)."""
         path = Path(directory).absolute()
         existing = next(p for p in (path, *path.parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            _fail(f"error: {key}={directory} cannot be written: {existing} is "
-                  + ("not a folder" if not existing.is_dir() else "read-only")
-                  + f". Choose a writable directory with {key}=DIR.")
+        why = "not a folder" if not existing.is_dir() else None
+        if why is None:
+            try:
+                tempfile.TemporaryDirectory(dir=existing).cleanup()
+            except OSError as exc:
+                why = f"a folder that refuses new folders ({exc.strerror or exc})"
+        if why is not None:
+            _fail(f"error: {key}={directory} cannot be written: {existing} is {why}. "
+                  f"Choose a writable directory with {key}=DIR.")
 
 
 # `key=~/path` as a shell would expand it in an assignment; Hydra's grammar has no `~`.
@@ -298,6 +355,26 @@ def _known_override(arg: str) -> str | None:
             f"{', '.join(g for g in groups if g != 'hydra')}; top-level keys: seed, device, trainer.")
 
 
+def _not_an_override(args: list[str]) -> str | None:
+    """The message for a word of the command line that is no override (Hydra would say
+    "missing EQUAL at '<EOF>'"): spaces around `=` (`optim.lr = 0.1`), or an option without
+    its group (`stepwise_digits` for experiment=stepwise_digits); None when every word is
+    KEY=VALUE or ~KEY."""
+    for i, arg in enumerate(args):
+        after = args[i + 1] if i + 1 < len(args) else ""
+        if after.startswith("=") or (arg.endswith("=") and after and "=" not in after):
+            words = args[i:i + 2 + (after == "=" and i + 2 < len(args))]
+            return (f"error: {' '.join(words)}: an override is one word, without spaces around '=': "
+                    f"write {''.join(words)}.")
+        if arg.startswith("~") or "=" in arg:
+            continue
+        groups = [g for g in _groups() if g != "hydra" and arg in _options(g)]
+        fix = (f"Did you mean {' or '.join(f'{g}={arg}' for g in groups)}? " if groups else "")
+        return (f"error: {arg}: not an override. {fix}Overrides are GROUP=OPTION (e.g. experiment=stepwise_digits), "
+                f"KEY=VALUE (e.g. optim.lr=0.1) or ~GROUP; `{PROG} --help` lists the groups and keys.")
+    return None
+
+
 def _check_command(prog: str) -> bool:
     """Check the command line of `prog` before Hydra sees it (module docstring); True when
     the request was the help page, now printed, and nothing is left to run."""
@@ -306,6 +383,8 @@ def _check_command(prog: str) -> bool:
     register_configs()
     sys.argv[1:] = [_HOME.sub(lambda m: m.group(1) + str(Path.home()), a) for a in sys.argv[1:]]
     args = get_args_parser().parse_args(sys.argv[1:])  # Hydra's own parser: its flags, its errors
+    if (message := _not_an_override(args.overrides)) is not None:
+        _fail(message)
     for arg in args.overrides:
         if "=" in arg and (message := _known_override(arg)):
             _fail(message)
@@ -320,7 +399,10 @@ def _check_command(prog: str) -> bool:
                              if not o.is_sweep_override()]
             except Exception:  # Hydra reports a malformed override
                 return False
-        cfg = _compose(overrides)
+        # `+group.key` adds a key that the group's target would refuse (Hydra's hint after a key of
+        # another option): composed as `group.key`, so that the key is checked as that one
+        cfg = _compose([o[1:] if re.match(r"\+[^+=]+\.", o) and _group_keys(o[1:].split(".")[0]) else o
+                        for o in overrides])
         if cfg is not None and args.help:
             try:
                 print(_help(cfg, args.resolve), flush=True)
@@ -357,7 +439,7 @@ def _theory(cfg: DictConfig) -> None:
 
     run_dir = HydraConfig.get().runtime.output_dir
     try:
-        out = predict(cfg, run_dir)
+        out = predict(_trained_config(cfg, Path(run_dir)), run_dir)
     except KeyboardInterrupt:
         _fail(f"interrupted (Ctrl-C) before the prediction was written; nothing of it is in {run_dir}. The same "
               f"command computes it again.", 130, then=Checks.remove_new_run_dir)
@@ -366,6 +448,35 @@ def _theory(cfg: DictConfig) -> None:
             raise
         _fail(f"error: {error}", then=Checks.remove_new_run_dir)
     print(f"prediction: {out}")
+
+
+def _trained_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """The config sslkit-theory predicts for in `run_dir`: `cfg`, or in the directory of a
+    trained run (its config.yaml) the run's own. A command without overrides of its own
+    (but those of the keys below) gets the run's, composed again from the overrides Hydra
+    recorded for it (.hydra/overrides.yaml); a command whose config differs from the run's
+    is a ConfigError naming the keys. Keys that change neither the trajectory nor the figure may
+    differ (report.NOT_DRAWN; device, eval, spectrum: they only observe)."""
+    from sslkit.report import NOT_DRAWN
+
+    ignore = (*NOT_DRAWN, "device", "eval", "spectrum")
+    saved = run_dir / layout.CONFIG
+    if not saved.is_file() or not (diff := checkpoint.differences(saved.read_text(), cfg, ignore)):
+        return cfg
+    own = [o for o in HydraConfig.get().overrides.task  # those of keys that change the prediction
+           if not any(re.match(rf"[+~]*{re.escape(k)}[.=@]", o) for k in ("hydra", *ignore))]
+    record = run_dir / ".hydra" / "overrides.yaml"
+    trained = [o for o in OmegaConf.load(record) if not o.startswith("hydra.")] if record.is_file() else None
+    if not own and trained is not None:
+        run_cfg = compose("train", overrides=trained)
+        if not checkpoint.differences(saved.read_text(), run_cfg, ignore):
+            print(f"config: the run's ({saved}), composed from its overrides: {shlex.join(trained) or 'none'}")
+            return run_cfg
+    keys = "; ".join(f"{key}: run {before!r}, now {now!r}" for key, (before, now) in diff.items())
+    fix = (f"Leave the overrides out to use the run's own, or pass them: {PROG} {shlex.join(trained)} "
+           f"hydra.run.dir={run_dir}" if trained is not None else "Pass the overrides the run was trained with")
+    raise ConfigError(f"{run_dir} holds a run trained with another config, so the prediction would be for a "
+                      f"different run: {keys}. {fix}.")
 
 
 def theory_main() -> None:
@@ -395,6 +506,17 @@ def report_main(argv: list[str] | None = None) -> None:
                         help="draw the runs in columns, each on its own step axis (e.g. runs of different "
                              "losses), instead of overlaid")
     args = parser.parse_args(argv)
+    if args.out is not None and len(args.run_dirs) == 1:
+        parser.exit(2, f"sslkit-report: error: --out {args.out} names the figure that compares several runs, and "
+                       f"{args.run_dirs[0]} is one; its own figure is {args.run_dirs[0] / layout.FIGURE}.png (and "
+                       f".pdf). Leave --out out, or pass the runs to compare.\n")
+    for run_dir in args.run_dirs:
+        runs = sorted(p.parent for p in run_dir.glob(f"*/{layout.METRICS}"))
+        if runs and not (run_dir / layout.METRICS).exists():
+            names = ", ".join(r.name for r in runs)
+            parser.exit(2, f"sslkit-report: error: {run_dir} holds {len(runs)} runs ({names}), a sweep's, and is not "
+                           f"one itself; draw them with: "
+                           f"{shlex.join(['sslkit-report', *map(str, runs)])}\n")
     if args.out is not None:  # its folder is made now, so a bad --out stops before any drawing
         try:
             args.out.parent.mkdir(parents=True, exist_ok=True)

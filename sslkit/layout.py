@@ -12,6 +12,7 @@
     stepwise.png, .pdf  the figure (sslkit-report)             sslkit.report
     tensorboard/        logger=[tensorboard]'s event files     sslkit.records.tensorboard
     wandb-run-id        the W&B run a resume continues         sslkit.records.wandb
+    .lock               held by the process training in it     sslkit.runlock
 """
 
 CONFIG = "config.yaml"
@@ -26,3 +27,4 @@ LINEAR_EVAL = "linear_eval.json"
 FIGURE = "stepwise"
 TENSORBOARD = "tensorboard"
 WANDB_RUN_ID = "wandb-run-id"
+LOCK = ".lock"

@@ -24,11 +24,11 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from sslkit import checkpoint, distributed, layout
+from sslkit import checkpoint, distributed, layout, runlock
 from sslkit.errors import NonFiniteLossError, Preempted
 from sslkit.eval import Evaluation
 from sslkit.methods import StepOutput
-from sslkit.records import Observer
+from sslkit.records import Observer, check_records
 from sslkit.run import SkippedSteps, StopSignal, check_run_dir, non_finite_message, resolve_device, save_run_info
 from sslkit.step import HostValues, Step
 
@@ -61,8 +61,13 @@ def check(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     """Train the model `cfg` describes in `run_dir` (config.yaml, env.json, metrics.jsonl,
-    spectrum/, checkpoints/), resuming from its last checkpoint if there is one.
-    Returns the last logged metrics."""
+    spectrum/, checkpoints/), resuming from its last checkpoint if there is one; refused
+    while another process trains there (sslkit.runlock). Returns the last logged metrics."""
+    with runlock.held(Path(run_dir)):
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     run_dir, ckpt_dir = Path(run_dir), Path(run_dir) / layout.CHECKPOINTS
     rank = distributed.init(cfg.device.value)
     device = resolve_device(cfg.device.value, rank.local_rank)
@@ -92,6 +97,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                         "train. Raise trainer.max_steps above %d to continue the run.", run_dir, start,
                         cfg.trainer.max_steps, cfg.trainer.max_epochs, steps, start)
             return {}
+        if logs is not None:
+            check_records(run_dir, logs, last_ckpt)
 
     observe = rank.is_main  # logs, spectra and checkpoints come from rank 0 only
     if observe:

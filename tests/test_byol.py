@@ -106,3 +106,17 @@ def test_byol_needs_its_loss(config, tmp_path):
         train(config("method=byol", "loss=vicreg", "trainer.max_steps=1"), tmp_path)
     with pytest.raises(ConfigError, match=r"Siamese gives the loss \(z1, z2\), but the loss BYOLLoss takes"):
         train(config("loss=byol", "trainer.max_steps=1"), tmp_path / "b")
+
+
+def test_method_byol_alone_trains_byol_with_its_loss_on_the_default_experiment(config, tmp_path):
+    """`sslkit-train method=byol`: the loss that configs/method/byol.yaml picks wins over the
+    default experiment's (barlow_twins_simplified); a loss= on the command line still wins
+    over both (test_byol_needs_its_loss)."""
+    cfg = config("experiment=stepwise_digits", "method=byol", "trainer.max_steps=3")
+    assert cfg.method._target_ == "sslkit.methods.BYOL" and cfg.loss._target_ == "sslkit.methods.BYOLLoss"
+    assert cfg.backbone.init_scale == 1e-3  # the rest is the default experiment's
+    train(cfg, tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2] and {"view1", "view2"} <= set(rows[0])
+    assert all(0 <= r["loss"] <= 8 for r in rows)  # 2 − 2 cos per view, two views
+    assert config("experiment=stepwise_digits", "method=byol", "loss=simclr").loss._target_.endswith("NTXentLoss")

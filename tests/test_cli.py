@@ -526,3 +526,110 @@ def test_help_is_hydras_page_without_the_internal_schema_groups(tmp_path):
         assert "schema/loss: " in hydra.stdout and "loss: barlow_twins, " in ours.stdout
         assert ours.stdout == "".join(line for line in hydra.stdout.splitlines(keepends=True)
                                       if not line.startswith("schema")), args
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["stepwise_digits"], "stepwise_digits: not an override. Did you mean experiment=stepwise_digits?"),
+    (["digits"], "digits: not an override. Did you mean augment=digits or data=digits?"),
+    (["optim.lr", "=", "0.1"], "optim.lr = 0.1: an override is one word, without spaces around '=': "
+                               "write optim.lr=0.1."),
+    (["seed=1", "optim.lr=", "0.1"], "optim.lr= 0.1: an override is one word, without spaces around '=': "
+                                     "write optim.lr=0.1."),
+    (["optim.betas=[0.9,0.95]"], "optim.betas=[0.9,0.95]: optim=sgd has no key optim.betas; it is a key of "
+                                 "optim=adamw. Choose it with optim=adamw optim.betas=[0.9,0.95]"),
+    (["augment.view2.hue=0.3"], "augment.view2.hue=0.3: augment=digits has no key augment.view2.hue; it is a key "
+                                "of augment=barlow_twins, augment=byol, "),
+    (["data.root=/x"], "data.root=/x: data=digits has no key data.root; it is a key of data=cifar10, data=cifar100, "
+                       "data=imagefolder, data=stl10."),
+    (["+data.root=/x"], "data.root=/x: data=digits has no key data.root; it is a key of data=cifar10"),
+    (["augment.view2.nothing=1"], "no option of augment has the key augment.view2.nothing"),
+])
+def test_words_that_are_no_override_and_keys_of_other_options_are_one_line(tmp_path, monkeypatch, capsys, args,
+                                                                          expected):
+    """A forgotten `experiment=`, spaces around `=` (Hydra: "missing EQUAL at '<EOF>'") and a
+    key that only other options of its group have (Hydra: "Could not override", with a `+`
+    hint whose run then fails with a TypeError) are one line with the fix, exit status 2,
+    and leave no run directory. Which options have a key is checked here against each
+    option's composed config."""
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_entry_point("sslkit-train", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert expected in err, err
+    assert list(tmp_path.iterdir()) == []
+    if "is a key of" in err:  # every option named composes with the key, the chosen one does not
+        from sslkit.cli import _compose
+        override = err.split(": ")[2]
+        group = override.split(".")[0]
+        for option in re.findall(rf"{group}=(\w+)", err.split("is a key of ")[1].split(". Choose")[0]):
+            assert _compose(["~experiment", f"{group}={option}", override]) is not None, option
+
+
+@pytest.mark.parametrize("directory", ["/sys/sslkit-run", "/proc/sslkit-run"])
+def test_a_run_directory_under_sys_or_proc_is_one_line(tmp_path, directory):
+    """/sys and /proc refuse new folders even to root, whose permission bits allow them
+    (a traceback from Hydra's mkdir before)."""
+    done = sslkit_train(f"hydra.run.dir={directory}", "trainer.max_steps=1", cwd=tmp_path)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"sslkit-train: error: hydra.run.dir={directory} cannot be written: "
+                                  f"/{directory.split('/')[1]} is "), done.stderr
+    assert done.stderr.rstrip().endswith("Choose a writable directory with hydra.run.dir=DIR.")
+
+
+@pytest.mark.slow  # two processes: about 25 s
+def test_a_run_directory_in_use_by_another_process_is_refused_and_freed_when_it_dies(tmp_path):
+    """A second sslkit-train into the directory of a running one is one line naming the
+    first (pid, host, command) and writes nothing there (both ran to exit 0, interleaving
+    their records, before); once the first is killed (SIGKILL: no clean-up of its own) the
+    kernel has released its lock and the directory can be taken again."""
+    import socket
+
+    from conftest import wait_for_lines
+    from sslkit import runlock
+
+    run_dir = tmp_path / "run"
+    first = subprocess.Popen([BIN / "sslkit-train", *on_cpu("trainer.max_steps=100000", "trainer.progress=false",
+                                                            f"hydra.run.dir={run_dir}")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        wait_for_lines(first, run_dir, 2)
+        hydra_record = (run_dir / ".hydra" / "overrides.yaml").read_text()
+        second = sslkit_train("trainer.max_steps=5", "seed=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1, second.stderr
+        assert second.stderr.startswith(f"sslkit-train: error: {run_dir} is in use by another process, pid "
+                                        f"{first.pid} on host {socket.gethostname()} ("), second.stderr
+        assert "trainer.max_steps=100000" in second.stderr and "hydra.run.dir=DIR" in second.stderr
+        assert (run_dir / ".hydra" / "overrides.yaml").read_text() == hydra_record  # the first run's, kept
+        assert first.poll() is None
+    finally:
+        first.kill()
+        first.wait()
+    assert runlock.acquire(run_dir)
+    runlock.release(run_dir)
+
+
+@pytest.mark.slow  # three processes: about 40 s
+def test_sslkit_theory_in_a_trained_run_uses_its_config_or_names_the_keys_that_differ(tmp_path, monkeypatch, capsys):
+    """In the directory of a run trained with backbone.init_scale=0.01, a plain sslkit-theory
+    predicts for the run's config, the same prediction as with the run's overrides spelled
+    out (it predicted for the default init scale without a word); with overrides of its
+    own whose config differs, it is one line naming the keys and the run's overrides."""
+    trained = ("backbone.init_scale=0.01", "trainer.max_steps=40")
+    run = tmp_path / "run"
+    done = sslkit_train(*trained, "trainer.report=false", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_entry_point("sslkit-theory", "optim.lr=0.06", f"hydra.run.dir={run}",
+                                       monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert (f"sslkit-theory: error: {run} holds a run trained with another config, so the prediction would be for a "
+            f"different run: backbone.init_scale: run 0.01, now 0.001; trainer.max_steps: run 40, now 1500. Leave "
+            f"the overrides out to use the run's own, or pass them: sslkit-theory backbone.init_scale=0.01 "
+            f"trainer.max_steps=40 ") in err, err
+    assert not (run / "theory" / "modes.json").exists()
+    spelled = subprocess.run([BIN / "sslkit-theory", *on_cpu(*trained), f"hydra.run.dir={tmp_path / 'spelled'}"],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert spelled.returncode == 0, spelled.stderr
+    plain = subprocess.run([BIN / "sslkit-theory", f"hydra.run.dir={run}"], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=300)
+    assert plain.returncode == 0 and "config: the run's" in plain.stdout, plain.stderr
+    assert (run / "theory" / "modes.json").read_text() == (tmp_path / "spelled" / "theory" / "modes.json").read_text()

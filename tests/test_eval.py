@@ -703,3 +703,52 @@ def test_a_run_started_again_with_overwrite_is_not_evaluated_on_the_old_runs_fea
     main([str(tmp_path / "fresh")])
     again, fresh = (json.loads((tmp_path / d / "linear_eval.json").read_text()) for d in ("run", "fresh"))
     assert again["top1"] == fresh["top1"] and again["top5"] == fresh["top5"]
+
+
+def test_sslkit_eval_of_a_run_without_a_checkpoint_or_labels_says_why(config, tmp_path, capsys):
+    """A run directory before its first checkpoint is named as what it is, with its
+    checkpoint cadence (it was told to pass "a run directory written by sslkit-train"); a
+    run on label-free data (synthetic) or on data without a held-out split is one line
+    about sslkit-eval (it was given the training's keys, which sslkit-eval cannot set)."""
+    from sslkit.eval import offline
+
+    def refused(path) -> str:
+        with pytest.raises(SystemExit) as stop:
+            offline.main([str(path), "--device", "cpu"])
+        lines = capsys.readouterr().err.split("\n")  # after a progress bar's lines (\r) when the data is decoded
+        assert stop.value.code == 2 and lines[-1] == "" and lines[-2].startswith("sslkit-eval: error: "), lines
+        return lines[-2]
+
+    run = tmp_path / "synthetic"
+    train(config("data=synthetic", "augment=gaussian_noise", "data.n=256", "data.batch_size=64",
+                 "trainer.max_steps=3", "trainer.checkpoint_every=7"), run)
+    assert refused(run) == (f"sslkit-eval: error: {run}/checkpoints/last.pt was trained on data=synthetic "
+                            f"(sslkit.data.synthetic), which has no class labels: sslkit-eval measures a linear "
+                            f"classifier's accuracy, so there is nothing to evaluate. sslkit-report {run} draws "
+                            f"the run's spectra and metrics.")
+    shutil.rmtree(run / "checkpoints")
+    assert refused(run) == (f"sslkit-eval: error: {run} is a run of sslkit-train without a checkpoint yet: it "
+                            f"writes checkpoints/last.pt every trainer.checkpoint_every=7 steps and at its end. "
+                            f"Evaluate it once it has written one.")
+    for c in range(2):
+        (tmp_path / "images" / f"class{c}").mkdir(parents=True)
+        torchvision.io.write_png(torch.full((3, 8, 8), 50 * c, dtype=torch.uint8),
+                                 str(tmp_path / "images" / f"class{c}" / "a.png"))
+    run = tmp_path / "folder"
+    train(config("data=imagefolder", f"data.root={tmp_path / 'images'}", "data.image_size=8",
+                 f"data.cache_dir={tmp_path / 'cache'}", "data.batch_size=2", "augment=digits", "trainer.max_steps=1"),
+          run)
+    assert "which has no held-out split (no data.split), and without eval.test_root: sslkit-eval has no " \
+           "held-out samples" in refused(run)
+
+
+def test_sslkit_eval_of_a_run_with_image_views(config, tmp_path):
+    """A checkpoint's config is plain YAML: the views of augment=none (ImageViews) come back
+    as mappings, which the views accept as their fields (an InstantiationException traceback
+    before); the evaluation then scores the held-out split of digits."""
+    from sslkit.eval import offline
+
+    train(config("augment=none", "trainer.max_steps=2"), tmp_path)
+    offline.main([str(tmp_path), "--device", "cpu"])
+    result = json.loads((tmp_path / "linear_eval.json").read_text())
+    assert result["test_samples"] == 297 and 0 <= result["top1"] <= result["top5"] <= 100

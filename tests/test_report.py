@@ -314,3 +314,29 @@ def test_side_by_side_gives_each_run_its_own_column_and_step_axis(tmp_path, caps
     assert fast_loss.get_xlim() == (0, 19)
     report_main([str(tmp_path / "fast"), str(tmp_path / "slow"), "--side-by-side", "--out", str(tmp_path / "cols")])
     assert capsys.readouterr().out.split()[-1] == str(tmp_path / "cols.png")
+
+
+def test_out_with_one_run_and_a_sweep_directory_are_one_line(tmp_path, capsys):
+    """--out with one run draws no comparison: refused before its folder is made (it was
+    ignored, and its folder made). A sweep's directory (runs in its sub-folders, none of
+    its own) is refused with the runs inside and the command that draws them, which works."""
+    fake_run(tmp_path / "sweep" / "0", init_scale=1e-2)
+    fake_run(tmp_path / "sweep" / "1", init_scale=1e-3)
+    (tmp_path / "sweep" / "multirun.yaml").write_text("{}")
+    one = tmp_path / "sweep" / "0"
+    with pytest.raises(SystemExit) as exit_:
+        report_main([str(one), "--out", str(tmp_path / "D" / "x")])
+    assert exit_.value.code == 2 and not (tmp_path / "D").exists() and not (one / "stepwise.png").exists()
+    assert capsys.readouterr().err == (f"sslkit-report: error: --out {tmp_path / 'D' / 'x'} names the figure that "
+                                       f"compares several runs, and {one} is one; its own figure is "
+                                       f"{one / 'stepwise'}.png (and .pdf). Leave --out out, or pass the runs to "
+                                       f"compare.\n")
+    with pytest.raises(SystemExit) as exit_:
+        report_main([str(tmp_path / "sweep")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"sslkit-report: error: {tmp_path / 'sweep'} holds 2 runs (0, 1), a sweep's, and is not "
+                          f"one itself; draw them with: sslkit-report "), err
+    command = err.split("draw them with: ")[1].split()
+    report_main(command[1:])
+    assert capsys.readouterr().out.split()[-1] == str(tmp_path / "sweep" / "compare.png")

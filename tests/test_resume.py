@@ -396,3 +396,30 @@ def test_resume_from_a_path_starts_new_logs_at_that_step(config, tmp_path):
     assert list(load(tmp_path / "second")["step"]) == [4, 5, 6, 7]
     with pytest.raises(ConfigError, match="trainer.resume='nope.pt' is neither auto, never, overwrite, nor an existing"):
         train(config(*overrides, "trainer.resume=nope.pt"), tmp_path / "third")
+
+
+@pytest.mark.parametrize("lose, name", [
+    (lambda p: p.unlink(), "metrics.jsonl"),
+    (lambda p: p.write_bytes(p.read_bytes().splitlines(keepends=True)[0]), "metrics.jsonl"),
+    (lambda p: p.unlink(), "spectrum/step.i8"),
+    (lambda p: p.write_bytes(p.read_bytes()[:4]), "spectrum/cov.f4"),
+    (lambda p: p.unlink(), "spectrum/meta.json"),
+])
+def test_a_record_file_lost_since_the_checkpoint_is_refused_not_padded(config, tmp_path, lose, name):
+    """A record file deleted or cut below the size the checkpoint recorded: resuming would
+    continue it after a gap (metrics.jsonl began with thousands of NUL bytes, and every
+    reader failed on it). Refused, naming the file and a command that continues the run
+    with new records, which does: its records start at the checkpoint's step."""
+    overrides = ("trainer.max_steps=6", "trainer.checkpoint_every=3", "spectrum.flush_every=1")
+    run = tmp_path / "run"
+    train(config(*overrides), run)
+    ckpt = run / "checkpoints" / "step_00000003.pt"
+    lose(run / name)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.suffix != ".pt"}
+    with pytest.raises(ConfigError, match=rf"lost records that .*step_00000003.pt continues: {name} \(") as error:
+        train(config(*overrides, f"trainer.resume={ckpt}"), run)
+    assert f"trainer.resume={ckpt} hydra.run.dir=NEW_DIR" in str(error.value)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.suffix != ".pt"} == before
+    train(config(*overrides, f"trainer.resume={ckpt}"), tmp_path / "new")
+    assert [r["step"] for r in metrics(tmp_path / "new")] == [3, 4, 5]
+    assert list(load(tmp_path / "new")["step"]) == [3, 4, 5]

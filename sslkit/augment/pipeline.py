@@ -9,7 +9,7 @@ solarize probabilities that differ between the views) are settings, not code.
 """
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -209,6 +209,8 @@ class ImageViews:
         std: Sequence[float] = (1.0,),
         compile: bool | str = "auto",
     ) -> None:
+        # a view's fields as a mapping: the config of a checkpoint (sslkit-eval), without the schema
+        view1, view2 = (ViewSpec(**v) if isinstance(v, Mapping) else v for v in (view1, view2))
         view2 = view1 if view2 is None else view2
         for i, spec in enumerate((view1, view2), 1):
             spec.check(f"augment.view{i}")

@@ -35,6 +35,11 @@ def find_checkpoint(path: Path) -> tuple[Path, Path]:
     """(checkpoint file, run directory) for a run directory or a checkpoint file."""
     if path.is_dir():
         ckpt = path / layout.CHECKPOINTS / checkpoint.LAST
+        if not ckpt.is_file() and (path / layout.CONFIG).is_file():
+            every = OmegaConf.load(path / layout.CONFIG).trainer.checkpoint_every
+            raise ConfigError(f"{path} is a run of sslkit-train without a checkpoint yet: it writes "
+                              f"checkpoints/last.pt every trainer.checkpoint_every={every} steps and at its end. "
+                              f"Evaluate it once it has written one.")
         if not ckpt.is_file():
             raise ConfigError(f"{path} holds no checkpoints/last.pt: pass a run directory written by "
                               f"sslkit-train, or a checkpoint file.")
@@ -74,10 +79,18 @@ def features(ckpt: Path, run_dir: Path, kind: str, augment_copies: int, device: 
     if cache.is_file():
         return torch.load(cache, map_location=device, weights_only=True)
     cfg, data, augment, net, step = load_model(ckpt, device)
-    test = held_out(cfg)
     x, y = labelled(data.x, data.y)
     if len(y.unique()) < 2:
-        raise ConfigError(f"{data.name} has no class labels: there is nothing to evaluate.")
+        raise ConfigError(f"{ckpt} was trained on {data.name} ({cfg.data._target_}), which has no class labels: "
+                          f"sslkit-eval measures a linear classifier's accuracy, so there is nothing to evaluate. "
+                          f"sslkit-report {run_dir} draws the run's spectra and metrics.")
+    try:
+        test = held_out(cfg)
+    except ConfigError as exc:  # its message names the training's keys, which sslkit-eval cannot set
+        raise ConfigError(f"{ckpt} was trained on {data.name} ({cfg.data._target_}), which has no held-out split "
+                          f"(no data.split), and without eval.test_root: sslkit-eval has no held-out samples to "
+                          f"measure on. Train with eval.test_root=DIR (the held-out images) to evaluate such a "
+                          f"run.") from exc
 
     def get(images: torch.Tensor, clean, progress: str) -> torch.Tensor:
         return extract(net, images, clean, batch_size, device, kind == "projector", progress)[kind]

@@ -2,7 +2,7 @@
 dashboards (configs/logger/: sslkit.records.wandb, sslkit.records.tensorboard, imported
 only when chosen), driven from a background thread."""
 
-from sslkit.records.observer import Observer
+from sslkit.records.observer import Observer, check_records
 from sslkit.records.sink import MetricsFile, Sink, read_metrics
 
-__all__ = ["MetricsFile", "Observer", "Sink", "read_metrics"]
+__all__ = ["MetricsFile", "Observer", "Sink", "check_records", "read_metrics"]

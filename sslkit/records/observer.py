@@ -49,7 +49,9 @@ from torch import Tensor
 from sslkit import layout
 from sslkit.methods import StepOutput
 from sslkit.records.sink import MetricsFile, Sink
+from sslkit.errors import ConfigError
 from sslkit.spectrum import SpectrumMonitor
+from sslkit.spectrum.store import sizes
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +213,26 @@ class Observer:
             self.summaries[step] = summaries
             for sink in self.sinks:
                 sink.log_spectrum(step, rows)
+
+
+def check_records(run_dir: Path, logs: dict[str, Any], checkpoint: Path) -> None:
+    """Before a resume continues the record files from the positions its checkpoint holds
+    (`logs`, from `Observer.state`): each file is at least that long. A file deleted or cut
+    shorter since would be continued after a gap (metrics.jsonl padded with NUL bytes, the
+    spectrum tables shifted), so it is a ConfigError saying which files and what to do."""
+    spectrum = logs["spectrum"] or {"rows": 0, "full_rows": 0, "event_bytes": 0}
+    expected = {run_dir / layout.METRICS: logs["metrics_bytes"],
+                run_dir / layout.SPECTRUM / "events.jsonl": spectrum["event_bytes"],
+                **sizes(run_dir, layout.SPECTRUM, spectrum["rows"]),
+                **sizes(run_dir, layout.FULL_SPECTRUM, spectrum["full_rows"])}
+    short = [f"{path.relative_to(run_dir)} ({path.stat().st_size if path.exists() else 'missing'}, "
+             f"{size} bytes at the checkpoint)" for path, size in expected.items()
+             if size and (not path.exists() or path.stat().st_size < size)]
+    if short:
+        raise ConfigError(
+            f"{run_dir} lost records that {checkpoint} continues: {', '.join(short)}; appending to them would "
+            f"leave a gap. Restore the files, or continue from the checkpoint with new records in a new directory: "
+            f"trainer.resume={checkpoint} hydra.run.dir=NEW_DIR (or start again: trainer.resume=overwrite).")
 
 
 def core_to_spare(device: torch.device) -> bool:

@@ -48,9 +48,8 @@ class SpectrumWriter:
         self.rows = start_rows
         if (self.dir / "meta.json").exists():
             self.widths = _widths(json.loads((self.dir / "meta.json").read_text()))
-            _truncate(self.dir / "step.i8", start_rows * 8)
-            for name, width in self.widths.items():
-                _truncate(self.dir / f"{name}.f4", start_rows * width * 4)
+            for path, size in sizes(run_dir, table, start_rows).items():
+                _truncate(path, size)
 
     def append(self, step: int, row: dict[str, Tensor | np.ndarray]) -> None:
         """Buffer one row; a value beyond float32's range (a diverging run) is stored as ±inf."""
@@ -106,6 +105,17 @@ def load(run_dir: str | Path, table: str = layout.SPECTRUM) -> dict[str, np.ndar
     if "summary" in widths:
         out.update({name: column for name, column in zip(meta["summary"], out.pop("summary").T)})
     return out
+
+
+def sizes(run_dir: str | Path, table: str, rows: int) -> dict[Path, int]:
+    """The bytes each file of the table `run_dir/<table>` holds with `rows` rows, from its
+    meta.json (8 per row of step.i8, 4 × width of <series>.f4); with rows > 0 and no
+    meta.json, meta.json itself (1 byte: it must exist)."""
+    d = Path(run_dir) / table
+    if not (d / "meta.json").exists():
+        return {d / "meta.json": 1} if rows else {}
+    widths = _widths(json.loads((d / "meta.json").read_text()))
+    return {d / "step.i8": rows * 8, **{d / f"{name}.f4": rows * width * 4 for name, width in widths.items()}}
 
 
 def _widths(meta: dict[str, Any]) -> dict[str, int]:
