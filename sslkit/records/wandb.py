@@ -80,9 +80,10 @@ class WandbSink:
     def trajectories(self, name: str) -> Any:
         """The line series of `name`'s eigenvalues at the logged steps so far, one line per
         mode, drawn from a table of one row per mode and step. W&B type-checks every row of
-        a table as it is built (≈ 0.1 ms each, in the observer's thread), and drops the rows
-        past `wandb.Table.MAX_ROWS`: a history longer than `CHART_STEPS` (or than the row
-        limit allows) is thinned to evenly spread steps, the first and the latest among them."""
+        a table as it is built (≈ 20 µs of CPU time each, in the observer's thread) and
+        drops the rows past `wandb.Table.MAX_ROWS`: a history longer than `CHART_STEPS` (or
+        than the row limit allows) is thinned to evenly spread steps, the first and the
+        latest among them."""
         trajectories = self.history.matrix(name)
         modes, steps = trajectories.shape
         kept = np.linspace(0, steps - 1, min(steps, CHART_STEPS, wandb.Table.MAX_ROWS // modes))
