@@ -96,12 +96,13 @@ def test_tensorboard_event_file_holds_scalars_histograms_and_images(config, tmp_
 
 
 def layout_of(acc: EventAccumulator):
-    """The custom scalars layout of an event file, as TensorBoard's plugin reads it."""
+    """The custom scalars layout of a run, as TensorBoard's plugin reads it: each session of
+    the run (a resumed one too) writes it, and the plugin takes one of them."""
     from tensorboard.plugins.custom_scalar import layout_pb2, metadata
     from tensorboard.util import tensor_util
 
-    (event,) = acc.Tensors(metadata.CONFIG_SUMMARY_TAG)
-    return layout_pb2.Layout.FromString(tensor_util.make_ndarray(event.tensor_proto).item())
+    (layout,) = {tensor_util.make_ndarray(e.tensor_proto).item() for e in acc.Tensors(metadata.CONFIG_SUMMARY_TAG)}
+    return layout_pb2.Layout.FromString(layout)
 
 
 @pytest.mark.parametrize("modes", [32, 3])
@@ -130,6 +131,27 @@ def test_tensorboard_charts_the_top_eigenvalues_over_steps_in_one_chart_per_matr
             assert tag.startswith(f"eigenvalues/{name}/λ")
             assert [e.step for e in acc.Scalars(tag)] == [0, 5, 10]
             np.testing.assert_allclose([e.value for e in acc.Scalars(tag)], expected[:, k], rtol=1e-6)
+
+
+def test_a_resumed_run_continues_the_eigenvalue_chart_from_its_checkpoint(config, tmp_path):
+    """A run resumed from its step-6 checkpoint: TensorBoard hides what the first session
+    logged after it (purge_step), so the chart's lines hold each logged step once, with the
+    values of the spectrum store, which the resumed run rewrote from step 6 on."""
+    run = (*RUN, "trainer.checkpoint_every=6", "logger=tensorboard", "logger.tensorboard.spectrum_every=5")
+    train(config(*run), tmp_path)
+    train(config(*run, f"trainer.resume={tmp_path / 'checkpoints' / 'step_00000006.pt'}"), tmp_path)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    (category,) = layout_of(acc).category
+    spectra = load(tmp_path)
+    for name, chart in zip(("cov", "xcorr", "feat_cov"), category.chart):
+        (expression,) = chart.multiline.tag
+        charted = sorted(tag for tag in acc.Tags()["scalars"] if re.match(expression, tag))
+        assert len(charted) == 32
+        for k, tag in enumerate(charted):
+            assert [e.step for e in acc.Scalars(tag)] == [0, 5, 10]
+            np.testing.assert_allclose([e.value for e in acc.Scalars(tag)], spectra[name][[0, 5, 10], k], rtol=1e-6)
 
 
 @needs_wandb
