@@ -41,7 +41,7 @@ class TensorBoardSink:
         # purge_step hides what an interrupted run logged after its last checkpoint
         self.writer = SummaryWriter(log_dir or str(Path(run_dir) / layout.TENSORBOARD),
                                     purge_step=start_step or None)
-        self.charted = False  # the chart layout, written with the first spectra
+        self.charted = False  # the chart layout, written with the first spectra (by each session of a run)
         if not start_step:
             self.writer.add_text("config", "```\n" + yaml.safe_dump(run_config, sort_keys=False) + "```", 0)
 
