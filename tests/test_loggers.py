@@ -3,6 +3,7 @@ write (TensorBoard's EventAccumulator; W&B's offline run file parsed with its pr
 schema, no wandb.Api), a real `tensorboard` server, and the observer thread's errors."""
 
 import json
+import re
 import socket
 import struct
 import subprocess
@@ -30,7 +31,19 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def wandb_records(run_dir: Path) -> list:
+def wandb_records(run_dir: Path, timeout: float = 60) -> list:
+    """The records of the offline run file, once it ends with the run's exit record: W&B's
+    service process writes the file, and may still be writing it when run.finish() has
+    returned (read at once, in about half the runs of the offline test below it held only
+    its first 32 KiB block)."""
+    deadline = time.monotonic() + timeout
+    while (records := read_wandb_file(run_dir))[-1:] == [] or records[-1].WhichOneof("record_type") != "exit":
+        assert time.monotonic() < deadline, f"the offline run file of {run_dir} has no exit record"
+        time.sleep(0.1)
+    return records
+
+
+def read_wandb_file(run_dir: Path) -> list:
     """The records of the offline run file: wandb's LevelDB-style log (a 7-byte file header
     ':W&B', 0xBEE1, version; 32 KiB blocks of chunks with a 7-byte header: CRC32, length,
     type 1 full / 2 first / 3 middle / 4 last), each record a wandb_internal_pb2.Record."""
@@ -45,7 +58,7 @@ def wandb_records(run_dir: Path) -> list:
             pos += block - pos % block
             continue
         _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0:
+        if kind == 0 or pos + 7 + length > len(data):  # the end, or a chunk still being written
             break
         chunk += data[pos + 7:pos + 7 + length]
         pos += 7 + length
@@ -82,6 +95,65 @@ def test_tensorboard_event_file_holds_scalars_histograms_and_images(config, tmp_
     assert figure.encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n" and figure.step == 11
 
 
+def layout_of(acc: EventAccumulator):
+    """The custom scalars layout of a run, as TensorBoard's plugin reads it: each session of
+    the run (a resumed one too) writes it, and the plugin takes one of them."""
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+    from tensorboard.util import tensor_util
+
+    (layout,) = {tensor_util.make_ndarray(e.tensor_proto).item() for e in acc.Tensors(metadata.CONFIG_SUMMARY_TAG)}
+    return layout_pb2.Layout.FromString(layout)
+
+
+@pytest.mark.parametrize("modes", [32, 3])
+def test_tensorboard_charts_the_top_eigenvalues_over_steps_in_one_chart_per_matrix(config, tmp_path, modes):
+    """The custom scalars layout has one multi-line chart per matrix; its tag expression (as
+    TensorBoard matches it, from the tag's start) selects exactly that matrix's top
+    min(modes, D) eigenvalues, mode k's tag holding the spectrum store's λ_k at every
+    spectrum_every-th step. modes=3 charts fewer modes than the matrices have; 32 more than
+    the matrices' D = 16 (backbone.out_dim; the projector is the identity)."""
+    train(config(*RUN, "backbone.out_dim=16", "logger=tensorboard",
+                 "logger.tensorboard.spectrum_every=5", f"logger.tensorboard.modes={modes}"), tmp_path)
+    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    spectra, tags = load(tmp_path), acc.Tags()["scalars"]
+    (category,) = layout_of(acc).category
+    assert category.title == "eigenvalues"
+    assert [chart.title for chart in category.chart] == [
+        f"top {min(modes, spectra[name].shape[1])} eigenvalues of {name}" for name in ("cov", "xcorr", "feat_cov")]
+    for name, chart in zip(("cov", "xcorr", "feat_cov"), category.chart):
+        (expression,) = chart.multiline.tag
+        charted = sorted(tag for tag in tags if re.match(expression, tag))
+        expected = spectra[name][[0, 5, 10], :modes]
+        assert len(charted) == expected.shape[1] == min(modes, spectra[name].shape[1])
+        for k, tag in enumerate(charted):  # sorted tags are in mode order
+            assert tag.startswith(f"eigenvalues/{name}/λ")
+            assert [e.step for e in acc.Scalars(tag)] == [0, 5, 10]
+            np.testing.assert_allclose([e.value for e in acc.Scalars(tag)], expected[:, k], rtol=1e-6)
+
+
+def test_a_resumed_run_continues_the_eigenvalue_chart_from_its_checkpoint(config, tmp_path):
+    """A run resumed from its step-6 checkpoint: TensorBoard hides what the first session
+    logged after it (purge_step), so the chart's lines hold each logged step once, with the
+    values of the spectrum store, which the resumed run rewrote from step 6 on."""
+    run = (*RUN, "trainer.checkpoint_every=6", "logger=tensorboard", "logger.tensorboard.spectrum_every=5")
+    train(config(*run), tmp_path)
+    train(config(*run, f"trainer.resume={tmp_path / 'checkpoints' / 'step_00000006.pt'}"), tmp_path)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    (category,) = layout_of(acc).category
+    spectra = load(tmp_path)
+    for name, chart in zip(("cov", "xcorr", "feat_cov"), category.chart):
+        (expression,) = chart.multiline.tag
+        charted = sorted(tag for tag in acc.Tags()["scalars"] if re.match(expression, tag))
+        assert len(charted) == 32
+        for k, tag in enumerate(charted):
+            assert [e.step for e in acc.Scalars(tag)] == [0, 5, 10]
+            np.testing.assert_allclose([e.value for e in acc.Scalars(tag)], spectra[name][[0, 5, 10], k], rtol=1e-6)
+
+
 @needs_wandb
 def test_wandb_offline_run_holds_history_images_and_config(config, tmp_path):
     train(config(*RUN, "optim.lr=0.07", "logger=wandb", "logger.wandb.mode=offline",
@@ -100,14 +172,45 @@ def test_wandb_offline_run_holds_history_images_and_config(config, tmp_path):
     assert [s for s in history if "spectrum/xcorr/path" in history[s]] == [0, 5, 10]
     media = next(tmp_path.glob("wandb/offline-run-*/files"))
     assert (media / history[11]["figures/stepwise/path"]).read_bytes()[:4] == b"\x89PNG"
-    table = json.loads((media / history[11]["trajectories/xcorr_table/path"]).read_text())
-    first_mode = [(step, value) for step, key, value in table["data"] if key == "λ1"]
+    # the eigenvalue chart while the run trains: at every spectrum_every-th step, the
+    # trajectories so far, every mode (D = 64 > 32 = modes: the top 32)
+    assert [s for s in history if "trajectories/xcorr_table/path" in history[s]] == [0, 5, 10]
     spectra = load(tmp_path)
-    assert first_mode == [(s, pytest.approx(float(spectra["xcorr"][s, 0]), rel=1e-6)) for s in (0, 5, 10)]
+    for step in (0, 5, 10):
+        table = json.loads((media / history[step]["trajectories/xcorr_table/path"]).read_text())
+        assert table["columns"] == ["step", "lineKey", "lineVal"]
+        drawn = {(key, s): value for s, key, value in table["data"]}
+        shown = [s for s in (0, 5, 10) if s <= step]
+        assert drawn == {(f"λ{k + 1}", s): pytest.approx(float(spectra["xcorr"][s, k]), rel=1e-6)
+                         for k in range(32) for s in shown}
     (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     run_config = {i.key: json.loads(i.value_json) for i in run.config.update}
     assert run_config["optim"]["lr"] == 0.07 and run_config["trainer"]["max_steps"] == 12
     assert (tmp_path / "wandb-run-id").read_text() == run.run_id
+
+
+@needs_wandb
+def test_a_long_wandb_eigenvalue_chart_is_thinned_to_evenly_spread_steps(tmp_path):
+    """400 logged steps: the chart keeps CHART_STEPS = 100 of them, evenly spread
+    (consecutive kept steps 4 or 5 logged steps apart), the first and the latest among them,
+    with their own values for every mode. 200 modes: 50 steps, as W&B keeps at most
+    wandb.Table.MAX_ROWS = 10 000 rows (one per mode and step) and drops the rest."""
+    import wandb
+
+    from sslkit.records.wandb import CHART_STEPS, WandbSink
+
+    for modes, kept in ((32, CHART_STEPS), (200, wandb.Table.MAX_ROWS // 200)):
+        sink = WandbSink(tmp_path, {"seed": 0}, mode="disabled", spectrum_every=3, modes=modes)
+        eig = {step: np.linspace(2.0, 0.1, 256) * (1 + step / 1000) for step in range(0, 1200, 3)}
+        for step, values in eig.items():
+            sink.history.add(step, {"xcorr": values})  # what log_spectrum keeps, without its 400 charts
+        table = sink.trajectories("xcorr").table
+        sink.close()
+        steps = sorted({s for s, _, _ in table.data})
+        assert len(steps) == kept and (steps[0], steps[-1]) == (0, 1197)
+        assert set(np.diff(steps) // 3) == {399 // (kept - 1), 399 // (kept - 1) + 1}
+        assert {(key, s): value for s, key, value in table.data} == {
+            (f"λ{k + 1}", s): pytest.approx(eig[s][k]) for k in range(modes) for s in steps}
 
 
 @needs_wandb

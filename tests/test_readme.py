@@ -48,6 +48,8 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from sslkit.cli import CONFIG_DIR, _HOME, _known_override
+from sslkit.records.tensorboard import eigenvalue_tag
+from sslkit.spectrum import load
 from test_loggers import free_port, wandb_records
 from test_sources import write_cifar10, write_stl_images
 
@@ -188,13 +190,17 @@ def fetch(url: str) -> dict:
 
 def serves_the_run(command: str, work: Path, env: dict) -> None:
     """`tensorboard --logdir RUN_DIR/tensorboard --port <free>` serves RUN_DIR: a scalar for
-    every key of its metrics.jsonl (the loss at every logged step), a histogram and a
-    heat-map per recorded matrix, and the stepwise figure."""
+    every key of its metrics.jsonl (the loss at every logged step) and for each of the top
+    eigenvalues of each recorded matrix, a histogram and a heat-map per matrix, the
+    stepwise figure, and in the Custom Scalars tab one chart per matrix of its eigenvalues."""
     words = shlex.split(command)
     run_dir = (work / words[words.index("--logdir") + 1]).parent
     rows = metrics(run_dir)
-    matrices = OmegaConf.load(run_dir / "config.yaml").spectrum.matrices
-    expected = {"scalars": {key for row in rows for key in row} - {"step"},
+    run_config = OmegaConf.load(run_dir / "config.yaml")
+    matrices, spectra = run_config.spectrum.matrices, load(run_dir)
+    eigenvalues = {eigenvalue_tag(m, k, run_config.logger.tensorboard.modes) for m in matrices
+                   for k in range(min(run_config.logger.tensorboard.modes, spectra[m].shape[1]))}
+    expected = {"scalars": {key for row in rows for key in row} - {"step"} | eigenvalues,
                 "histograms": {f"eigenvalues/{m}" for m in matrices},
                 "images": {f"spectrum/{m}" for m in matrices} | {"figures/stepwise"}}
     port = free_port()
@@ -215,9 +221,14 @@ def serves_the_run(command: str, work: Path, env: dict) -> None:
             time.sleep(0.5)
         assert served == expected
         loss = fetch(f"{url}/scalars/scalars?run=.&tag=loss")
+        (category,) = fetch(f"{url}/custom_scalars/layout")["category"]
     finally:
         server.terminate()
         server.wait(timeout=30)
+    # the Custom Scalars tab: one multi-line chart per matrix, of that matrix's eigenvalues
+    charted = [{tag for tag in eigenvalues if re.match(chart["multiline"]["tag"][0], tag)}
+               for chart in category["chart"]]
+    assert charted == [{tag for tag in eigenvalues if tag.startswith(f"eigenvalues/{m}/")} for m in matrices]
     assert [step for _, step, _ in loss] == [row["step"] for row in rows]
     np.testing.assert_allclose([value for _, _, value in loss], [row["loss"] for row in rows], rtol=1e-6)
 

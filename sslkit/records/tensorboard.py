@@ -1,5 +1,7 @@
-"""TensorBoard: scalars every logged step; eigenvalue histograms and spectrum heat-maps
-every `spectrum_every` steps; the stepwise figure at the end; the resolved config as text.
+"""TensorBoard: scalars every logged step; every `spectrum_every` steps the top `modes`
+eigenvalues of each matrix as scalars, drawn together in one multi-line chart per matrix
+(the custom scalars dashboard: λ₁ ≥ λ₂ ≥ … of C over steps), their histogram and the
+spectrum heat-map; the stepwise figure at the end; the resolved config as text.
 
     tensorboard --logdir RUN_DIR/tensorboard
 """
@@ -14,6 +16,22 @@ from torch.utils.tensorboard import SummaryWriter
 
 from sslkit import layout
 from sslkit.records.heatmap import SpectrumHistory
+
+CHARTS = "eigenvalues"  # the custom scalars category that holds one multi-line chart per matrix
+
+
+def eigenvalue_tag(matrix: str, k: int, modes: int) -> str:
+    """The scalar tag of the (k+1)-th largest eigenvalue, numbered from 1 and zero-padded to
+    the width of `modes` so that tags sort in mode order: eigenvalues/xcorr/λ01."""
+    return f"{CHARTS}/{matrix}/λ{k + 1:0{len(str(modes))}d}"
+
+
+def chart_layout(counts: dict[str, int]) -> dict[str, dict[str, list]]:
+    """One "Multiline" chart per matrix, given how many of its eigenvalues are charted: its
+    series are the tags `eigenvalue_tag` writes for it (a regular expression, which
+    TensorBoard matches from the tag's start)."""
+    return {CHARTS: {f"top {n} eigenvalues of {matrix}": ["Multiline", [rf"{CHARTS}/{matrix}/λ\d+$"]]
+                     for matrix, n in counts.items()}}
 
 
 class TensorBoardSink:
@@ -32,6 +50,7 @@ class TensorBoardSink:
         # purge_step hides what an interrupted run logged after its last checkpoint
         self.writer = SummaryWriter(log_dir or str(Path(run_dir) / layout.TENSORBOARD),
                                     purge_step=start_step or None)
+        self.charted = False  # the chart layout, written with the first spectra (by each session of a run)
         if not start_step:
             self.writer.add_text("config", "```\n" + yaml.safe_dump(run_config, sort_keys=False) + "```", 0)
 
@@ -43,7 +62,13 @@ class TensorBoardSink:
         if not self.history.due(step):
             return
         self.history.add(step, spectra)
+        modes = self.history.modes
+        if not self.charted:
+            self.writer.add_custom_scalars(chart_layout({name: len(eig[:modes]) for name, eig in spectra.items()}))
+            self.charted = True
         for name, eig in spectra.items():
+            for k, value in enumerate(eig[:modes]):
+                self.writer.add_scalar(eigenvalue_tag(name, k, modes), value, step)
             self.writer.add_histogram(f"eigenvalues/{name}", eig, step)
             self.writer.add_image(f"spectrum/{name}", self.history.image(name), step, dataformats="HWC")
 
