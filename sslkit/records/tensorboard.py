@@ -36,12 +36,13 @@ def chart_layout(counts: dict[str, int]) -> dict[str, dict[str, list]]:
 
 class TensorBoardSink:
     """logger=tensorboard: the metrics as TensorBoard scalars, and every `spectrum_every`
-    steps a histogram of each matrix's eigenvalues and a heat-map of its top `modes`.
+    steps a histogram of each matrix's eigenvalues, a heat-map of its top `modes`, and those
+    top eigenvalues as scalars drawn together in one Custom Scalars chart per matrix.
 
     Args:
         log_dir: Folder of the event files (null: RUN_DIR/tensorboard).
-        spectrum_every: Steps between two spectrum heat-maps.
-        modes: Number of top eigenvalues drawn per matrix.
+        spectrum_every: Steps between two spectrum logs (eigenvalue charts, heat-maps, histograms).
+        modes: Number of top eigenvalues charted and drawn per matrix.
     """
 
     def __init__(self, run_dir: str | Path, run_config: dict[str, Any], start_step: int = 0,

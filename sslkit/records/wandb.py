@@ -46,8 +46,8 @@ class WandbMode(str, Enum):
 
 class WandbSink:
     """logger=wandb: the metrics, the figures and every `spectrum_every` steps a heat-map of
-    each matrix's top `modes` eigenvalues, in a Weights & Biases run that a resumed run
-    continues (its id is kept in the run directory).
+    each matrix's top `modes` eigenvalues and their line chart over the steps so far, in a
+    Weights & Biases run that a resumed run continues (its id is kept in the run directory).
 
     Args:
         mode: online (offline when no API key is configured), offline or disabled.
@@ -55,8 +55,8 @@ class WandbSink:
         entity: The W&B team or user (null: the account's default).
         name: The run's name (null: the run directory's name).
         tags: The run's tags.
-        spectrum_every: Steps between two spectrum heat-maps.
-        modes: Number of top eigenvalues drawn per matrix.
+        spectrum_every: Steps between two spectrum logs (eigenvalue charts, heat-maps, histograms).
+        modes: Number of top eigenvalues charted and drawn per matrix.
     """
 
     def __init__(self, run_dir: str | Path, run_config: dict[str, Any], start_step: int = 0,
