@@ -76,6 +76,12 @@ def config():
     return compose_config
 
 
+def options(group: str) -> list[str]:
+    """The options of a config group, from the files of configs/<group>/: a new file is
+    covered by every test that iterates over them, with no list to edit."""
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
 def assert_separated_steps(run_dir: Path, modes: int) -> None:
     """The first `modes` eigenvalues of C rise from ≈ 0 to ≈ 1 one after another: each has
     finished its rise (crossed 0.8) before the next one starts it (crosses 0.2)."""
