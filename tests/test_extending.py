@@ -52,6 +52,7 @@ def test_the_documents_files_are_a_loss_a_backbone_a_recipe_a_source_and_a_metho
     assert set(doc_files()) == {"sslkit/losses/align_uniform.py", "configs/loss/align_uniform.yaml",
                                 "sslkit/models/lenet.py", "configs/backbone/lenet.yaml",
                                 "configs/augment/light.yaml", "sslkit/data/moons.py", "configs/data/moons.yaml",
+                                "configs/augment/moons.yaml",
                                 "sslkit/methods/simsiam.py", "configs/method/simsiam.yaml"}
 
 
@@ -90,8 +91,16 @@ def test_the_new_backbone_recipe_and_source_build(extended):
     assert linearized(torch.zeros(2, 1, 8, 8)).shape == (2, 84)
     v1, v2 = instantiate(cfg.augment)(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.Generator().manual_seed(0))
     assert v1.shape == v2.shape == (4, 1, 8, 8)
-    data = instantiate(extended("~experiment", "data=moons", "augment=gaussian_noise", "data.n=64", "data.batch_size=32").data)
+    data = instantiate(extended("~experiment", "data=moons", "data.n=64", "data.batch_size=32").data)
     assert data.x.shape == (64, 2) and set(data.y.tolist()) == {0, 1}
+
+
+def test_the_new_source_trains_with_its_default_views(extended, tmp_path):
+    """`data=moons` alone picks its views, configs/augment/moons.yaml (Gaussian noise)."""
+    cfg = extended("~experiment", "data=moons", "backbone=mlp", "data.n=64", "data.batch_size=32",
+                   "trainer.max_steps=3")
+    assert cfg.augment._target_ == "sslkit.augment.GaussianNoise"
+    assert train(cfg, tmp_path / "run")["step"] == 2
 
 
 def test_the_new_method_trains_with_its_loss(extended, tmp_path):
