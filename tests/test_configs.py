@@ -17,9 +17,8 @@ from hydra.core.plugins import Plugins
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
-from torchvision.io import write_png
 
-from conftest import compose_config, options
+from conftest import compose_config, options, write_image
 from sslkit.cli import Checks
 from sslkit.config import CONFIG_DIR, derive, schema_path
 from sslkit.eval import Evaluation
@@ -53,7 +52,7 @@ def write_files(root: Path, option: str) -> None:
     elif option == "imagefolder":
         for cls in ("a", "b"):
             (root / cls).mkdir()
-            write_png(torch.from_numpy(RNG.integers(0, 256, (3, 20, 20), dtype=np.uint8)), str(root / cls / "x.png"))
+            write_image(torch.from_numpy(RNG.integers(0, 256, (3, 20, 20), dtype=np.uint8)), root / cls / "x.png")
 
 
 def fitting_method(loss: nn.Module, backbone: nn.Module, projector: nn.Module) -> nn.Module:
