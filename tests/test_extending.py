@@ -3,8 +3,11 @@ them (Python modules into their sslkit package, YAML files into a copy of config
 composed, built and, for the loss and the method, trained for three steps."""
 
 import importlib
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,9 @@ from sslkit.errors import ConfigError
 from sslkit.spectrum import load
 from sslkit.train import check, train
 
-DOC = Path(__file__).parents[1] / "docs" / "extending.md"
+ROOT = Path(__file__).parents[1]
+DOC = ROOT / "docs" / "extending.md"
+CONTRACT = ["tests/test_configs.py", "tests/test_methods.py", "tests/test_backbones.py", "tests/test_losses.py"]
 
 
 def doc_files() -> dict[str, str]:
@@ -116,3 +121,35 @@ def test_the_new_method_trains_with_its_loss(extended, tmp_path):
     out = net(v, v.flip(0))
     assert not out.extra["t1"].requires_grad and out.z1.requires_grad
     torch.testing.assert_close(out.extra["t2"], net.projector(net.backbone(v.flip(0))))
+
+
+def contract_tests(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """pytest on the contract tests of a copy of the repository (sslkit/, configs/, tests/,
+    pyproject.toml) with the document's files added where it says; the copy's sslkit is
+    the one imported (the working directory comes first on sys.path)."""
+    repo = tmp_path / "repo"
+    for part in ("sslkit", "configs", "tests"):
+        shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", repo)
+    for path, text in doc_files().items():
+        (repo / path).write_text(text)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, *CONTRACT],
+                          cwd=repo, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_the_contract_tests_pick_up_the_documents_options_and_pass(tmp_path):
+    """With no edit to the tests, every new option is a case of the contract tests, and
+    they all pass (every method with every loss, no new default repeated in a file)."""
+    run = contract_tests(tmp_path, "-rA")  # a line "PASSED <test id>" per test
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for case in ("test_every_option_composes_and_builds[loss=align_uniform]",
+                 "test_every_option_composes_and_builds[method=simsiam]",
+                 "test_every_option_composes_and_builds[backbone=lenet]",
+                 "test_every_option_composes_and_builds[data=moons]",
+                 "test_every_option_composes_and_builds[augment=moons]",
+                 "test_every_option_composes_and_builds[augment=light]",
+                 "test_a_method_and_loss_that_do_not_fit_name_the_options_that_do[simsiam]",
+                 "test_every_backbone_option_builds_for_digits[lenet]",
+                 "test_gradcheck[shape0-AlignUniformLoss()]"):
+        assert re.search(rf"^PASSED \S+::{re.escape(case)}$", run.stdout, re.M), case

@@ -65,8 +65,8 @@ def fits(method: str, loss: str) -> str | None:
 
 def named(message: str, group: str) -> set[str]:
     """The options of `group` that check_loss's message offers."""
-    offered = re.search(rf"a {'loss written for this method' if group == 'loss' else 'method that gives what this loss takes'}"
-                        rf" \((.*?)\)[,.]", message).group(1)
+    offer = "a loss written for this method" if group == "loss" else "a method that gives what this loss takes"
+    offered = re.search(rf"{offer} \((.*?)\)[,.]", message).group(1)
     return set(re.findall(rf"{group}=(\w+)", offered))
 
 
