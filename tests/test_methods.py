@@ -10,7 +10,7 @@ from torch import nn
 from conftest import compose_config, options
 from sslkit.errors import ConfigError
 from sslkit.losses import VICRegLoss
-from sslkit.methods import Backbone, Loss, Method, Siamese, StepOutput, check_loss, check_part
+from sslkit.methods import BYOLLoss, Backbone, Loss, Method, Siamese, StepOutput, check_loss, check_part
 
 
 def test_siamese_applies_one_network_to_each_view():
@@ -108,6 +108,16 @@ def test_a_method_without_after_step_is_refused_before_training(tmp_path):
             run()
         assert "\n" not in str(error.value)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_method_without_extra_inputs_gives_none():
+    """extra_inputs is optional: WithoutAfterStep has none, so it fits a loss of (z1, z2)
+    alone and is refused with BYOL's, whose message says it gives (z1, z2)."""
+    net = WithoutAfterStep(nn.Identity(), nn.Identity())
+    assert not hasattr(net, "extra_inputs")
+    check_loss(net, VICRegLoss())
+    with pytest.raises(ConfigError, match=r"gives the loss \(z1, z2\), but the loss BYOLLoss takes \(z1, z2, t1, t2\)"):
+        check_loss(net, BYOLLoss())
 
 
 class WithoutBackbone(nn.Module):
