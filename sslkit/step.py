@@ -19,7 +19,7 @@ from sslkit.accel import Accel
 from sslkit.data import InMemoryData
 from sslkit.errors import ConfigError
 from sslkit.losses import LossOutput
-from sslkit.methods import StepOutput, check_loss
+from sslkit.methods import Backbone, Loss, Method, StepOutput, check_loss, check_part
 from sslkit.optim import build_optimizer, guarded_step
 from sslkit.rng import VIEWS, generator, seed_globals
 from sslkit.run import check_cadences, total_steps
@@ -51,9 +51,12 @@ class Step:
                               f"processes.")
         augment = instantiate(cfg.augment)
         backbone = instantiate(cfg.backbone, in_shape=augment.view_shape(tuple(data.x.shape[1:])))
+        check_part(backbone, Backbone, "backbone")
         projector = instantiate(cfg.projector, in_dim=backbone.out_dim)
         net = accel.prepare(instantiate(cfg.method, backbone=backbone, projector=projector).to(device))
         loss_fn = instantiate(cfg.loss)
+        check_part(net, Method, "method")  # every hook the loop calls is there
+        check_part(loss_fn, Loss, "loss")
         check_loss(net, loss_fn)  # the loss takes what the method gives it
         if hasattr(loss_fn, "check_batch"):  # a loss that needs more than one sample says so
             loss_fn.check_batch(data.batch_size)

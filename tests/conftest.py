@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from PIL import Image
 
 from sslkit.cli import CONFIG_DIR
 from sslkit.config import register_configs
@@ -74,6 +75,19 @@ def compose_config(*overrides: str) -> DictConfig:
 @pytest.fixture
 def config():
     return compose_config
+
+
+def options(group: str) -> list[str]:
+    """The options of a config group, from the files of configs/<group>/: a new file is
+    covered by every test that iterates over them, with no list to edit."""
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def write_image(img: torch.Tensor, path: str | Path, **options) -> None:
+    """A uint8 (C, H, W) image (C = 1 or 3) saved by Pillow in the format of the path's
+    suffix: PNG losslessly, JPEG with Pillow's `options` (quality=75 unless given)."""
+    arr = img.permute(1, 2, 0).numpy()
+    Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(path, **options)
 
 
 def assert_separated_steps(run_dir: Path, modes: int) -> None:

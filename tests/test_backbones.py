@@ -11,7 +11,9 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.nn import functional as F
 
+from conftest import options
 from sslkit.errors import ConfigError
+from sslkit.methods import Backbone, check_part
 from sslkit.models import CNN, MLP, linear_projector, resnet
 from sslkit.models.layers import NTKConv2d, NTKLinear
 from sslkit.train import train
@@ -172,16 +174,20 @@ def test_linear_projector_is_one_linear():
 # ---------------------------------------------------------------- configs and errors
 
 
-@pytest.mark.parametrize("backbone", ["linear", "mlp", "cnn", "resnet18", "resnet34", "resnet50", "wide_resnet50"])
+@pytest.mark.parametrize("backbone", options("backbone"))
 def test_every_backbone_option_builds_for_digits(config, backbone):
     model = instantiate(config(f"backbone={backbone}").backbone, in_shape=(1, 8, 8))
+    check_part(model, Backbone, "backbone")
     assert model(torch.randn(3, 1, 8, 8)).shape == (3, model.out_dim)
 
 
-@pytest.mark.parametrize(("projector", "out_dim"), [("identity", 512), ("mlp", 256), ("linear", 256)])
-def test_projector_options_size_themselves_from_the_backbone(config, projector, out_dim):
-    proj = instantiate(config(f"projector={projector}").projector, in_dim=512)
-    assert proj(torch.randn(4, 512)).shape == (4, out_dim)
+@pytest.mark.parametrize("projector", options("projector"))
+def test_projector_options_size_themselves_from_the_backbone(config, projector):
+    """Built on 512 backbone features, a projector gives its config's out_dim, or keeps
+    the 512 where it has none (identity)."""
+    cfg = config(f"projector={projector}").projector
+    proj = instantiate(cfg, in_dim=512)
+    assert proj(torch.randn(4, 512)).shape == (4, cfg.get("out_dim", 512))
 
 
 def test_resnet18_trains_on_digits(config, tmp_path):
@@ -194,7 +200,7 @@ def test_unknown_backbone_lists_the_options(config):
         config("backbone=resnet19")
     message = str(info.value)
     assert "Could not find 'backbone/resnet19'" in message
-    for option in ("cnn", "linear", "mlp", "resnet18", "wide_resnet50"):
+    for option in options("backbone"):
         assert option in message
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from sklearn.neighbors import KNeighborsClassifier
 
+from conftest import write_image
 from sslkit.data import digits
 from sslkit.errors import ConfigError
 from sslkit.eval import KNN, LinearProbe, OnlineProbe, extract, fit_linear, knn_scores, topk_accuracy
@@ -307,8 +307,7 @@ def test_data_without_a_held_out_split_is_a_config_error(config, tmp_path):
 
     for c in range(2):
         (tmp_path / "images" / f"class{c}").mkdir(parents=True)
-        torchvision.io.write_png(torch.full((3, 8, 8), 50 * c, dtype=torch.uint8),
-                                 str(tmp_path / "images" / f"class{c}" / "a.png"))
+        write_image(torch.full((3, 8, 8), 50 * c, dtype=torch.uint8), tmp_path / "images" / f"class{c}" / "a.png")
     with pytest.raises(ConfigError, match=r"no held-out split .* eval.test_root=DIR"):
         train(config("data=imagefolder", f"data.root={tmp_path / 'images'}", "data.image_size=8",
                       f"data.cache_dir={tmp_path / 'cache'}", "data.batch_size=2", "augment=none",

@@ -6,18 +6,20 @@ import pickle
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from PIL import Image
 from sklearn.datasets import load_digits
-from torchvision.io import encode_jpeg, write_file, write_png
 from torchvision.transforms.v2 import functional as F
 
-from conftest import compose_config
+from conftest import compose_config, write_image
 from sslkit.data import InMemoryData, cifar10, cifar100, digits, imagefolder, stl10
+from sslkit.data.imagefolder import decode
 from sslkit.data.memory import fits
 from sslkit.errors import ConfigError
 from sslkit.train import train
@@ -169,9 +171,9 @@ def test_imagefolder_decodes_png_and_jpeg_and_caches(tmp_path, monkeypatch):
     for cls, shape in [("dog", (3, 40, 60)), ("cat", (3, 50, 30)), ("owl", (1, 20, 20))]:
         (root / cls).mkdir(parents=True)
         img = torch.from_numpy(RNG.integers(0, 256, shape, dtype=np.uint8))
-        write_png(img, str(root / cls / "a.png"))
+        write_image(img, root / cls / "a.png")
         originals[cls] = img if shape[0] == 3 else img.expand(3, -1, -1)
-    write_file(str(root / "cat" / "b.JPG"), encode_jpeg(torch.full((3, 16, 16), 200, dtype=torch.uint8)))
+    write_image(torch.full((3, 16, 16), 200, dtype=torch.uint8), root / "cat" / "b.JPG")
     (root / "notes.txt").write_text("not an image")
 
     data = imagefolder(str(root), batch_size=2, image_size=24, cache_dir=str(cache))
@@ -189,9 +191,56 @@ def test_imagefolder_decodes_png_and_jpeg_and_caches(tmp_path, monkeypatch):
     again = imagefolder(str(root), batch_size=2, image_size=24, cache_dir=str(cache))
     assert torch.equal(again.x, data.x) and torch.equal(again.y, data.y)
     monkeypatch.undo()
-    write_png(originals["dog"], str(root / "dog" / "c.png"))  # a changed tree makes a new cache file
+    write_image(originals["dog"], root / "dog" / "c.png")  # a changed tree makes a new cache file
     assert len(imagefolder(str(root), batch_size=2, image_size=24, cache_dir=str(cache)).x) == 5
     assert len(list(cache.glob("*.pt"))) == 2
+
+
+def torchvision_decode(path: Path) -> torch.Tensor:
+    """The decoder data=imagefolder used before (torchvision.io, deprecated in torchvision
+    0.29), with its warning silenced here alone: the reference the new decoder must match."""
+    io = pytest.importorskip("torchvision.io")
+    if not hasattr(io, "decode_image"):
+        pytest.skip("torchvision no longer has its image decoder")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision",
+                                DeprecationWarning)
+        return io.decode_image(str(path), mode=io.ImageReadMode.RGB)
+
+
+def test_pillow_decodes_the_pixels_torchvision_decoded(tmp_path):
+    """PNG (RGB, gray, palette, alpha) and JPEG (4:4:4, 4:2:0, progressive, gray, CMYK):
+    Pillow's pixels equal torchvision.io's exactly, every byte (both decode JPEG with
+    libjpeg-turbo's default integer IDCT and smooth chroma upsampling); a PNG is also its
+    own array back (lossless)."""
+    yy, xx = np.mgrid[0:37, 0:53]
+    smooth = np.stack([(xx * 5) % 256, (yy * 7) % 256, ((xx + yy) * 3) % 256], -1)
+    rgb = np.clip(smooth + RNG.integers(-40, 40, smooth.shape), 0, 255).astype(np.uint8)
+    image = Image.fromarray(rgb)
+    files = {"rgb.png": image, "gray.png": image.convert("L"), "palette.png": image.convert("P", palette=1),
+             "alpha.png": image.convert("RGBA"), "q90.jpg": image, "q50-420.jpg": image, "progressive.jpg": image,
+             "gray.jpg": image.convert("L"), "cmyk.jpg": image.convert("CMYK")}
+    options = {"q90.jpg": {"quality": 90, "subsampling": 0}, "q50-420.jpg": {"quality": 50, "subsampling": 2},
+               "progressive.jpg": {"progressive": True}}
+    for name, img in files.items():
+        img.save(tmp_path / name, **options.get(name, {}))
+        ours = decode(tmp_path / name)
+        assert ours.dtype == torch.uint8 and ours.shape == (3, 37, 53), name
+        assert torch.equal(ours, torchvision_decode(tmp_path / name)), name
+        if name.endswith(".png"):
+            expected = np.array(img.convert("RGB"))
+            assert torch.equal(ours, torch.from_numpy(expected).permute(2, 0, 1)), name
+    assert torch.equal(decode(tmp_path / "rgb.png"), torch.from_numpy(rgb).permute(2, 0, 1))
+
+
+def test_a_16_bit_png_decodes_to_its_high_byte(tmp_path):
+    """v·257 stored in 16 bits is v in 8 (libpng's strip_16); torchvision.io returned the
+    16-bit values, which the uint8 cache wrapped to their low byte, and Pillow's own
+    conversion clips them to 255."""
+    v = torch.from_numpy(RNG.integers(0, 256, (9, 11), dtype=np.uint16))
+    Image.fromarray((v * 257).numpy()).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    assert torch.equal(decode(tmp_path / "deep.png"), v.to(torch.uint8).expand(3, -1, -1))
 
 
 def test_imagefolder_errors(tmp_path):

@@ -1,8 +1,8 @@
 """Any directory of images sorted into one folder per class, root/<class>/<image>.
 
-Images (.jpg, .jpeg, .png, any case) are decoded with torchvision.io as RGB, resized so
-that the shorter side is `image_size` (antialiased bilinear) and centre-cropped to
-image_size × image_size, once. The result is cached as a tensor file,
+Images (.jpg, .jpeg, .png, any case) are decoded with Pillow as 8-bit RGB (`decode`),
+resized so that the shorter side is `image_size` (antialiased bilinear) and centre-cropped
+to image_size × image_size, once. The result is cached as a tensor file,
 <cache_dir>/imagefolder-<root name>-<image_size>px-<key>.pt, where the key hashes the
 resolved root, the size and every image's path, byte size and modification time: a
 changed tree makes a new cache file. cache_dir defaults to $XDG_CACHE_HOME/sslkit
@@ -13,8 +13,9 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
@@ -48,12 +49,23 @@ def _cache_file(root: str, image_size: int, images: list[tuple[Path, int]], cach
     return base / f"imagefolder-{Path(root).name}-{image_size}px-{key.hexdigest()[:16]}.pt"
 
 
+def decode(path: Path) -> torch.Tensor:
+    """uint8 (3, H, W): the file's pixels as 8-bit RGB, decoded by Pillow (libjpeg-turbo and
+    zlib, as torchvision.io's decoder was: the same pixels). Grayscale is repeated over the
+    channels, a palette expanded, alpha dropped (not composited), and 16-bit samples keep
+    their high byte (v >> 8, as libpng's png_set_strip_16). EXIF orientation is not applied."""
+    with Image.open(path) as img:
+        if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale: Pillow's convert would clip to 255
+            img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8))
+        return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
 def load_image(path: Path, image_size: int) -> torch.Tensor:
     """uint8 (3, image_size, image_size): decoded as RGB, shorter side resized to
     image_size, centre-cropped."""
     try:
-        img = decode_image(str(path), mode=ImageReadMode.RGB)
-    except Exception as exc:  # torchvision raises RuntimeError for most corrupt files
+        img = decode(path)
+    except Exception as exc:  # Pillow raises OSError (UnidentifiedImageError, truncated file) or others
         raise ConfigError(f"{path} cannot be decoded as an image ({exc}). Remove or replace it; "
                           f"data=imagefolder reads {LAYOUT}.") from exc
     img = TF.resize(img, [image_size], antialias=True)

@@ -8,8 +8,9 @@ A method is the `nn.Module` the loop calls once per step on the two views, chose
 there; `applied` is a 0-d bool tensor, false where the optimizer skipped the step on a
 non-finite loss: the hook then leaves the method's state as it is, deciding on the
 device).
-A method names the keys of its `extra` in `extra_inputs`; `check_loss` refuses, before
-training, a loss that does not take exactly those.
+A method names the keys of its `extra` in `extra_inputs` (none where it has no such
+attribute); `check_loss` refuses, before training, a loss that does not take exactly those.
+What every method and loss has is in sslkit.methods.protocol.
 """
 
 import inspect
@@ -71,23 +72,28 @@ def check_loss(method: nn.Module, loss: nn.Module) -> None:
     """Raise ConfigError unless `loss.forward` takes (z1, z2) plus exactly the keyword
     inputs the method returns in StepOutput.extra; the message names the options of
     configs/loss/ that do."""
-    if _keyword_inputs(type(loss)) != set(method.extra_inputs):
+    if _keyword_inputs(type(loss)) != set(extra_inputs(method)):
         from sslkit.config import derived_options  # the loss options, read from configs/ only here
 
         params = inspect.signature(loss.forward).parameters.values()
-        gives = ", ".join(["z1", "z2", *method.extra_inputs])
+        gives = ", ".join(["z1", "z2", *extra_inputs(method)])
         takes = ", ".join([p.name for p in params if p.kind != p.KEYWORD_ONLY]
                           + [p.name for p in params if p.kind == p.KEYWORD_ONLY])
         options = derived_options()
         losses = [f"loss={name}" for name, (target, *_) in options["loss"].items()
-                  if _keyword_inputs(get_object(target)) == set(method.extra_inputs)]
+                  if _keyword_inputs(get_object(target)) == set(extra_inputs(method))]
         methods = [f"method={name}" for name, (target, *_) in options["method"].items()
-                   if set(get_object(target).extra_inputs) == _keyword_inputs(type(loss))]
+                   if set(extra_inputs(get_object(target))) == _keyword_inputs(type(loss))]
         raise ConfigError(
             f"The method {type(method).__name__} gives the loss ({gives}), but the loss {type(loss).__name__} takes "
             f"({takes}). Choose a loss written for this method ({' or '.join(losses) or 'none in configs/loss/'}), "
             f"or a method that gives what this loss takes ({' or '.join(methods) or 'none in configs/method/'}). "
             f"A loss= override, or an experiment's, wins over the loss a method's config picks.")
+
+
+def extra_inputs(method: object) -> tuple[str, ...]:
+    """The keys of a method's (or method class's) StepOutput.extra: its `extra_inputs`, () if it has none."""
+    return tuple(getattr(method, "extra_inputs", ()))
 
 
 def _keyword_inputs(loss: type) -> set[str]:
