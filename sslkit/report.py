@@ -108,7 +108,7 @@ def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
     for ax in (axes[0], axes[6]):
         for k in range(eig.shape[1]):
             _eigenvalue_line(ax, spectra["step"], eig[:, k], colors[k], None)
-        theory_overlay(ax, run_dir, colors)
+        theory_overlay(ax, run_dir, colors, flow=ax is axes[0])
     bar = fig.colorbar(ScalarMappable(BoundaryNorm(np.arange(eig.shape[1] + 1) + 0.5, eig.shape[1]), cmap),
                        ax=axes[0], pad=0.01, ticks=range(1, eig.shape[1] + 1))
     bar.set_label("mode k (λ_k, largest first)")
@@ -117,7 +117,7 @@ def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
         _accuracy_panels(axes[0], axes[4], axes[5], spectra, metrics, crossed, colors)
     title = f"eigenvalues of {name}" + (" (C)" if name == "xcorr" else "")
     axes[0].set_title(f"Top {eig.shape[1]} {title}, log scale")
-    axes[6].set_title(f"Top {eig.shape[1]} {title}; ⋮ a mode reaches ½, also in the loss below")
+    axes[6].set_title(f"Top {eig.shape[1]} {title}, linear scale; ⋮ ½ reached")
     for k, step in enumerate(crossed):
         if step >= 0:
             for ax in (axes[6], axes[3]):
@@ -240,18 +240,20 @@ def _compare_title(run_dirs: list[Path]) -> str:
     return f"{len(run_dirs)} runs of {describe(same)}" + (f"\nthey differ in {', '.join(differ)}" if differ else "")
 
 
-def theory_overlay(ax, run_dir: Path, colors) -> None:
+def theory_overlay(ax, run_dir: Path, colors, flow: bool = True) -> None:
     """The predicted eigenvalues of C from `run_dir/theory/curves.npz` (written by
     sslkit-theory), one per measured mode's colour: dashed, the ODE from the run's initial
     weights; dash-dotted, the optimizer's own iteration of the same model, with a × where it
-    crosses ½ (its half-time, beside the measured ●). Nothing when the run has no prediction."""
+    crosses ½ (its half-time, beside the measured ●). With `flow=False` the ODE only where
+    there is no iteration. Nothing when the run has no prediction."""
     path = Path(run_dir) / layout.THEORY / "curves.npz"
     if not path.exists():
         return
     curves = np.load(path)
-    for k, color in enumerate(colors[: curves["ode"].shape[1]]):
-        ax.plot(curves["step"], curves["ode"][:, k], color=color, lw=0.8, ls="--",
-                label="predicted (ODE)" if k == 0 else None)
+    if flow or "iterated" not in curves:
+        for k, color in enumerate(colors[: curves["ode"].shape[1]]):
+            ax.plot(curves["step"], curves["ode"][:, k], color=color, lw=0.8, ls="--",
+                    label="predicted (ODE)" if k == 0 else None)
     if "iterated" not in curves:
         return
     steps, iterated = curves["step"], curves["iterated"][:, : len(colors)]
