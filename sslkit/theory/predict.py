@@ -5,7 +5,9 @@ Barlow Twins loss, it rebuilds the run's data, views and initial weights W₀ ex
 `sslkit.train` does (same seed, same order), estimates Γ as the mean cross-covariance of
 the first `VIEW_DRAWS` steps' views of the whole data set (the views are redrawn every
 step; Γ is linear in each view, so this mean converges to the operator the expected
-gradient sees), and writes the files below. The same holds for a deep ReLU network (`backbone=mlp`, standard parameterization, every
+gradient sees), and writes the files below.
+
+The same holds for a deep ReLU network (`backbone=mlp`, standard parameterization, every
 layer trained) whose read-out starts small: f(x) = W φ(x), φ the hidden layers at
 initialisation, W₀ the read-out. Its empirical NTK at initialisation is
 Θ(x, x') = φ(x)ᵀφ(x')·I + O(α²), the read-out's term plus the hidden layers' terms, which
@@ -17,11 +19,14 @@ final one. It holds while the hidden layers have not moved (docs/deep.md says fo
 The files:
 
 - `theory/modes.json`: time unit η/(1 − β), γₖ, cₖ(0) from W₀, closed-form half-times
-  and the ODE's ½-crossings (in steps), the init-scale slopes 1/(4ηγₖ) (steps per unit of
-  ln(1/α)), and the loss plateaus D − k;
+  and the ODE's ½-crossings (in steps), the half-times of heavy-ball SGD's own iteration
+  (`step_half_time_steps` at its per-step growth, `iterated_half_time_steps` iterated from
+  W₀), the init-scale slopes 1/(4ηγₖ) (steps per unit of ln(1/α)), the loss plateaus
+  D − k, and for the deep network `ntk_rest`;
 - `theory/curves.npz`: `step`, `closed` (T, K) logistic curves, `ode` (T, D) eigenvalues
-  of C from the full matrix ODE started at W₀, `loss` (T,) the ODE's ‖C − I‖²_F; for the
-  deep network also `embedding` (n, D), the predicted final embedding of the n clean images.
+  of C from the full matrix ODE started at W₀, `loss` (T,) the ODE's ‖C − I‖²_F,
+  `iterated` (T, D) those of the iteration; for the deep network also `embedding` (n, D),
+  the predicted final embedding of the n clean images.
 """
 
 import json
