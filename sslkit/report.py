@@ -100,20 +100,29 @@ def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
     except NoSpectra:
         return draw_curves(run_dir)
     metrics = read_metrics(run_dir)
-    fig, axes = _axes(accuracy=bool(accuracy_keys(metrics)))
+    fig, axes = _axes(accuracy=bool(accuracy_keys(metrics)), linear=True)
     name = _cross_correlation(spectra)
     eig = spectra[name][:, :modes]
     cmap = plt.get_cmap("viridis", eig.shape[1])
     colors = [cmap(k) for k in range(eig.shape[1])]
-    for k in range(eig.shape[1]):
-        _eigenvalue_line(axes[0], spectra["step"], eig[:, k], colors[k], None)
+    for ax in (axes[0], axes[6]):
+        for k in range(eig.shape[1]):
+            _eigenvalue_line(ax, spectra["step"], eig[:, k], colors[k], None)
+        theory_overlay(ax, run_dir, colors, flow=ax is axes[0])
     bar = fig.colorbar(ScalarMappable(BoundaryNorm(np.arange(eig.shape[1] + 1) + 0.5, eig.shape[1]), cmap),
                        ax=axes[0], pad=0.01, ticks=range(1, eig.shape[1] + 1))
     bar.set_label("mode k (λ_k, largest first)")
-    if len(axes) > 4:
-        _accuracy_panels(axes[0], axes[4], axes[5], spectra, metrics, crossing_steps(spectra["step"], eig), colors)
-    axes[0].set_title(f"Top {eig.shape[1]} eigenvalues of {name}" + (" (C)" if name == "xcorr" else ""))
-    theory_overlay(axes[0], run_dir, colors)
+    crossed = crossing_steps(spectra["step"], eig)
+    if axes[4] is not None:
+        _accuracy_panels(axes[0], axes[4], axes[5], spectra, metrics, crossed, colors)
+    title = f"eigenvalues of {name}" + (" (C)" if name == "xcorr" else "")
+    axes[0].set_title(f"Top {eig.shape[1]} {title}, log scale")
+    axes[6].set_title(f"Top {eig.shape[1]} {title}, linear scale; ⋮ ½ reached")
+    for k, step in enumerate(crossed):
+        if step >= 0:
+            for ax in (axes[6], axes[3]):
+                ax.axvline(step, color=colors[k], lw=0.6, ls=":")
+    theory_loss(axes[3], run_dir)
     for key in [k for k in RANKS if k in spectra]:
         _summary_line(axes[1], spectra["step"], spectra[key], key, ls="--" if key.endswith("learned") else "-")
     for key in [k for k in spectra if k.endswith("/logdet")]:
@@ -121,6 +130,9 @@ def draw_stepwise(run_dir: str | Path, modes: int = 12) -> Figure:
     _loss_lines(axes[3], metrics)
     _finish(fig, axes, f"{describe(read_config(run_dir))}\n{shown(run_dir)}",
             [spectra["step"], [m["step"] for m in metrics]])
+    axes[6].set_xlim(axes[0].get_xlim())
+    axes[6].axhline(0.5, color="grey", lw=0.5, ls=":")
+    axes[6].set(xlabel="step", ylabel="eigenvalue; ● first reaches ½")
     return fig
 
 
@@ -228,38 +240,65 @@ def _compare_title(run_dirs: list[Path]) -> str:
     return f"{len(run_dirs)} runs of {describe(same)}" + (f"\nthey differ in {', '.join(differ)}" if differ else "")
 
 
-def theory_overlay(ax, run_dir: Path, colors) -> None:
-    """Dashed: the predicted eigenvalues of C from `run_dir/theory/curves.npz` (written by
-    sslkit-theory; the ODE from the run's initial weights), one per measured mode's colour.
-    Nothing when the run has no prediction."""
+def theory_overlay(ax, run_dir: Path, colors, flow: bool = True) -> None:
+    """The predicted eigenvalues of C from `run_dir/theory/curves.npz` (written by
+    sslkit-theory), one per measured mode's colour: dashed, the ODE from the run's initial
+    weights; dash-dotted, the optimizer's own iteration of the same model, with a × where it
+    crosses ½ (its half-time, beside the measured ●). With `flow=False` the ODE only where
+    there is no iteration. Nothing when the run has no prediction."""
     path = Path(run_dir) / layout.THEORY / "curves.npz"
     if not path.exists():
         return
     curves = np.load(path)
-    for k, color in enumerate(colors[: curves["ode"].shape[1]]):
-        ax.plot(curves["step"], curves["ode"][:, k], color=color, lw=0.8, ls="--",
-                label="predicted (ODE)" if k == 0 else None)
+    if flow or "iterated" not in curves:
+        for k, color in enumerate(colors[: curves["ode"].shape[1]]):
+            ax.plot(curves["step"], curves["ode"][:, k], color=color, lw=0.8, ls="--",
+                    label="predicted (ODE)" if k == 0 else None)
+    if "iterated" not in curves:
+        return
+    steps, iterated = curves["step"], curves["iterated"][:, : len(colors)]
+    half = crossing_times(steps.astype(float), iterated)
+    for k, color in enumerate(colors[: iterated.shape[1]]):
+        ax.plot(steps, iterated[:, k], color=color, lw=0.8, ls="-.",
+                label="predicted (SGD on the linearised model), × at ½" if k == 0 else None)
+        if np.isfinite(half[k]):
+            ax.plot(half[k], 0.5, "x", color=color, ms=6)
+
+
+def theory_loss(ax, run_dir: Path) -> None:
+    """Dash-dotted in the loss panel: the predicted staircase Σᵢ (1 − cᵢ)² of the optimizer's
+    iteration in `run_dir/theory/curves.npz`, when there is one."""
+    path = Path(run_dir) / layout.THEORY / "curves.npz"
+    if path.exists() and "iterated" in (curves := np.load(path)):
+        ax.plot(curves["step"], ((1 - curves["iterated"]) ** 2).sum(1), color="grey", lw=1, ls="-.",
+                label="predicted (SGD on the linearised model)")
 
 
 def theory_table(run_dir: str | Path) -> str | None:
     """The table mode / γ / predicted half-time (closed form and ODE) / measured / relative
     error of the closed form, in steps, from `run_dir/theory/modes.json` and the run's
     spectra, for the modes predicted or measured to cross ½ within the run; None when the
-    run has no prediction."""
+    run has no prediction. A prediction that also iterated the optimizer adds its half-time
+    (`iterated`) and the measured one's relative error against it."""
     path = Path(run_dir) / layout.THEORY / "modes.json"
     if not path.exists():
         return None
     theory = json.loads(path.read_text())
     spectra = load(run_dir)
     measured = crossing_times(spectra["step"].astype(float), spectra["xcorr"])
-    rows = [f"{'mode':>4} {'gamma':>9} {'predicted':>10} {'ODE':>10} {'measured':>10} {'rel. error':>10}"]
+    iterated = theory.get("iterated_half_time_steps")
+    extra = iterated is not None
+    rows = [f"{'mode':>4} {'gamma':>9} {'predicted':>10} {'ODE':>10}" + (f" {'iterated':>10}" if extra else "")
+            + f" {'measured':>10} {'rel. error':>10}" + (f" {'vs iter.':>10}" if extra else "")]
     for k, (g, pred, ode) in enumerate(zip(theory["gamma"], theory["half_time_steps"],
                                            theory["ode_half_time_steps"])):
         meas = measured[k] if k < len(measured) else np.nan
         ode = np.nan if ode is None else ode
-        if np.isnan(meas) and pred > spectra["step"][-1]:
+        it = np.nan if not extra or k >= len(iterated) or iterated[k] is None else iterated[k]
+        if np.isnan(meas) and min(pred, np.inf if np.isnan(it) else it) > spectra["step"][-1]:
             continue
-        rows.append(f"{k + 1:>4} {g:>9.4g} {pred:>10.1f} {ode:>10.1f} {meas:>10.1f} {meas / pred - 1:>+10.3f}")
+        rows.append(f"{k + 1:>4} {g:>9.4g} {pred:>10.1f} {ode:>10.1f}" + (f" {it:>10.1f}" if extra else "")
+                    + f" {meas:>10.1f} {meas / pred - 1:>+10.3f}" + (f" {meas / it - 1:>+10.3f}" if extra else ""))
     return "\n".join(rows)
 
 
@@ -425,13 +464,21 @@ def _accuracies(metrics: list[dict]) -> list[tuple[str, np.ndarray, np.ndarray]]
     return curves
 
 
-def _axes(accuracy: bool = False, spectra: bool = True):
+def _axes(accuracy: bool = False, spectra: bool = True, linear: bool = False):
     """Panels (a)–(d) in a 2 × 2 grid; with `accuracy`, a 2 × 3 grid whose top row is (a), (e),
     (f). Without `spectra`, (d) and with `accuracy` (e) side by side, the others None: the
-    list is always indexed (a), (b), (c), (d), (e), (f)."""
+    list is always indexed (a), (b), (c), (d), (e), (f). With `linear`, a seventh panel (g),
+    the eigenvalues on a linear scale, sits at the top left above the loss (d), and (a) beside
+    it: a 2 × 3 grid, or 2 × 4 with `accuracy`; the axes are made in the order (a) … (g)."""
     if not spectra:
         fig, grid = plt.subplots(1, 1 + accuracy, figsize=(6 + 6 * accuracy, 5), layout="constrained", squeeze=False)
         return fig, [None, None, None, *grid.ravel(), *[None] * (2 - accuracy)]
+    if linear:
+        fig = plt.figure(figsize=(24 if accuracy else 18, 8.5), layout="constrained")
+        grid = fig.add_gridspec(2, 4 if accuracy else 3)
+        cells = [(0, 1), (1, 1), (1, 2), (1, 0)] + ([(0, 2), (0, 3)] if accuracy else [])
+        axes = [fig.add_subplot(grid[cell]) for cell in cells]
+        return fig, [*axes, *[None] * (2 - 2 * accuracy), fig.add_subplot(grid[0, 0])]
     if not accuracy:
         fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), layout="constrained")
         return fig, axes.ravel()
@@ -466,7 +513,7 @@ def _finish(fig, axes, title: str, steps: list) -> None:
     axes[2].set(xlabel="step", ylabel="½ log det Σ (span of the batch)", title="Gaussian log-det entropy")
     _loss_axis(axes[3])
     for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
+        if ax is not None and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, ncol=2)
     fig.suptitle(textwrap.fill(title, 150, replace_whitespace=False), fontsize=9)
 

@@ -441,9 +441,9 @@ def test_report_draws_accuracy_beside_the_eigenvalues_with_the_crossings_on_both
     spectra = load(tmp_path / "run")
     crossed = crossing_steps(spectra["step"], spectra["xcorr"][:, :6])
     fig = draw_stepwise(tmp_path / "run", modes=6)
-    eig, accuracy, modes = fig.axes[:3]  # the top row
+    eig, accuracy, modes = (fig.axes[i] for i in (0, 4, 5))  # (a), (e), (f): made in panel order
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]  # and the modes' colour bar
-    assert len(panels) == 6 and eig.get_yscale() == "log"
+    assert len(panels) == 7 and eig.get_yscale() == "log"  # (g): the eigenvalues on a linear scale
     curve = next(line for line in accuracy.get_lines() if line.get_label() == "knn20/backbone")
     np.testing.assert_array_equal(curve.get_xdata(), [r["step"] for r in rows[4::5]])
     np.testing.assert_array_equal(curve.get_ydata(), [10.0 + r["step"] for r in rows[4::5]])

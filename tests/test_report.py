@@ -63,16 +63,24 @@ def accuracy(step: int, speed: float) -> float:
     return 10 * speed + step
 
 
-def test_stepwise_figure_marks_each_half_crossing_on_a_log_scale(tmp_path):
+def test_stepwise_figure_marks_each_half_crossing_on_a_log_and_a_linear_scale(tmp_path):
+    """The eigenvalues of C twice, on a log scale and (as in Simon et al.'s figures) a linear one,
+    with a dot where each first reaches ½; on the linear panel and the loss below it, a
+    vertical line at each crossing, so the loss's steps line up with the modes'."""
     fake_run(tmp_path / "run")
     spectra = load(tmp_path / "run")
     fig = draw_stepwise(tmp_path / "run", modes=6)
-    eig, ranks, entropy, loss, colorbar = fig.axes
-    assert eig.get_yscale() == "log"
+    eig, ranks, entropy, loss, linear, colorbar = fig.axes
+    assert eig.get_yscale() == "log" and linear.get_yscale() == "linear"
     crossed = crossing_steps(spectra["step"], spectra["xcorr"])
-    dots = [line for line in eig.get_lines() if line.get_marker() == "o"]
-    assert sorted(float(d.get_xdata()[0]) for d in dots) == sorted(crossed[crossed >= 0].tolist())
-    assert all(d.get_ydata()[0] == 0.5 for d in dots) and (crossed >= 0).sum() >= 3
+    for ax in (eig, linear):
+        dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+        assert sorted(float(d.get_xdata()[0]) for d in dots) == sorted(crossed[crossed >= 0].tolist())
+        assert all(d.get_ydata()[0] == 0.5 for d in dots) and (crossed >= 0).sum() >= 3
+    for ax in (linear, loss):
+        vertical = [line for line in ax.get_lines() if len(set(line.get_xdata())) == 1 and line.get_marker() != "o"]
+        assert sorted(float(v.get_xdata()[0]) for v in vertical) == sorted(crossed[crossed >= 0].tolist())
+    np.testing.assert_allclose(linear.get_xlim(), eig.get_xlim())
     by_label = {line.get_label(): line for ax in (ranks, entropy) for line in ax.get_lines()}
     for key in ("cov/effective_rank", "cov/rankme", "xcorr/learned", "cov/logdet", "feat_cov/logdet"):
         np.testing.assert_allclose(by_label[key].get_ydata(), spectra[key])

@@ -289,7 +289,7 @@ def test_kernel_regime_optima_of_view_pairs_break_ties_by_rkhs_norm():
 def test_sslkit_theory_refuses_what_it_cannot_predict(config, tmp_path):
     from sslkit.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="backbone=linear, projector=identity"):
+    with pytest.raises(ConfigError, match=r"backbone=linear or mlp \(standard parameterization\), projector=identity"):
         predict(config("experiment=stepwise_digits", "loss=vicreg"), tmp_path)
     with pytest.raises(ConfigError, match="optim.schedule=constant"):
         predict(config("experiment=stepwise_digits", "optim.schedule=cosine"), tmp_path)
