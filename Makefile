@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup train test test-all bench figures clean
+.PHONY: setup train test test-all bench figures docs clean
 
 setup: $(STAMP)
 
@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
 	touch $(STAMP)
 
 # The default experiment (experiment=stepwise_digits, configs/train.yaml); extra Hydra overrides via ARGS="...".
@@ -26,7 +26,11 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest $(ARGS)
 
-# Regenerates the figures committed under scripts/figures/ and shown in the README.
+# The documentation site (mkdocs.yml, docs/) into site/, strictly: a broken link or anchor fails.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# Regenerates the figures committed under scripts/figures/ and shown in the README and docs/.
 figures: setup
 	$(BIN)/python scripts/make_figures.py
 
@@ -36,4 +40,4 @@ bench: setup
 	for script in scripts/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf runs outputs .pytest_cache
+	rm -rf runs outputs site .pytest_cache

@@ -1,4 +1,5 @@
-"""Every shell command of README.md's ```bash blocks works as written.
+"""Every shell command of the ```bash blocks of README.md and of the docs site's pages
+(docs/**/*.md) works as written.
 
 Fast: each command that runs `sslkit-train` (also the one torchrun starts) composes as
 sslkit-train composes it: `~` expanded, every override naming a group or a key, and
@@ -6,7 +7,7 @@ Hydra's composition of every job of the command, its `hydra.*` overrides include
 SLURM sweep's launcher is built from its composed config, as Hydra builds it, and asks for
 what the README promises.
 
-Slow, one test per ```bash block: the block's commands in README order in one working
+Slow, one test per ```bash block: the block's commands in their order in one working
 directory (later commands read the runs of earlier ones), HOME holding fake data files
 where a command reads ~/data/... . Each command runs as written, except:
 - sslkit-train, torchrun and `make train` get trainer.max_steps=2 (a checkpoint named
@@ -57,17 +58,20 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SKIPPED = {"make test": "runs the fast test suite, which holds this test"}
 STEPS = 2
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
 
 
-def readme_blocks() -> list[tuple[int, list[str]]]:
-    """The ```bash blocks as (line of README.md, commands): continuation lines joined, a `#`
-    that follows a space or starts a line begins a comment (no README command quotes one)."""
-    text = (ROOT / "README.md").read_text()
+def readme_blocks() -> list[tuple[str, list[str]]]:
+    """The ```bash blocks of every document as ("path:line", commands): continuation lines
+    joined, a `#` that follows a space or starts a line begins a comment (no command quotes one)."""
     blocks = []
-    for block in re.finditer(r"```bash\n(.*?)```", text, re.S):
-        lines = block.group(1).replace("\\\n", " ").splitlines()
-        commands = [c for line in lines if (c := " ".join(re.sub(r"(^|\s)#.*", "", line).split()))]
-        blocks.append((text.count("\n", 0, block.start()) + 1, commands))
+    for document in DOCUMENTS:
+        text = document.read_text()
+        for block in re.finditer(r"```bash\n(.*?)```", text, re.S):
+            lines = block.group(1).replace("\\\n", " ").splitlines()
+            commands = [c for line in lines if (c := " ".join(re.sub(r"(^|\s)#.*", "", line).split()))]
+            line = text.count("\n", 0, block.start()) + 1
+            blocks.append((f"{document.relative_to(ROOT)}:{line}", commands))
     return blocks
 
 
@@ -109,7 +113,7 @@ def test_the_readme_has_the_commands_this_test_knows():
     assert len(commands) >= 25
     for key in (*SKIPPED, "torchrun --nproc_per_node=4", "tensorboard --logdir", "wandb sync",
                 "hydra/launcher=slurm"):
-        assert any(key in c for c in commands), f"{key} left the README; update this test"
+        assert any(key in c for c in commands), f"{key} left the README and docs; update this test"
 
 
 @pytest.mark.parametrize("command", [c for c in readme_commands() if train_args(c) is not None])
@@ -118,11 +122,11 @@ def test_every_readme_command_composes(command, tmp_path, monkeypatch):
     assert composed_jobs(train_args(command), tmp_path)
 
 
-def test_the_slurm_sweep_asks_for_what_the_readme_promises(tmp_path):
-    """The README: 6 jobs (loss × seed), each on 4 GPUs of partition gpu, account myproj;
+@pytest.mark.parametrize("command", sorted({c for c in readme_commands() if "hydra/launcher=slurm" in c}))
+def test_the_slurm_sweep_asks_for_what_the_readme_promises(command, tmp_path):
+    """The README and docs: 6 jobs (loss × seed), each on 4 GPUs of partition gpu, account myproj;
     hydra/launcher=slurm: one task per GPU, 24 h, requeue on time-out or preemption. Checked on
     the launcher built from each job's composed config (nothing is submitted: no cluster)."""
-    (command,) = [c for c in readme_commands() if "hydra/launcher=slurm" in c]
     jobs = composed_jobs(train_args(command), tmp_path)
     assert sorted((job.loss._target_.rsplit(".", 1)[1], job.seed) for job in jobs) == [
         (loss, seed) for loss in ("BarlowTwinsLoss", "NTXentLoss", "VICRegLoss") for seed in (0, 1)]
@@ -278,9 +282,9 @@ RUNNERS = {"tensorboard --logdir": serves_the_run, "wandb sync": would_sync_the_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("line, commands", readme_blocks(), ids=[f"README.md:{line}" for line, _ in readme_blocks()])
-def test_every_readme_command_runs_as_written(line, commands, home, tmp_path):
-    """The block's commands in README order, in one working directory."""
+@pytest.mark.parametrize("where, commands", readme_blocks(), ids=[where for where, _ in readme_blocks()])
+def test_every_readme_command_runs_as_written(where, commands, home, tmp_path):
+    """The block's commands in their document's order, in one working directory."""
     for name in ("Makefile", ".venv", "pyproject.toml"):
         os.symlink(ROOT / name, tmp_path / name)
     env = {**os.environ, "HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}"}
