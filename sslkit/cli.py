@@ -303,7 +303,10 @@ def _check_command(prog: str) -> bool:
     the request was the help page, now printed, and nothing is left to run."""
     global PROG
     PROG = prog
-    register_configs()
+    try:
+        register_configs()
+    except ConfigError as exc:  # an option file that names another option's schema
+        _fail(f"error: {exc}")
     sys.argv[1:] = [_HOME.sub(lambda m: m.group(1) + str(Path.home()), a) for a in sys.argv[1:]]
     args = get_args_parser().parse_args(sys.argv[1:])  # Hydra's own parser: its flags, its errors
     for arg in args.overrides:
