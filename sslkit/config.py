@@ -20,6 +20,7 @@ is derived when Hydra first loads it, so a run imports the targets of the option
 composes, not those of every option.
 """
 
+import copy
 import functools
 import inspect
 import types
@@ -252,6 +253,12 @@ class _Schemas(dict):
 
     def items(self) -> list[tuple[str, Any]]:
         return [(name, self[name]) for name in self]
+
+    def __deepcopy__(self, memo: dict) -> "_Schemas":
+        """A copy that derives no schema (Hydra copies the store to save its state)."""
+        copied = _Schemas(self.group, {})
+        dict.update(copied, {name: copy.deepcopy(value, memo) for name, value in dict.items(self)})
+        return copied
 
 
 def register_configs(config_dir: Path | str = CONFIG_DIR) -> None:
