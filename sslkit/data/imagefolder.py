@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from sslkit.data.files import root_dir
@@ -51,6 +49,9 @@ def _cache_file(root: str, image_size: int, images: list[tuple[Path, int]], cach
 def load_image(path: Path, image_size: int) -> torch.Tensor:
     """uint8 (3, image_size, image_size): decoded as RGB, shorter side resized to
     image_size, centre-cropped."""
+    from torchvision.io import ImageReadMode, decode_image  # here: importing torchvision takes ≈ 1 s
+    from torchvision.transforms.v2 import functional as TF
+
     try:
         img = decode_image(str(path), mode=ImageReadMode.RGB)
     except Exception as exc:  # torchvision raises RuntimeError for most corrupt files

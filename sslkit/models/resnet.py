@@ -3,7 +3,6 @@ the classifier removed so the output is the globally pooled feature vector."""
 
 from enum import Enum
 
-import torchvision
 from torch import nn
 
 from sslkit.errors import ConfigError
@@ -39,6 +38,8 @@ def resnet(
     own (64 for resnet50, 128 for wide_resnet50_2), widening the 3×3 convolution of every
     bottleneck; resnet50 with k = 2 is wide_resnet50_2. The output size does not change.
     torchvision's BasicBlock (resnet18/34) has a fixed width, so k must be 1 there."""
+    import torchvision  # here, not at the top: importing it takes ≈ 1 s (its ops import torch's compiler)
+
     arch = ResNetArch(arch)
     channels = image_channels(in_shape, in_channels, arch.value)
     width = {ResNetArch.resnet50: 64, ResNetArch.wide_resnet50_2: 128}.get(arch)
