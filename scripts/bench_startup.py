@@ -10,8 +10,9 @@ alike), R times each (5 by default):
 - run: a 1-step run of the default experiment (`sslkit-train trainer.max_steps=1`, into a
   fresh temporary run directory, with OVERRIDES after it).
 
-It prints each command's median wall-clock time and the ratios of the medians; the last
-two lines are
+It prints each command's median wall-clock time and the ratios of the medians, and the
+same for the CPU time (user + system) of the process, which a shared machine's load
+changes less than the wall clock; the last two lines, of the wall-clock medians, are
 
     help_ratio: H      (sslkit-train --help / floor)
     startup_ratio: S   (1-step run / floor)
@@ -19,6 +20,7 @@ two lines are
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -40,14 +42,20 @@ def commands(run_dir: Path, overrides: list[str]) -> dict[str, list[str]]:
     }
 
 
-def timed(command: list[str]) -> float:
-    """Wall-clock seconds of `command`, which must succeed."""
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    """User + system CPU time of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of `command`, which must succeed."""
+    start, cpu = time.perf_counter(), cpu_seconds()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"bench_startup: {' '.join(command)} failed (status {done.returncode}):\n{done.stderr}")
-    return seconds
+    return seconds, cpu_seconds() - cpu
 
 
 def main() -> None:
@@ -55,17 +63,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the 1-step run")
     args = parser.parse_args()
-    times: dict[str, list[float]] = {"floor": [], "help": [], "run": []}
+    times: dict[str, list[tuple[float, float]]] = {"floor": [], "help": [], "run": []}
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in tqdm(range(args.repeats), desc="repeats", file=sys.stderr):
             for name, command in commands(Path(tmp) / f"run{repeat}", args.overrides).items():
                 times[name].append(timed(command))
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    print(f"load average before the last repeat: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
+    print(f"load average (1 min) before / after: {load:.2f} / {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
+    medians, cpu = ({name: statistics.median(t[i] for t in times[name]) for name in times} for i in (0, 1))
     for name, command in commands(Path("RUN_DIR"), args.overrides).items():
-        runs = ", ".join(f"{t:.2f}" for t in times[name])
-        print(f"{name}: median {medians[name]:.2f} s ({runs})  {' '.join(Path(c).name for c in command[:1])} "
-              f"{' '.join(command[1:])}")
+        runs = ", ".join(f"{t:.2f}" for t, _ in times[name])
+        print(f"{name}: median {medians[name]:.2f} s wall ({runs}), {cpu[name]:.2f} s CPU  "
+              f"{Path(command[0]).name} {' '.join(command[1:])}")
+    print(f"CPU time ratios: help {cpu['help'] / cpu['floor']:.2f}, 1-step run {cpu['run'] / cpu['floor']:.2f}")
     print(f"help_ratio: {medians['help'] / medians['floor']:.2f}")
     print(f"startup_ratio: {medians['run'] / medians['floor']:.2f}")
 
