@@ -131,7 +131,6 @@ def _resume_command(run_dir: Path) -> str:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def _train(cfg: DictConfig) -> None:
-    from sslkit.report import stepwise_figure
     from sslkit.run import StopSignal
     from sslkit.train import train
 
@@ -154,6 +153,8 @@ def _train(cfg: DictConfig) -> None:
         _fail(f"error: {error}", then=Checks.remove_new_run_dir)
     if _is_main():
         if cfg.trainer.report and (run_dir / layout.METRICS).exists():
+            from sslkit.report import stepwise_figure  # matplotlib: only when a figure is drawn
+
             try:
                 print(f"figure: {stepwise_figure(run_dir)}")
             except KeyboardInterrupt:  # training is over and saved: only the figure is missing
