@@ -38,8 +38,6 @@ def resnet(
     own (64 for resnet50, 128 for wide_resnet50_2), widening the 3×3 convolution of every
     bottleneck; resnet50 with k = 2 is wide_resnet50_2. The output size does not change.
     torchvision's BasicBlock (resnet18/34) has a fixed width, so k must be 1 there."""
-    import torchvision  # here, not at the top: importing it takes ≈ 1 s (its ops import torch's compiler)
-
     arch = ResNetArch(arch)
     channels = image_channels(in_shape, in_channels, arch.value)
     width = {ResNetArch.resnet50: 64, ResNetArch.wide_resnet50_2: 128}.get(arch)
@@ -49,6 +47,8 @@ def resnet(
                           f"backbone=resnet50 / backbone=wide_resnet50, whose bottleneck width it scales.")
     if width_multiplier < 1:
         raise ConfigError(f"backbone.width_multiplier={width_multiplier} is not allowed: use an integer >= 1.")
+    import torchvision  # here, not at the top: importing it takes ≈ 1 s (its ops import torch's compiler)
+
     if width:  # wide_resnet50_2 is torchvision's resnet50 with width_per_group=128
         net = torchvision.models.resnet50(weights=None, zero_init_residual=zero_init_residual,
                                           width_per_group=width * width_multiplier)
