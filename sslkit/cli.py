@@ -176,7 +176,6 @@ def _resume_command(run_dir: Path) -> str:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def _train(cfg: DictConfig) -> None:
-    from sslkit.report import stepwise_figure
     from sslkit.run import StopSignal
     from sslkit.train import train
 
@@ -199,6 +198,8 @@ def _train(cfg: DictConfig) -> None:
         _fail(f"error: {error}", then=Checks.remove_new_run_dir)
     if _is_main():
         if cfg.trainer.report and (run_dir / layout.METRICS).exists():
+            from sslkit.report import stepwise_figure  # matplotlib: only when a figure is drawn
+
             try:
                 print(f"figure: {stepwise_figure(run_dir)}")
             except KeyboardInterrupt:  # training is over and saved: only the figure is missing
@@ -380,7 +381,10 @@ def _check_command(prog: str) -> bool:
     the request was the help page, now printed, and nothing is left to run."""
     global PROG
     PROG = prog
-    register_configs()
+    try:
+        register_configs()
+    except ConfigError as exc:  # an option file that names another option's schema
+        _fail(f"error: {exc}")
     sys.argv[1:] = [_HOME.sub(lambda m: m.group(1) + str(Path.home()), a) for a in sys.argv[1:]]
     args = get_args_parser().parse_args(sys.argv[1:])  # Hydra's own parser: its flags, its errors
     if (message := _not_an_override(args.overrides)) is not None:

@@ -12,8 +12,16 @@ once, in the code, and the file holds only what differs. Keys of a group that th
 hands to another callable than the target are read from that callable too (`ALSO_READ`).
 Written by hand is only what has no constructor: the run's own keys (`TrainConfig`,
 `TrainerConfig`, `EvalConfig`) and the spectrum's on/off switch (`Switch`).
+
+Each option has its own schema, named after its file (configs/loss/simclr.yaml extends
+`/schema/loss/simclr`): a file copied from another option that still names the other's
+schema is refused, as it would replace the other option's schema with its own. A schema
+is derived when Hydra first loads it, so a run imports the targets of the options it
+composes, not those of every option.
 """
 
+import copy
+import functools
 import inspect
 import types
 import typing
@@ -23,9 +31,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from hydra.core.config_store import ConfigStore
+from hydra.core.config_store import ConfigNode, ConfigStore
 from hydra.utils import get_object
 from omegaconf import MISSING, OmegaConf
+
+from sslkit.errors import ConfigError
 
 
 class Device(str, Enum):
@@ -142,8 +152,12 @@ class Switch:
     enabled: bool = True
 
 
-# A group's keys that the run hands to another callable than the option's `_target_`.
-ALSO_READ = {"optim": ("sslkit.optim.lr_schedule",), "spectrum": ("sslkit.config.Switch",)}
+# A group's keys that the run hands to another callable than the option's `_target_`, and
+# the arguments the run passes to that callable itself (sslkit.optim.build_optimizer).
+ALSO_READ: dict[str, dict[str, frozenset[str]]] = {
+    "optim": {"sslkit.optim.lr_schedule": frozenset({"optimizer", "total_steps"})},
+    "spectrum": {"sslkit.config.Switch": frozenset()},
+}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -156,10 +170,20 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# Arguments the run passes when it builds a part (train.py, build_optimizer, the Observer,
-# the Evaluation): not config keys.
-BUILT_WITH = frozenset({"in_shape", "in_dim", "backbone", "projector", "params", "fused", "optimizer", "total_steps",
-                        "run_dir", "run_config", "start_step", "state", "view", "dims", "classes"})
+# The arguments the run passes itself to the callables of each group's options (not config
+# keys), by the code that passes them: sslkit.step.Step.build (backbone, projector, method;
+# sslkit.models.build_backbone hands `in_shape` on to its network), sslkit.optim.build_optimizer
+# (the optimizer; lr_schedule's: ALSO_READ), sslkit.records.Observer (spectrum, logger) and
+# sslkit.eval.Evaluation (the online probe of eval).
+BUILT_WITH: dict[str, frozenset[str]] = {
+    "backbone": frozenset({"in_shape"}),
+    "projector": frozenset({"in_dim"}),
+    "method": frozenset({"backbone", "projector"}),
+    "optim": frozenset({"params", "fused"}),
+    "spectrum": frozenset({"run_dir", "state", "view"}),
+    "logger": frozenset({"run_dir", "run_config", "start_step"}),
+    "eval": frozenset({"dims", "classes", "total_steps"}),
+}
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
@@ -181,20 +205,25 @@ def _config_type(tp: Any) -> Any:
     return Any
 
 
-def derive(*targets: str) -> type:
-    """The schema of an option that builds `targets[0]`, read from the signatures of the
-    classes or functions `targets` name: `_target_`, then one field per parameter (except
-    BUILT_WITH and *args / **kwargs) with the parameter's annotation and default (required
-    when it has none; a tuple default becomes a list). A parameter typed by a dataclass
-    (ImageViews' ViewSpec) is handed over as that dataclass (`_convert_: object`). The
-    schema is named after the first class among `targets` (the optimizer beside
+def derive(*targets: str, group: str | None = None) -> type:
+    """The schema of an option of `group` that builds `targets[0]`, read from the signatures
+    of the classes or functions `targets` name: `_target_`, then one field per parameter
+    (except *args / **kwargs and the arguments the run passes itself: BUILT_WITH[group], or
+    ALSO_READ's for the group's other callables) with the parameter's annotation and
+    default (required when it has none; a tuple default becomes a list). Without `group`,
+    the group of configs/ whose options build `targets[0]`. A parameter typed by a
+    dataclass (ImageViews' ViewSpec) is handed over as that dataclass (`_convert_: object`).
+    The schema is named after the first class among `targets` (the optimizer beside
     lr_schedule, the network build_backbone wraps), else after the last function."""
+    group = group if group is not None else _groups_of_targets().get(targets[0])
+    also_read = ALSO_READ.get(group, {})
     objects = [get_object(t) for t in targets]
     fields: list[tuple] = [("_target_", str, field(default=targets[0]))]
-    for obj in objects:
+    for target, obj in zip(targets, objects):
+        passed = also_read.get(target, BUILT_WITH.get(group, frozenset()))
         hints = typing.get_type_hints(obj.__init__ if isinstance(obj, type) else obj)
         for p in inspect.signature(obj).parameters.values():
-            if p.name in BUILT_WITH or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            if p.name in passed or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
             default = MISSING if p.default is p.empty else p.default
             value = (field(default_factory=lambda d=default: list(d)) if isinstance(default, (list, tuple))
@@ -205,6 +234,12 @@ def derive(*targets: str) -> type:
     obj = next((o for o in objects if isinstance(o, type)), objects[-1])
     name = obj.__name__ if isinstance(obj, type) else obj.__name__.title().replace("_", "")
     return make_dataclass(f"{name}Config", fields)
+
+
+@functools.cache
+def _groups_of_targets() -> dict[str, str]:
+    """{`_target_`: its group} over the option files of configs/."""
+    return {targets[0]: group for group, options in derived_options().items() for targets in options.values()}
 
 
 def option_targets(group: str, node: Any) -> tuple[str, ...]:
@@ -222,22 +257,63 @@ def schema_path(node: Any) -> str | None:
 
 def derived_options(config_dir: Path | str = CONFIG_DIR) -> dict[str, dict[str, tuple[str, ...]]]:
     """{group: {schema name: targets}} for the option files of `config_dir` that name a
-    `_target_` and a schema (`/schema/<group>/<name>`)."""
+    `_target_` and a schema (`/schema/<group>/<name>`). An option file extends the schema
+    named after itself; one that names another (a file copied from another option) is a
+    ConfigError naming both files."""
     found: dict[str, dict[str, tuple[str, ...]]] = {}
+    root = Path(config_dir).parent  # files are named as configs/<group>/<name>.yaml
     for path in sorted(Path(config_dir).glob("*/*.yaml")):
         node = OmegaConf.load(path)
-        if "_target_" in node and (schema := schema_path(node)):
-            group, name = schema.split("/")
-            found.setdefault(group, {})[name] = option_targets(group, node)
+        if "_target_" not in node or (schema := schema_path(node)) is None:
+            continue
+        own = f"{path.parent.name}/{path.stem}"
+        if schema != own:
+            other = Path(config_dir) / f"{schema}.yaml"
+            whose = f"the schema of {other.relative_to(root)}" if other.exists() else "no option's schema"
+            raise ConfigError(f"{path.relative_to(root)} extends /schema/{schema}, {whose}: an option extends the "
+                              f"schema named after its own file; write `- /schema/{own}@_here_` in its defaults list.")
+        group, name = schema.split("/")
+        found.setdefault(group, {})[name] = option_targets(group, node)
     return found
+
+
+class _Schemas(dict):
+    """The schemas of one group in Hydra's ConfigStore, {"<name>.yaml": ConfigNode}, each
+    derived when first read (Hydra loads only the options it composes)."""
+
+    def __init__(self, group: str, options: dict[str, tuple[str, ...]]) -> None:
+        super().__init__({f"{name}.yaml": targets for name, targets in options.items()})
+        self.group = group
+
+    def __getitem__(self, name: str) -> Any:
+        value = super().__getitem__(name)
+        if isinstance(value, tuple):
+            node = OmegaConf.structured(derive(*value, group=self.group))
+            value = ConfigNode(name=name, node=node, group=f"schema/{self.group}", package=None, provider=None)
+            super().__setitem__(name, value)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+    def values(self) -> list[Any]:
+        return [self[name] for name in self]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(name, self[name]) for name in self]
+
+    def __deepcopy__(self, memo: dict) -> "_Schemas":
+        """A copy that derives no schema (Hydra copies the store to save its state)."""
+        copied = _Schemas(self.group, {})
+        dict.update(copied, {name: copy.deepcopy(value, memo) for name, value in dict.items(self)})
+        return copied
 
 
 def register_configs(config_dir: Path | str = CONFIG_DIR) -> None:
     """Store the schemas under `schema/`: `schema/train`, and `schema/<group>/<name>` for
     the option files to extend (`defaults: [/schema/<group>/<name>@_here_, _self_]`),
-    derived from the `_target_` of the files in `config_dir`."""
+    derived from the `_target_` of the files in `config_dir` when Hydra first loads them."""
     cs = ConfigStore.instance()
     cs.store(group="schema", name="train", node=TrainConfig)
-    for group, targets in derived_options(config_dir).items():
-        for name, target in targets.items():
-            cs.store(group=f"schema/{group}", name=name, node=derive(*target))
+    for group, options in derived_options(config_dir).items():
+        cs.repo["schema"][group] = _Schemas(group, options)

@@ -279,7 +279,7 @@ def test_a_mistyped_key_is_one_message_with_the_keys_of_its_group(override, grou
     assert "\n" not in line and "+" + group not in line
     listed = set(line.split(f"Keys of {group}: ")[1].split(" (")[0].rstrip(".").split(", "))
     expected = ({f.name for f in dataclasses.fields(TrainerConfig)} if group == "trainer" else
-                {p for t in targets for p in inspect.signature(get_object(t)).parameters} - BUILT_WITH - {"kwargs"})
+                {p for t in targets for p in inspect.signature(get_object(t)).parameters} - BUILT_WITH[group] - {"kwargs"})
     assert expected <= listed, expected - listed
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from sslkit.augment.blur import gaussian_blur, gaussian_kernels
+from sslkit.augment.blur import depthwise, gaussian_blur, gaussian_kernels
 from sslkit.augment.color import adjust_hue, blend_step, color_jitter, grayscale, solarize
 from sslkit.augment.geometry import Crops, resized_crop, sample_crops
 from sslkit.errors import ConfigError
@@ -140,12 +140,14 @@ def sample_view(spec: ViewSpec, n: int, height: int, width: int, g: torch.Genera
     return ViewParams(crops, jitter, order, gray, blurred, sigma, solar)
 
 
-def finish(v: Tensor, p: ViewParams, spec: ViewSpec, mean: Tensor, std: Tensor) -> Tensor:
-    """Grayscale → blur → solarize → (v − mean)/std, skipping ops with probability 0."""
+def finish(v: Tensor, p: ViewParams, spec: ViewSpec, mean: Tensor, std: Tensor,
+           convolve: Callable[[Tensor, Tensor], Tensor] = depthwise) -> Tensor:
+    """Grayscale → blur (its convolutions: `convolve`) → solarize → (v − mean)/std, skipping
+    ops with probability 0."""
     if spec.grayscale_p > 0:
         v = grayscale(v, p.grayscale)
     if spec.blur_p > 0:
-        v = gaussian_blur(v, gaussian_kernels(p.sigma, spec.kernel_size(v.shape[-2]), p.blurred))
+        v = gaussian_blur(v, gaussian_kernels(p.sigma, spec.kernel_size(v.shape[-2]), p.blurred), convolve)
     if spec.solarize_p > 0:
         v = solarize(v, spec.solarize_threshold, p.solarize)
     return (v - mean) / std
@@ -155,16 +157,19 @@ def finish(v: Tensor, p: ViewParams, spec: ViewSpec, mean: Tensor, std: Tensor) 
 class Stages:
     """The stages of a view, each compiled on its own with `compiled()`. The colour jitter
     steps stay separate calls: fused into one kernel, every step would recompute the steps
-    before it for each of the three channels it reads."""
+    before it for each of the three channels it reads. The blur's depthwise convolutions
+    stay uncompiled (inductor's are slower than ATen's on the CPU)."""
 
     crop: Callable = resized_crop
     blend: Callable = blend_step
     hue: Callable = adjust_hue
     finish: Callable = finish
+    convolve: Callable = depthwise
 
     @classmethod
     def compiled(cls) -> "Stages":
-        return cls(*(torch.compile(f) for f in (resized_crop, blend_step, adjust_hue, finish)))
+        return cls(*(torch.compile(f) for f in (resized_crop, blend_step, adjust_hue, finish)),
+                   torch.compiler.disable(depthwise))
 
 
 def apply_view(
@@ -179,7 +184,7 @@ def apply_view(
         v = stages.crop(x, p.crops, size, gain)
     if spec.jitters:
         v = color_jitter(v, p.jitter, p.order, spec.hue > 0, stages.blend, stages.hue)
-    return stages.finish(v, p, spec, mean, std)
+    return stages.finish(v, p, spec, mean, std, stages.convolve)
 
 
 class ImageViews:

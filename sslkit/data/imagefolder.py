@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from sslkit.data.files import root_dir
@@ -63,6 +62,8 @@ def decode(path: Path) -> torch.Tensor:
 def load_image(path: Path, image_size: int) -> torch.Tensor:
     """uint8 (3, image_size, image_size): decoded as RGB, shorter side resized to
     image_size, centre-cropped."""
+    from torchvision.transforms.v2 import functional as TF  # here: importing torchvision takes ≈ 1 s
+
     try:
         img = decode(path)
     except Exception as exc:  # Pillow raises OSError (UnidentifiedImageError, truncated file) or others

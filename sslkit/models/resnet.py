@@ -3,7 +3,6 @@ the classifier removed so the output is the globally pooled feature vector."""
 
 from enum import Enum
 
-import torchvision
 from torch import nn
 
 from sslkit.errors import ConfigError
@@ -56,6 +55,8 @@ def resnet(
                           f"backbone=resnet50 / backbone=wide_resnet50, whose bottleneck width it scales.")
     if width_multiplier < 1:
         raise ConfigError(f"backbone.width_multiplier={width_multiplier} is not allowed: use an integer >= 1.")
+    import torchvision  # here, not at the top: importing it takes ≈ 1 s (its ops import torch's compiler)
+
     if width:  # wide_resnet50_2 is torchvision's resnet50 with width_per_group=128
         net = torchvision.models.resnet50(weights=None, zero_init_residual=zero_init_residual,
                                           width_per_group=width * width_multiplier)

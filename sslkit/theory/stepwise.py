@@ -31,7 +31,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 from torch import Tensor
 
 
@@ -138,6 +137,8 @@ def staircase(eigenvalues: Tensor, out_dim: int) -> Tensor:
 
 
 def _solve(rhs, y0: np.ndarray, t: np.ndarray, rtol: float) -> np.ndarray:
+    from scipy.integrate import solve_ivp  # here: a run's figure imports this module, not SciPy (≈ 0.4 s)
+
     sol = solve_ivp(lambda _, y: rhs(y), (0.0, float(t[-1])), y0, t_eval=t, method="DOP853",
                     rtol=rtol, atol=1e-14)
     if not sol.success:
