@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import sslkit
+import sslkit.losses
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
