@@ -114,7 +114,7 @@ class SpectrumMonitor:
     def __init__(self, run_dir: str | Path,
                  matrices: Sequence[SpectrumMatrix] = (SpectrumMatrix.cov, SpectrumMatrix.xcorr, SpectrumMatrix.feat_cov),
                  every: int = 1, top_k: int = 64,
-                 full_every: int = 100, exact_max: int = 256, oversample: int = 16, tol: float = 1e-3,
+                 full_every: int = 100, exact_max: int = 512, oversample: int = 16, tol: float = 1e-3,
                  iters: int = 2, rankme_eps: float = 1e-7, level: float = 0.5, flush_every: int = 100,
                  chunk: int = 32, view: Callable[[Tensor], Tensor] | None = None,
                  state: dict[str, Any] | None = None) -> None:
@@ -290,9 +290,8 @@ class SpectrumMonitor:
         steps, n = chunk.steps, len(chunk.steps)
         eig: list[np.ndarray | None] = [None] * n
         extra: dict[str, np.ndarray] = {}
-        scale = 1 / plan.rows if plan.kind == "xcorr" else 1 / max(plan.rows - 1, 1)  # plan.rows = 2N for C
         if not plan.tracked:
-            values = small_eigenvalues(rows[plan.key], plan.dim, plan.kind == "xcorr", scale)
+            values = small_eigenvalues(rows[plan.key], plan.dim)
             eig = list(values)
             top = values[:, : self.top_k]
         else:
@@ -304,8 +303,7 @@ class SpectrumMonitor:
             low = top.min()
             for t, step in enumerate(steps):
                 if step in chunk.full:
-                    exact = small_eigenvalues(chunk.full[step][plan.key].numpy(), plan.dim, plan.kind == "xcorr",
-                                              scale)
+                    exact = small_eigenvalues(chunk.full[step][plan.key].numpy(), plan.dim)
                     eig[t], low = exact, min(low, exact[-1])
                     err = float(np.abs(top[t] - exact[:k]).max() / max(abs(exact[0]), np.finfo(float).tiny))
                     extra["track_err"][t] = err
@@ -333,8 +331,8 @@ class SpectrumMonitor:
 
     def __call__(self, step: int, z1: Tensor, z2: Tensor, h1: Tensor, h2: Tensor) -> dict[str, float]:
         """`observe`, then `record` at once: this step's summaries (tests, scripts)."""
-        self.observe(step, z1, z2, h1, h2)
-        return self.record(self.flush())[step][0]
+        chunk = self.observe(step, z1, z2, h1, h2) or self.flush()  # observe's own when the ring is full
+        return self.record(chunk)[step][0]
 
     def state(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue the files and the tracking exactly:
