@@ -4,13 +4,14 @@ alone on random embeddings.
 
     python scripts/bench_spectrum.py [CASE] [--steps N] [--repeats R] [--observer WHERE] [-- OVERRIDES...]
     python scripts/bench_spectrum.py monitor [--batch 256] [--dim 2048] [--feat-dim 512]
-                                             [--device cuda] [--step-ms 12.5]
+                                             [--device cuda] [--step-ms 12.5] [--exact-max R]
 
 CASE is `digits` (the default experiment), `resnet18` (ResNet-18, CIFAR stem, 2048-d
 projector, batch 32, on 32×32 random images written in the CIFAR-10 format: the step costs
 what a CIFAR step costs), `mlp2048` (an MLP of width 2048 with a 2048-d projector, batch 32)
-or `tracked` (as mlp2048 at batch 256, where the covariances have rank > spectrum.exact_max
-and the top eigenvalues are tracked by subspace iteration).
+or `tracked` (as mlp2048 at batch 256: C has rank ≤ 512; with spectrum.exact_max=256
+its top eigenvalues are tracked by subspace iteration, with the default 512 decomposed
+exactly).
 
 `--observer thread|training` puts the recording in its background thread or in the
 training thread whatever the cores (`auto`, the default, lets sslkit choose:
@@ -37,6 +38,23 @@ the wall clock). The last line is the median over repeats of the ratio of median
 times:
 
     spectrum_overhead: R
+
+`methods` compares the ways to get the top `--top-k` eigenvalues of C = (aᵀb + bᵀa)/2N
+(Barlow Twins' batch-normalised views) on a stream of embeddings with a new batch every
+step: the monitor's warm-started subspace iteration (`--iters`), block Krylov with warm
+starts (`--blocks`), and the monitor's exact path (the 2N×2N form from a QR, as used when
+2N ≤ spectrum.exact_max). The stream is `flat` (`flat_stream`: the flat spectrum of a
+network at initialisation, at `--batch`, `--dim`) or an .npy file of a training run
+written by `capture`. For each method it prints the largest error max_i|θ_i − λ_i|/|λ₁|
+over the steps, against torch.linalg.eigvalsh of each step's D×D matrix, and its median
+time per step (in this process, after the first step):
+
+    python scripts/bench_spectrum.py methods [--stream flat|PATH.npy] [--steps 20] [--batch 256]
+                                             [--dim 2048] [--top-k 64] [--iters 2 8 32] [--blocks 2 4]
+    python scripts/bench_spectrum.py capture CASE --steps 300 --batch 32 --out PATH.npy [OVERRIDES...]
+
+`capture` trains CASE at `--batch` with the monitor on and writes the embeddings z1, z2 it
+observed at each step to PATH.npy (steps, 2, batch, D), float32, as training goes.
 """
 
 import argparse
@@ -81,7 +99,8 @@ def step_times(run_dir: Path, batch_size: int, skip: int) -> np.ndarray:
     return np.array([batch_size / r["images_per_s"] for r in rows[skip:]])
 
 
-def bench_monitor(batch: int, dim: int, feat_dim: int, device: str, step_ms: float, steps: int) -> None:
+def bench_monitor(batch: int, dim: int, feat_dim: int, device: str, step_ms: float, steps: int,
+                  exact_max: int | None = None) -> None:
     """The monitor alone (module docstring, `monitor`)."""
     from sslkit.losses import BarlowTwinsLoss
     from sslkit.spectrum import SpectrumMonitor
@@ -100,7 +119,8 @@ def bench_monitor(batch: int, dim: int, feat_dim: int, device: str, step_ms: flo
     stream = torch.cuda.Stream(dev) if cuda else None
     host, device_ms, record_ms = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        monitor = SpectrumMonitor(tmp, ["cov", "xcorr", "feat_cov"], view=BarlowTwinsLoss().spectrum_view)
+        more = {} if exact_max is None else {"exact_max": exact_max}
+        monitor = SpectrumMonitor(tmp, ["cov", "xcorr", "feat_cov"], view=BarlowTwinsLoss().spectrum_view, **more)
         for step in range(steps):
             z1, z2, h1, h2 = batches[step % len(batches)]
             if cuda:
@@ -237,7 +257,7 @@ def bench_methods(stream_name: str, steps: int, batch: int, dim: int, top_k: int
         result = method_errors(stream, candidates, top_k)
     print(f"stream {stream_name}: {len(stream)} steps, batch {batch}, dim {dim}, top_k {top_k}; "
           f"{torch.get_num_threads()} intra-op threads")
-    print("| method | max error / |λ₁| | time per step |")
+    print("| method | largest error / λ₁ | time per step |")
     print("|---|---|---|")
     for name, (err, seconds) in result.items():
         print(f"| {name} | {err:.2g} | {seconds * 1e3:.1f} ms |")
@@ -300,8 +320,9 @@ def main() -> None:
         parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
         parser.add_argument("--step-ms", type=float, default=1e3 * 256 / 20525)
         parser.add_argument("--steps", type=int, default=200)
+        parser.add_argument("--exact-max", type=int, default=None, help="spectrum.exact_max (default: the monitor's)")
         a = parser.parse_args()
-        return bench_monitor(a.batch, a.dim, a.feat_dim, a.device, a.step_ms, a.steps)
+        return bench_monitor(a.batch, a.dim, a.feat_dim, a.device, a.step_ms, a.steps, a.exact_max)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("case", nargs="?", default="digits", choices=sorted(CASES))
     parser.add_argument("--steps", type=int, default=None, help="steps per run (default: per case)")

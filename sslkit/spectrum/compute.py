@@ -35,9 +35,11 @@ class Factored:
     - J = swap of the two halves of F = [A; B]: M = s(AᵀB + BᵀA), e.g. the symmetrised
       cross-correlation C = (Z₁ᵀZ₂ + Z₂ᵀZ₁)/2N (s = 1/2N).
 
-    M has rank ≤ m. When m < D its non-zero eigenvalues are those of an m×m matrix: FFᵀ
-    for J = I; for the swap, with the thin QR Fᵀ = QR, M = Q(s·RJRᵀ)Qᵀ, so they are the
-    eigenvalues of s·RJRᵀ. Either way the cost is O(m²D), not O(D³)."""
+    M has rank ≤ m. When m < D its non-zero eigenvalues are those of an m×m matrix: s·FFᵀ
+    for J = I; for the swap, with the thin QR Fᵀ = QR (Q: D×m with orthonormal columns, R:
+    m×m, any rank), M = Q(s·RJRᵀ)Qᵀ, so they are the eigenvalues of the symmetric s·RJRᵀ
+    = s(R₁R₂ᵀ + R₂R₁ᵀ), R = [R₁ R₂] split as F = [A; B]. Either way the cost is O(m²D), not
+    O(D³), and the eigenvalues are exact to float64 rounding."""
 
     def __init__(self, parts: tuple[Tensor, ...], scale: float) -> None:
         """`parts`: (F,) for J = I, or (A, B) for the swap."""
