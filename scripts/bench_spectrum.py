@@ -4,13 +4,14 @@ alone on random embeddings.
 
     python scripts/bench_spectrum.py [CASE] [--steps N] [--repeats R] [--observer WHERE] [-- OVERRIDES...]
     python scripts/bench_spectrum.py monitor [--batch 256] [--dim 2048] [--feat-dim 512]
-                                             [--device cuda] [--step-ms 12.5]
+                                             [--device cuda] [--step-ms 12.5] [--exact-max R]
 
 CASE is `digits` (the default experiment), `resnet18` (ResNet-18, CIFAR stem, 2048-d
 projector, batch 32, on 32×32 random images written in the CIFAR-10 format: the step costs
 what a CIFAR step costs), `mlp2048` (an MLP of width 2048 with a 2048-d projector, batch 32)
-or `tracked` (as mlp2048 at batch 256, where the covariances have rank > spectrum.exact_max
-and the top eigenvalues are tracked by subspace iteration).
+or `tracked` (as mlp2048 at batch 256: C has rank ≤ 512; with spectrum.exact_max=256
+its top eigenvalues are tracked by subspace iteration, with the default 512 decomposed
+exactly).
 
 `--observer thread|training` puts the recording in its background thread or in the
 training thread whatever the cores (`auto`, the default, lets sslkit choose:
@@ -37,6 +38,23 @@ the wall clock). The last line is the median over repeats of the ratio of median
 times:
 
     spectrum_overhead: R
+
+`methods` compares the ways to get the top `--top-k` eigenvalues of C = (aᵀb + bᵀa)/2N
+(Barlow Twins' batch-normalised views) on a stream of embeddings with a new batch every
+step: the monitor's warm-started subspace iteration (`--iters`), block Krylov with warm
+starts (`--blocks`), and the monitor's exact path (the 2N×2N form from a QR, as used when
+2N ≤ spectrum.exact_max). The stream is `flat` (`flat_stream`: the flat spectrum of a
+network at initialisation, at `--batch`, `--dim`) or an .npy file of a training run
+written by `capture`. For each method it prints the largest error max_i|θ_i − λ_i|/|λ₁|
+over the steps, against torch.linalg.eigvalsh of each step's D×D matrix, and its median
+time per step (in this process, after the first step):
+
+    python scripts/bench_spectrum.py methods [--stream flat|PATH.npy] [--steps 20] [--batch 256]
+                                             [--dim 2048] [--top-k 64] [--iters 2 8 32] [--blocks 2 4]
+    python scripts/bench_spectrum.py capture CASE --steps 300 --batch 32 --out PATH.npy [OVERRIDES...]
+
+`capture` trains CASE at `--batch` with the monitor on and writes the embeddings z1, z2 it
+observed at each step to PATH.npy (steps, 2, batch, D), float32, as training goes.
 """
 
 import argparse
@@ -81,7 +99,8 @@ def step_times(run_dir: Path, batch_size: int, skip: int) -> np.ndarray:
     return np.array([batch_size / r["images_per_s"] for r in rows[skip:]])
 
 
-def bench_monitor(batch: int, dim: int, feat_dim: int, device: str, step_ms: float, steps: int) -> None:
+def bench_monitor(batch: int, dim: int, feat_dim: int, device: str, step_ms: float, steps: int,
+                  exact_max: int | None = None) -> None:
     """The monitor alone (module docstring, `monitor`)."""
     from sslkit.losses import BarlowTwinsLoss
     from sslkit.spectrum import SpectrumMonitor
@@ -100,7 +119,8 @@ def bench_monitor(batch: int, dim: int, feat_dim: int, device: str, step_ms: flo
     stream = torch.cuda.Stream(dev) if cuda else None
     host, device_ms, record_ms = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        monitor = SpectrumMonitor(tmp, ["cov", "xcorr", "feat_cov"], view=BarlowTwinsLoss().spectrum_view)
+        more = {} if exact_max is None else {"exact_max": exact_max}
+        monitor = SpectrumMonitor(tmp, ["cov", "xcorr", "feat_cov"], view=BarlowTwinsLoss().spectrum_view, **more)
         for step in range(steps):
             z1, z2, h1, h2 = batches[step % len(batches)]
             if cuda:
@@ -135,7 +155,162 @@ def bench_monitor(batch: int, dim: int, feat_dim: int, device: str, step_ms: flo
     print(f"monitor_fraction: {med(host) / step_ms:.4f}")
 
 
+def capture(case: str, steps: int, batch: int, out: Path, overrides: list[str]) -> None:
+    """Train `case` for `steps` steps at `batch` with the monitor on, as configured by
+    `overrides`, and write the embeddings the monitor observes each step, z1 and z2
+    (float32, as the projector gives them), to `out`, an .npy array (steps, 2, batch, D)
+    filled as training goes (a stopped run keeps its steps)."""
+    from sslkit.spectrum import SpectrumMonitor
+
+    register_configs()
+    stream = None
+    observe = SpectrumMonitor.observe
+
+    def observe_and_keep(self, step, z1, z2, h1, h2):
+        nonlocal stream
+        if stream is None:
+            stream = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(steps, 2, *z1.shape))
+        stream[step, 0], stream[step, 1] = z1.float().cpu().numpy(), z2.float().cpu().numpy()
+        return observe(self, step, z1, z2, h1, h2)
+
+    SpectrumMonitor.observe = observe_and_keep
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [*CASES[case], *QUIET, f"trainer.max_steps={steps}", f"data.batch_size={batch}",
+                     "spectrum=every_step", *overrides]
+        if case == "resnet18":
+            fake_cifar(Path(tmp))
+            overrides.append(f"data.root={tmp}")
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=overrides)
+        run_dir = out.with_suffix("")
+        print(f"case {case}: {' '.join(overrides)}; run directory {run_dir}", flush=True)
+        train(cfg, run_dir)
+    stream.flush()
+
+
+def flat_stream(steps: int, batch: int, dim: int, seed: int = 0, decay: float = 0.5, noise: float = 0.3):
+    """(z1, z2) float32 pairs of two views, a new batch every step: z1 = xΛ, z2 = (x + εn)Λ
+    with x, n standard normal (batch × dim), ε = `noise` and Λ = diag(k^−decay): after
+    Barlow Twins' batch normalisation a flat spectrum whose top eigenvectors are redrawn by
+    every batch (at batch 256, dim 2048: λ₆₄ ≈ 0.7·λ₁), as a ResNet-18's at initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.arange(1, dim + 1, dtype=torch.float32) ** -decay
+    for _ in range(steps):
+        x = torch.randn(batch, dim, generator=g)
+        yield x * scales, (x + noise * torch.randn(batch, dim, generator=g)) * scales
+
+
+REFERENCE = "exact, D×D (the reference)"
+
+
+def method_errors(stream, candidates: dict, top_k: int) -> dict[str, tuple[float, float]]:
+    """For each candidate (a name → function (step, a, b) → top eigenvalues of the
+    symmetrised cross-correlation of the batch-normalised views a, b), its largest error
+    max_i |θ_i − λ_i|/|λ₁| over the stream against torch.linalg.eigvalsh of the D×D matrix
+    written out, and its median time per step (after the first), the reference's too."""
+    from sslkit.losses import BarlowTwinsLoss
+
+    view = BarlowTwinsLoss().spectrum_view
+    errors = {name: [] for name in [*candidates, REFERENCE]}
+    times = {name: [] for name in [*candidates, REFERENCE]}
+    for step, (z1, z2) in enumerate(stream):
+        tick = time.perf_counter()
+        a, b = view(z1.double()), view(z2.double())
+        cross = a.T @ b / len(a)
+        exact = torch.linalg.eigvalsh((cross + cross.T) / 2).flip(0)[:top_k].numpy()
+        times[REFERENCE].append(time.perf_counter() - tick)
+        errors[REFERENCE].append(0.0)
+        for name, method in candidates.items():
+            tick = time.perf_counter()
+            top = np.asarray(method(step, z1, z2))[:top_k]
+            times[name].append(time.perf_counter() - tick)
+            errors[name].append(float(np.abs(top - exact).max() / abs(exact[0])))
+        print(f"step {step}: " + ", ".join(f"{n} {e[-1]:.2g}" for n, e in errors.items()), flush=True)
+    return {name: (max(errors[name]), float(np.median(times[name][1:] or times[name]))) for name in times}
+
+
+def bench_methods(stream_name: str, steps: int, batch: int, dim: int, top_k: int, iters: list[int],
+                  blocks: list[int]) -> None:
+    """`methods`: the monitor's tracked and exact paths, and block Krylov, on one stream
+    (module docstring)."""
+    from sslkit.losses import BarlowTwinsLoss
+    from sslkit.spectrum import SpectrumMonitor, load
+
+    if stream_name == "flat":
+        stream = list(flat_stream(steps, batch, dim))
+    else:
+        saved = np.load(stream_name, mmap_mode="r")[:steps]
+        stream = [(torch.from_numpy(np.array(s[0])), torch.from_numpy(np.array(s[1]))) for s in saved]
+    batch, dim = stream[0][0].shape
+    rank = 2 * batch
+    view = BarlowTwinsLoss().spectrum_view
+    with tempfile.TemporaryDirectory() as tmp:
+        def monitored(name: str, **kwargs):
+            """The monitor's stored xcorr row: exact_max < 2N tracks, ≥ 2N decomposes exactly."""
+            monitor = SpectrumMonitor(Path(tmp) / name, ["xcorr"], top_k=top_k, full_every=10 ** 9, chunk=1,
+                                      view=view, **kwargs)
+            return lambda step, z1, z2: (monitor(step, z1, z2, z1, z2), monitor.latest["xcorr"])[1]
+
+        candidates = {f"subspace, {q} iterations": monitored(f"s{q}", exact_max=0, iters=q) for q in iters}
+        candidates.update({f"block Krylov, {q} blocks": block_krylov(top_k, 16, q, view) for q in blocks})
+        candidates[f"exact, {rank}×{rank} form (QR)"] = monitored("exact", exact_max=rank)
+        result = method_errors(stream, candidates, top_k)
+    print(f"stream {stream_name}: {len(stream)} steps, batch {batch}, dim {dim}, top_k {top_k}; "
+          f"{torch.get_num_threads()} intra-op threads")
+    print("| method | largest error / λ₁ | time per step |")
+    print("|---|---|---|")
+    for name, (err, seconds) in result.items():
+        print(f"| {name} | {err:.2g} | {seconds * 1e3:.1f} ms |")
+
+
+def block_krylov(top_k: int, oversample: int, blocks: int, view):
+    """Warm-started block Krylov with Rayleigh–Ritz: the basis of [V, CV, …, C^q V] (V the
+    last step's top k + oversample Ritz vectors, orthonormalised by QR), C's top Ritz values
+    in it."""
+    from sslkit.spectrum import factored
+
+    basis = None
+
+    def top(step, z1, z2):
+        nonlocal basis
+        m = factored("xcorr", view(z1.double()), view(z2.double()))
+        if basis is None:
+            basis = m.eigh()[1][:, : top_k + oversample]
+        krylov = [basis]
+        for _ in range(blocks):
+            krylov.append(m.matmul(krylov[-1]))
+            krylov[-1] = torch.linalg.qr(krylov[-1]).Q
+        q = torch.linalg.qr(torch.cat(krylov, dim=1)).Q
+        theta, u = torch.linalg.eigh(q.T @ m.matmul(q))
+        basis = (q @ u.flip(1))[:, : top_k + oversample]
+        return theta.flip(0).numpy()
+
+    return top
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "methods":
+        parser = argparse.ArgumentParser(description="accuracy and cost of the ways to get C's top eigenvalues")
+        parser.add_argument("mode", choices=["methods"])
+        parser.add_argument("--stream", default="flat", help="flat, or an .npy file written by `capture`")
+        parser.add_argument("--steps", type=int, default=20)
+        parser.add_argument("--batch", type=int, default=256)
+        parser.add_argument("--dim", type=int, default=2048)
+        parser.add_argument("--top-k", type=int, default=64)
+        parser.add_argument("--iters", type=int, nargs="*", default=[2, 8, 32])
+        parser.add_argument("--blocks", type=int, nargs="*", default=[2, 4])
+        a = parser.parse_args()
+        return bench_methods(a.stream, a.steps, a.batch, a.dim, a.top_k, a.iters, a.blocks)
+    if len(sys.argv) > 1 and sys.argv[1] == "capture":
+        parser = argparse.ArgumentParser(description="embeddings of a training run, step by step")
+        parser.add_argument("mode", choices=["capture"])
+        parser.add_argument("case", choices=sorted(CASES))
+        parser.add_argument("--steps", type=int, default=300)
+        parser.add_argument("--batch", type=int, default=64)
+        parser.add_argument("--out", type=Path, required=True)
+        parser.add_argument("overrides", nargs="*")
+        a = parser.parse_intermixed_args()
+        return capture(a.case, a.steps, a.batch, a.out, a.overrides)
     if len(sys.argv) > 1 and sys.argv[1] == "monitor":
         parser = argparse.ArgumentParser(description="the spectrum monitor alone on random embeddings")
         parser.add_argument("mode", choices=["monitor"])
@@ -145,8 +320,9 @@ def main() -> None:
         parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
         parser.add_argument("--step-ms", type=float, default=1e3 * 256 / 20525)
         parser.add_argument("--steps", type=int, default=200)
+        parser.add_argument("--exact-max", type=int, default=None, help="spectrum.exact_max (default: the monitor's)")
         a = parser.parse_args()
-        return bench_monitor(a.batch, a.dim, a.feat_dim, a.device, a.step_ms, a.steps)
+        return bench_monitor(a.batch, a.dim, a.feat_dim, a.device, a.step_ms, a.steps, a.exact_max)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("case", nargs="?", default="digits", choices=sorted(CASES))
     parser.add_argument("--steps", type=int, default=None, help="steps per run (default: per case)")

@@ -10,6 +10,10 @@
 #   summary.txt   device, commit, each part's exit status and wall time, the tests' tally
 #   bench.log     scripts/bench_gpu.py: Barlow Twins at batch 256 and 1024, VICReg, SimCLR,
 #                 Barlow Twins with eval=online_probe (16 SGD steps on 2048 samples per step)
+#   monitor.log   scripts/bench_spectrum.py monitor at batch 256, D = 2048: the monitor's host
+#                 and device time per step with C decomposed exactly (its 512×512 form from
+#                 a QR on the device, the default spectrum.exact_max=512) and tracked
+#                 (exact_max=256, as before)
 #   stepwise.log  scripts/stepwise_gpu_settings.py, then scripts/make_figures.py
 #                 stepwise_resnet18_gpu with its settings; the figure and events.jsonl
 #   tests.log     the fast suite, pytest -m "not slow" -n 8, last
@@ -46,6 +50,9 @@ part settings 30 stepwise.log python3 scripts/stepwise_gpu_settings.py
 part stepwise 150 stepwise.log python3 scripts/make_figures.py stepwise_resnet18_gpu -- trainer.progress=false \
   $(tail -n 1 "$OUT/stepwise.log")
 cp scripts/figures/stepwise_resnet18_gpu.png runs/figures/stepwise_resnet18_gpu/spectrum/events.jsonl "$OUT/"
+part monitor_exact 60 monitor.log python3 scripts/bench_spectrum.py monitor --batch 256 --dim 2048 --steps 200
+part monitor_tracked 60 monitor.log python3 scripts/bench_spectrum.py monitor --batch 256 --dim 2048 --steps 200 \
+  --exact-max 256
 part bench_bt1024 90 bench.log python3 scripts/bench_gpu.py --batch-size 1024 --steps 30 --warmup 10
 part bench_vicreg 60 bench.log python3 scripts/bench_gpu.py --experiment vicreg_cifar10_resnet18 --steps 30
 part bench_simclr 80 bench.log python3 scripts/bench_gpu.py --experiment simclr_cifar10_resnet18 --steps 30

@@ -35,9 +35,11 @@ class Factored:
     - J = swap of the two halves of F = [A; B]: M = s(AᵀB + BᵀA), e.g. the symmetrised
       cross-correlation C = (Z₁ᵀZ₂ + Z₂ᵀZ₁)/2N (s = 1/2N).
 
-    M has rank ≤ m. When m < D its non-zero eigenvalues are those of an m×m matrix: FFᵀ
-    for J = I; for the swap, with the thin QR Fᵀ = QR, M = Q(s·RJRᵀ)Qᵀ, so they are the
-    eigenvalues of s·RJRᵀ. Either way the cost is O(m²D), not O(D³)."""
+    M has rank ≤ m. When m < D its non-zero eigenvalues are those of an m×m matrix: s·FFᵀ
+    for J = I; for the swap, with the thin QR Fᵀ = QR (Q: D×m with orthonormal columns, R:
+    m×m, any rank), M = Q(s·RJRᵀ)Qᵀ, so they are the eigenvalues of the symmetric s·RJRᵀ
+    = s(R₁R₂ᵀ + R₂R₁ᵀ), R = [R₁ R₂] split as F = [A; B]. Either way the cost is O(m²D), not
+    O(D³), and the eigenvalues are exact to float64 rounding."""
 
     def __init__(self, parts: tuple[Tensor, ...], scale: float) -> None:
         """`parts`: (F,) for J = I, or (A, B) for the swap."""
@@ -78,25 +80,24 @@ class Factored:
         return values.flip(0), vectors.flip(1)
 
     def eigvalsh(self) -> Tensor:
-        """All D eigenvalues, descending, from the smaller of the two sides."""
-        if self.formed:
-            return torch.linalg.eigvalsh(self.dense()).flip(0)
-        if self.swap:
-            core = self._core(torch.linalg.qr(self.f.T, mode="r").R)
-        else:
-            core = self.scale * (self.f @ self.f.T)
-        values = torch.linalg.eigvalsh(core)
-        zeros = values.new_zeros(self.dim - self.rows)
+        """All D eigenvalues, descending, from the smaller of the two sides (`small`)."""
+        values = torch.linalg.eigvalsh(self.small())
+        zeros = values.new_zeros(self.dim - values.shape[0])
         return torch.cat([values, zeros]).sort(descending=True).values
 
     def small(self) -> Tensor:
-        """The r×r symmetric matrix, r = min(m, D), from which `small_eigenvalues` gets all
-        of M's eigenvalues: M itself when D ≤ m; else the Gram matrix s·FFᵀ (J = I) or
-        FFᵀ (the swap). One product, no decomposition: it can be formed on the device every
-        step and decomposed later, in bulk, on the host."""
+        """The r×r symmetric matrix, r = min(m, D), whose eigenvalues are all of M's non-zero
+        ones (`small_eigenvalues` adds the D − r zeros): M itself when D ≤ m; else the Gram
+        matrix s·FFᵀ (J = I) or, for the swap, s·RJRᵀ from the Householder QR Fᵀ = QR
+        (exact whatever the rank of F: batch-normalised views are centred, so FFᵀ is
+        singular and has no Cholesky factor). A product, or a QR and a product: no error
+        check and no eigenvalue solver, so it can be formed on the device every step, without
+        waiting for it, and decomposed later, in bulk, on the host. Cost O(m²D)."""
         if self.formed:
             return self.dense()
-        return (self.scale if not self.swap else 1.0) * (self.f @ self.f.T)
+        if self.swap:
+            return self._core(torch.linalg.qr(self.f.T, mode="r").R)
+        return self.scale * (self.f @ self.f.T)
 
     def _core(self, r: Tensor) -> Tensor:
         """s·RJRᵀ, symmetrised against rounding."""
@@ -115,31 +116,14 @@ def factored(kind: str, a: Tensor, b: Tensor) -> Factored:
     return Factored((x - x.mean(dim=0),), 1 / max(n - 1, 1))
 
 
-def small_eigenvalues(small: np.ndarray, dim: int, swap: bool, scale: float) -> np.ndarray:
+def small_eigenvalues(small: np.ndarray, dim: int) -> np.ndarray:
     """All `dim` eigenvalues (descending, float64) of each matrix M whose `Factored.small`
-    is `small`, (..., r, r). When r = dim that is M. Otherwise the missing dim − r are 0 and
-    the others are those of the Gram matrix (J = I) or, for the swap with G = FFᵀ = UΛUᵀ,
-    those of s·RᵀJR for any R with G = FFᵀ = RRᵀ: JG = JFFᵀ has the non-zero eigenvalues
-    of FᵀJF, and RᵀJR is similar to JG (`_swap_core`)."""
+    is `small`, (..., r, r): those of `small` (LAPACK `syevd`, one batched call), then
+    dim − r zeros."""
     small = np.asarray(small, dtype=np.float64)
     r = small.shape[-1]
-    if swap and r < dim:
-        small = scale * _swap_core(small)
     values = np.linalg.eigvalsh((small + np.swapaxes(small, -1, -2)) / 2)[..., ::-1]
     if r < dim:
         values = np.concatenate([values, np.zeros((*values.shape[:-1], dim - r))], axis=-1)
         values = -np.sort(-values, axis=-1)
     return values
-
-
-def _swap_core(gram: np.ndarray) -> np.ndarray:
-    """RᵀJR for G = RRᵀ, each of the (..., 2N, 2N) Gram matrices G = FFᵀ: R = L, the
-    Cholesky factor, when G is positive definite (F of full row rank, the usual case);
-    else R = UΛ^½ from G = UΛUᵀ."""
-    half = gram.shape[-1] // 2
-    try:
-        root = np.linalg.cholesky(gram)
-    except np.linalg.LinAlgError:
-        lam, u = np.linalg.eigh(gram)
-        root = u * np.sqrt(np.clip(lam, 0, None))[..., None, :]
-    return np.swapaxes(root, -1, -2) @ np.roll(root, half, axis=-2)

@@ -12,27 +12,34 @@ detached copies.
 
 The work is split in two, so that the training step never waits:
 
-- The products: per matrix one product that leaves an r×r matrix carrying its
-  eigenvalues, r = min(m, D) (sslkit.spectrum.compute.Factored.small; m = N for a
-  covariance, 2N for C), or, when r > `exact_max`, `iters` products of warm-started
-  subspace iteration that leave three p×p products (sslkit.spectrum.tracker,
-  p = top_k + oversample). On CUDA `observe` launches them in the training thread (on a
-  side stream) into a ring of `chunk` steps on the device; when it is full, one
-  non-blocking copy takes it to (pinned) host memory. No host synchronisation, no `.cpu()`
-  per matrix per step. On a CPU the products would take the step's own cores, so
-  `observe` only keeps a copy of the embeddings and `record` computes them.
+- The products: per matrix one r×r symmetric matrix carrying its eigenvalues, r =
+  min(m, D) (sslkit.spectrum.compute.Factored.small; m = N for a covariance, 2N for C):
+  a product for a covariance, a Householder QR of the D×2N factor and a product for C;
+  or, when r > `exact_max`, `iters` products of warm-started subspace iteration that
+  leave three p×p products (sslkit.spectrum.tracker, p = top_k + oversample). On CUDA
+  `observe` launches them in the training thread (on a side stream) into a ring of
+  `chunk` steps on the device; when it is full, one non-blocking copy takes it to
+  (pinned) host memory. No host synchronisation, no `.cpu()` per matrix per step. On a
+  CPU the products would take the step's own cores, so `observe` only keeps a copy of
+  the embeddings and `record` computes them.
 - `record` (the observer's thread): float64 eigenvalues of the chunk's small matrices in
   one batched LAPACK call, Rayleigh–Ritz for the tracked ones, summaries, ½-crossing
   events, rows on disk.
 
 Precision of what is stored: products and small matrices in float64 (the embeddings are
-float32 or lower; on a GPU these products are a few microseconds). Exact matrices: every
+float32 or lower; on a GPU the products take microseconds, C's QR more: not yet
+measured, `scripts/gpu_checks.sh`). Exact matrices: every
 eigenvalue to float64 rounding, ≈ 10⁻¹⁵·|λ₁| (LAPACK `syevd`; the rows on disk are
-float32, 10⁻⁷ relative). Tracked matrices: the top `top_k` Ritz values, each within its
-residual rᵢ of an eigenvalue and below the i-th eigenvalue; the largest rᵢ/|θ₁| is stored
-per step as "<series>/residual", and every `full_every` steps an exact decomposition gives
-the whole spectrum and "<series>/track_err" = max|θᵢ − λᵢ|/|λ₁| (a warning is logged
-above `tol`).
+float32, 10⁻⁷ relative). The default `exact_max` = 512 decomposes C exactly every step up
+to batch 256 (2N = 512), the CIFAR recipes' size: there, with a new batch every step and
+the flat spectrum of a network at initialisation, the top eigenvectors of C are redrawn
+by every batch, so a warm start carries little; two subspace iterations were off by
+0.17–0.2·|λ₁|, 32 by 8·10⁻⁴·|λ₁| at 6.5× the cost of the exact path (`python
+scripts/bench_spectrum.py methods`). Tracked matrices (r > `exact_max`): the top `top_k`
+Ritz values, each within its residual rᵢ of an eigenvalue and below the i-th eigenvalue;
+the largest rᵢ/|θ₁| is stored per step as "<series>/residual", and every `full_every`
+steps an exact decomposition gives the whole spectrum and "<series>/track_err" =
+max|θᵢ − λᵢ|/|λ₁| (a warning is logged above `tol`).
 
 Summaries per step (sslkit.spectrum.metrics): effective rank, RankMe, the log-det on the
 span and the Hadamard gap for covariances; effective rank and the number of learned modes
@@ -132,7 +139,7 @@ class SpectrumMonitor:
     def __init__(self, run_dir: str | Path,
                  matrices: Sequence[SpectrumMatrix] = (SpectrumMatrix.cov, SpectrumMatrix.xcorr, SpectrumMatrix.feat_cov),
                  every: int = 1, top_k: int = 64,
-                 full_every: int = 100, exact_max: int = 256, oversample: int = 16, tol: float = 1e-3,
+                 full_every: int = 100, exact_max: int = 512, oversample: int = 16, tol: float = 1e-3,
                  iters: int = 2, rankme_eps: float = 1e-7, level: float = 0.5, flush_every: int = 100,
                  chunk: int = 32, view: Callable[[Tensor], Tensor] | None = None,
                  state: dict[str, Any] | None = None) -> None:
@@ -308,9 +315,8 @@ class SpectrumMonitor:
         steps, n = chunk.steps, len(chunk.steps)
         eig: list[np.ndarray | None] = [None] * n
         extra: dict[str, np.ndarray] = {}
-        scale = 1 / plan.rows if plan.kind == "xcorr" else 1 / max(plan.rows - 1, 1)  # plan.rows = 2N for C
         if not plan.tracked:
-            values = small_eigenvalues(rows[plan.key], plan.dim, plan.kind == "xcorr", scale)
+            values = small_eigenvalues(rows[plan.key], plan.dim)
             eig = list(values)
             top = values[:, : self.top_k]
         else:
@@ -322,8 +328,7 @@ class SpectrumMonitor:
             low = top.min()
             for t, step in enumerate(steps):
                 if step in chunk.full:
-                    exact = small_eigenvalues(chunk.full[step][plan.key].numpy(), plan.dim, plan.kind == "xcorr",
-                                              scale)
+                    exact = small_eigenvalues(chunk.full[step][plan.key].numpy(), plan.dim)
                     eig[t], low = exact, min(low, exact[-1])
                     err = float(np.abs(top[t] - exact[:k]).max() / max(abs(exact[0]), np.finfo(float).tiny))
                     extra["track_err"][t] = err
@@ -351,8 +356,8 @@ class SpectrumMonitor:
 
     def __call__(self, step: int, z1: Tensor, z2: Tensor, h1: Tensor, h2: Tensor) -> dict[str, float]:
         """`observe`, then `record` at once: this step's summaries (tests, scripts)."""
-        self.observe(step, z1, z2, h1, h2)
-        return self.record(self.flush())[step][0]
+        chunk = self.observe(step, z1, z2, h1, h2) or self.flush()  # observe's own when the ring is full
+        return self.record(chunk)[step][0]
 
     def state(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue the files and the tracking exactly:
