@@ -201,7 +201,7 @@ def _train(cfg: DictConfig) -> None:
             from sslkit.report import stepwise_figure  # matplotlib: only when a figure is drawn
 
             try:
-                print(f"figure: {stepwise_figure(run_dir)}")
+                print(f"figure: {stepwise_figure(run_dir, pdf=False)}")
             except KeyboardInterrupt:  # training is over and saved: only the figure is missing
                 _fail(f"interrupted (Ctrl-C) while drawing the figure; the run is complete in {run_dir}, "
                       f"and sslkit-report {run_dir} draws it.", 130)

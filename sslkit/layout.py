@@ -9,7 +9,7 @@
     theory/             modes.json, curves.npz, .hydra/        sslkit.theory.predict (sslkit-theory)
     eval/               sslkit-eval's feature caches           sslkit.eval.offline
     linear_eval.json    sslkit-eval's result                   sslkit.eval.offline
-    stepwise.png, .pdf  the figure (sslkit-report)             sslkit.report
+    stepwise.png, .pdf  the figure (.pdf: sslkit-report)       sslkit.report
     tensorboard/        logger=[tensorboard]'s event files     sslkit.records.tensorboard
     wandb-run-id        the W&B run a resume continues         sslkit.records.wandb
     .lock               held by the process training in it     sslkit.runlock

@@ -46,9 +46,11 @@ MARKERS = ("o", "s", "^", "v", "D", "x")  # panel (f), several runs: accuracies
 NOT_DRAWN = (*(k for k in RESUMABLE_CHANGES if k not in ("trainer.max_steps", "trainer.max_epochs")), "logger")
 
 
-def stepwise_figure(run_dir: str | Path, modes: int = 12) -> Path:
-    """Write `run_dir/stepwise.png` and `stepwise.pdf`; returns the PNG's path."""
-    return _save(draw_stepwise(run_dir, modes), Path(run_dir) / layout.FIGURE)
+def stepwise_figure(run_dir: str | Path, modes: int = 12, pdf: bool = True) -> Path:
+    """Write `run_dir/stepwise.png` and, with `pdf`, `stepwise.pdf`; returns the PNG's path.
+    The end of a training run writes the PNG alone (a second format lays out and draws the
+    figure again); `sslkit-report` writes both."""
+    return _save(draw_stepwise(run_dir, modes), Path(run_dir) / layout.FIGURE, pdf)
 
 
 def compare_figure(run_dirs: list[Path], out: Path, modes: int = 8) -> Path:
@@ -547,9 +549,11 @@ def _loss_axis(ax) -> None:
         ax.set_yscale("log")  # the loss spans orders of magnitude
 
 
-def _save(fig, stem: Path) -> Path:
+def _save(fig, stem: Path, pdf: bool = True) -> Path:
+    """Write `fig` to `stem`.png and, with `pdf`, `stem`.pdf; returns the PNG's path."""
     png = stem.with_suffix(".png")
     fig.savefig(png, dpi=130)
-    fig.savefig(stem.with_suffix(".pdf"))
+    if pdf:
+        fig.savefig(stem.with_suffix(".pdf"))
     plt.close(fig)
     return png

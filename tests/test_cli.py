@@ -36,10 +36,13 @@ def test_train_and_report_from_the_shell(tmp_path):
     assert load(run_dir)["xcorr"].shape == (20, 64)
     figure = run_dir / "stepwise.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not figure.with_suffix(".pdf").exists()  # the run draws the figure once; the PDF on request
+    drawn = figure.read_bytes()
     figure.unlink()
-    report = subprocess.run([BIN / "sslkit-report", str(run_dir)], capture_output=True, text=True)
+    report = subprocess.run([BIN / "sslkit-report", str(run_dir)], capture_output=True, text=True, cwd=tmp_path)
     assert report.returncode == 0, report.stderr
-    assert figure.exists()
+    assert figure.read_bytes() == drawn  # the same picture as the run's
+    assert figure.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_default_run_directory_is_under_runs(tmp_path):

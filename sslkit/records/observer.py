@@ -150,7 +150,7 @@ class Observer:
             if self.sinks and self.monitor is not None and self.monitor.latest and self.error is None:
                 from sslkit.report import stepwise_figure
 
-                png = stepwise_figure(self.run_dir)
+                png = stepwise_figure(self.run_dir, pdf=False)
                 for sink in self.sinks:
                     sink.log_figure(self.last_step, layout.FIGURE, png)
         finally:
