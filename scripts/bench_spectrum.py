@@ -54,7 +54,13 @@ time per step (in this process, after the first step):
     python scripts/bench_spectrum.py capture CASE --steps 300 --batch 32 --out PATH.npy [OVERRIDES...]
 
 `capture` trains CASE at `--batch` with the monitor on and writes the embeddings z1, z2 it
-observed at each step to PATH.npy (steps, 2, batch, D), float32, as training goes.
+observed at each step to PATH.npy (steps, 2, batch, D), float32, as training goes; its run
+directory is PATH without the suffix. `stored` then checks what that run's monitor stored:
+every value of `xcorr` at every step against torch.linalg.eigvalsh of that step's D×D C
+(float64, from the stream through the run's own loss's `spectrum_view`), and prints the
+largest error over the steps relative to |λ₁|:
+
+    python scripts/bench_spectrum.py stored PATH.npy
 """
 
 import argparse
@@ -188,6 +194,30 @@ def capture(case: str, steps: int, batch: int, out: Path, overrides: list[str]) 
     stream.flush()
 
 
+def stored_errors(stream_path: Path) -> None:
+    """max_i |stored_i − λ_i| / |λ₁| per step of a `capture` run, λ the eigenvalues of
+    C = (ẑ₁ᵀẑ₂ + ẑ₂ᵀẑ₁)/2N of that step's captured embeddings, ẑ the loss's spectrum_view."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from sslkit import layout
+    from sslkit.spectrum.store import load
+
+    stream, run_dir = np.load(stream_path, mmap_mode="r"), stream_path.with_suffix("")
+    view = instantiate(OmegaConf.load(run_dir / layout.CONFIG).loss).spectrum_view
+    spectra = load(run_dir)
+    errors = []
+    for step, stored in zip(spectra["step"], spectra["xcorr"]):
+        z1, z2 = (view(torch.from_numpy(np.array(stream[step, v])).double()) for v in (0, 1))
+        exact = torch.linalg.eigvalsh((z1.T @ z2 + z2.T @ z1) / (2 * len(z1))).flip(0).numpy()
+        k = int(np.isfinite(stored).sum())
+        errors.append(np.abs(stored[:k] - exact[:k]).max() / abs(exact[0]))
+    worst = int(np.argmax(errors))
+    print(f"{len(errors)} steps, {k} values per step: largest error {errors[worst]:.3g}·|λ₁| "
+          f"(step {spectra['step'][worst]}), median {np.median(errors):.3g}·|λ₁|")
+    print(f"stored_error: {errors[worst]:.3g}")
+
+
 def flat_stream(steps: int, batch: int, dim: int, seed: int = 0, decay: float = 0.5, noise: float = 0.3):
     """(z1, z2) float32 pairs of two views, a new batch every step: z1 = xΛ, z2 = (x + εn)Λ
     with x, n standard normal (batch × dim), ε = `noise` and Λ = diag(k^−decay): after
@@ -311,6 +341,11 @@ def main() -> None:
         parser.add_argument("overrides", nargs="*")
         a = parser.parse_intermixed_args()
         return capture(a.case, a.steps, a.batch, a.out, a.overrides)
+    if len(sys.argv) > 1 and sys.argv[1] == "stored":
+        parser = argparse.ArgumentParser(description="the values a captured run's monitor stored against the exact ones")
+        parser.add_argument("mode", choices=["stored"])
+        parser.add_argument("stream", type=Path, help="the .npy file written by `capture`")
+        return stored_errors(parser.parse_args().stream)
     if len(sys.argv) > 1 and sys.argv[1] == "monitor":
         parser = argparse.ArgumentParser(description="the spectrum monitor alone on random embeddings")
         parser.add_argument("mode", choices=["monitor"])

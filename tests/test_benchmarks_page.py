@@ -44,6 +44,6 @@ def test_every_benchmark_figure_is_the_line_its_script_prints():
     assert sorted({s for s, _ in rows}) == scripts  # every benchmark has rows on the page
     for script in scripts:
         keys = printed_keys(ROOT / "scripts" / script)
-        quoted = [m for s, figure in rows if s == script for m in re.findall(r"`([a-z_]+): [-0-9.]+`", figure)]
+        quoted = [m for s, figure in rows if s == script for m in re.findall(r"`([a-z_]+): [-0-9.e+]+`", figure)]
         assert quoted, f"no figure of {script} quotes its last line ({sorted(keys)})"
         assert set(quoted) <= keys, (script, set(quoted) - keys)
