@@ -731,8 +731,7 @@ def test_sslkit_eval_of_a_run_without_a_checkpoint_or_labels_says_why(config, tm
                             f"Evaluate it once it has written one.")
     for c in range(2):
         (tmp_path / "images" / f"class{c}").mkdir(parents=True)
-        torchvision.io.write_png(torch.full((3, 8, 8), 50 * c, dtype=torch.uint8),
-                                 str(tmp_path / "images" / f"class{c}" / "a.png"))
+        write_image(torch.full((3, 8, 8), 50 * c, dtype=torch.uint8), tmp_path / "images" / f"class{c}" / "a.png")
     run = tmp_path / "folder"
     train(config("data=imagefolder", f"data.root={tmp_path / 'images'}", "data.image_size=8",
                  f"data.cache_dir={tmp_path / 'cache'}", "data.batch_size=2", "augment=digits", "trainer.max_steps=1"),
