@@ -325,7 +325,7 @@ CTRL_C_IN_FIGURE = """
 import sys
 import sslkit.report
 
-def interrupted(run_dir):
+def interrupted(run_dir, **options):
     raise KeyboardInterrupt
 
 sslkit.report.stepwise_figure = interrupted
