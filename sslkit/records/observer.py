@@ -48,8 +48,8 @@ from torch import Tensor
 
 from sslkit import layout
 from sslkit.methods import StepOutput
-from sslkit.records.sink import MetricsFile, Sink
 from sslkit.errors import ConfigError
+from sslkit.records.sink import MetricsFile, Sink
 from sslkit.spectrum import SpectrumMonitor
 from sslkit.spectrum.store import sizes
 
@@ -222,7 +222,7 @@ def check_records(run_dir: Path, logs: dict[str, Any], checkpoint: Path) -> None
     spectrum tables shifted), so it is a ConfigError saying which files and what to do."""
     spectrum = logs["spectrum"] or {"rows": 0, "full_rows": 0, "event_bytes": 0}
     expected = {run_dir / layout.METRICS: logs["metrics_bytes"],
-                run_dir / layout.SPECTRUM / "events.jsonl": spectrum["event_bytes"],
+                run_dir / layout.EVENTS: spectrum["event_bytes"],
                 **sizes(run_dir, layout.SPECTRUM, spectrum["rows"]),
                 **sizes(run_dir, layout.FULL_SPECTRUM, spectrum["full_rows"])}
     short = [f"{path.relative_to(run_dir)} ({path.stat().st_size if path.exists() else 'missing'}, "

@@ -30,7 +30,7 @@ class CrossingLog:
     already crossed are read back from what remains. `bytes` is the current size."""
 
     def __init__(self, run_dir: str | Path, level: float = 0.5, start_bytes: int = 0) -> None:
-        self.path = Path(run_dir) / layout.SPECTRUM / "events.jsonl"
+        self.path = Path(run_dir) / layout.EVENTS
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.level = level
         self.file = open(self.path, "ab")
@@ -62,7 +62,7 @@ class CrossingLog:
 
 def load_events(run_dir: str | Path) -> list[dict]:
     """The complete lines of `run_dir/spectrum/events.jsonl` (none if it does not exist)."""
-    path = Path(run_dir) / layout.SPECTRUM / "events.jsonl"
+    path = Path(run_dir) / layout.EVENTS
     if not path.exists():
         return []
     text = path.read_bytes()
